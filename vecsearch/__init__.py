@@ -1,0 +1,69 @@
+"""vecsearch: a prompt is a search query into a model's latent space.
+
+Crawl folders of images and captions into an index (`Index.create(...).add(folder)`), then search it
+with text, images or both (`index.search("a red apple")`), describe an image with the nearest captions,
+or classify it zero-shot. Nothing heavy happens at import: models load when something needs embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__version__ = "0.1.0"
+
+from .classify import DEFAULT_TEMPLATES, classify_image as classify  # noqa: E402
+from .encoders import DEFAULT_MODEL, Encoder, ModelInfo, ModelSpec, list_models, load_encoder  # noqa: E402
+from .errors import (  # noqa: E402
+    CaptionsFileError,
+    ImageError,
+    IndexCorruptError,
+    IndexExistsError,
+    IndexLockedError,
+    IndexNotFoundError,
+    ModelError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    QueryError,
+    UnsupportedModalityError,
+    VecsearchError,
+)
+from .index import Index  # noqa: E402
+from .indexer import IndexingInterrupted  # noqa: E402
+from .query import Query, Term  # noqa: E402
+from .results import CrawlReport, Hit, LabelScore, SkippedFile  # noqa: E402
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_TEMPLATES",
+    "CaptionsFileError",
+    "CrawlReport",
+    "Encoder",
+    "Hit",
+    "ImageError",
+    "Index",
+    "IndexCorruptError",
+    "IndexExistsError",
+    "IndexLockedError",
+    "IndexNotFoundError",
+    "IndexingInterrupted",
+    "LabelScore",
+    "ModelError",
+    "ModelInfo",
+    "ModelMismatchError",
+    "ModelNotFoundError",
+    "ModelSpec",
+    "ModelUnavailableError",
+    "Query",
+    "QueryError",
+    "SkippedFile",
+    "Term",
+    "UnsupportedModalityError",
+    "VecsearchError",
+    "__version__",
+    "classify",
+    "list_models",
+    "load_encoder",
+]

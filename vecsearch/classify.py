@@ -1,0 +1,118 @@
+"""Zero-shot classification: image → the most likely of a few labels (classification as search).
+
+Each label is embedded through several prompt templates ("a photo of a {}.") and the mean is taken,
+as in the CLIP paper; probabilities are the softmax of the model's logit scale times the cosine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Sequence
+
+import numpy as np
+
+from .encoders.base import Encoder, normalize_rows
+from .errors import QueryError
+from .results import LabelScore
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "a drawing of a {}.",
+    "a close-up photo of a {}.",
+    "a photo of the {}.",
+    "an image of a {}.",
+    "a clip art of a {}.",
+    "an illustration of a {}.",
+)
+
+
+def parse_labels(labels: str | Sequence[str] | None = None, labels_file: str | Path | None = None) -> list[str]:
+    """Labels from a comma-separated string or list, and/or a file with one label per line."""
+    found: list[str] = []
+    if isinstance(labels, str):
+        found.extend(labels.split(","))
+    elif labels:
+        found.extend(labels)
+    if labels_file:
+        try:
+            found.extend(Path(labels_file).read_text(encoding="utf-8-sig").splitlines())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise QueryError(f"cannot read labels file {labels_file} ({exc})") from exc
+    cleaned: list[str] = []
+    for label in found:
+        label = " ".join(label.split())
+        if label and label not in cleaned:
+            cleaned.append(label)
+    if len(cleaned) < 2:
+        raise QueryError("zero-shot classification needs at least two distinct labels")
+    return cleaned
+
+
+def label_vectors(encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+    """One unit vector per label: the mean embedding of the label in every template."""
+    templates = list(templates) or ["{}"]
+    for template in templates:
+        if "{}" not in template:
+            raise QueryError(f"prompt template must contain {{}} where the label goes: '{template}'")
+    prompts = [template.format(label) for label in labels for template in templates]
+    vectors = encoder.embed_texts(prompts).reshape(len(labels), len(templates), -1).mean(axis=1)
+    return normalize_rows(vectors)
+
+
+def classify_vector(
+    image_vector: np.ndarray,
+    labels: Sequence[str],
+    label_matrix: np.ndarray,
+    logit_scale: float,
+) -> list[LabelScore]:
+    """Rank labels for one embedded image, most likely first."""
+    image_vector = normalize_rows(image_vector)[0]
+    scores = label_matrix @ image_vector
+    logits = logit_scale * scores
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    ranked = sorted(zip(labels, probabilities, scores), key=lambda row: -row[1])
+    return [LabelScore(label, float(p), float(s)) for label, p, s in ranked]
+
+
+def classify(
+    image_vector: np.ndarray,
+    labels: Sequence[str],
+    encoder: Encoder,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+) -> list[LabelScore]:
+    return classify_vector(image_vector, labels, label_vectors(encoder, labels, templates), encoder.logit_scale)
+
+
+def classify_image(
+    image: "str | Path | Image.Image",
+    labels: Sequence[str],
+    encoder: Encoder | None = None,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+) -> list[LabelScore]:
+    """Zero-shot classify one image file or picture, with no index needed."""
+    from PIL import Image
+
+    from .encoders import IMAGE, load_encoder
+    from .errors import ImageError, UnsupportedModalityError
+    from .images import load_image
+
+    encoder = encoder or load_encoder(model, pretrained)
+    if IMAGE not in encoder.modalities:
+        raise UnsupportedModalityError(f"{encoder.spec} embeds text only; classification needs a CLIP model")
+    if isinstance(image, Image.Image):
+        picture = image
+    else:
+        try:
+            picture = load_image(Path(image))
+        except ImageError as exc:
+            raise QueryError(f"cannot use image {image}: {exc}") from exc
+    return classify(encoder.embed_images([picture]), labels, encoder, templates)

@@ -1,0 +1,602 @@
+"""The `vecsearch` command: a thin layer that parses arguments, calls the library, prints the result.
+
+Exit codes: 0 ok; 1 bad input or nothing could be done; 2 bad usage; 3 the index is missing, damaged
+or busy; 4 the model cannot be used (unknown, not downloadable offline, or not the index's model);
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import click
+
+from . import __version__
+from .errors import (
+    IndexCorruptError,
+    IndexExistsError,
+    IndexLockedError,
+    IndexNotFoundError,
+    ModelError,
+    VecsearchError,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INDEX = 3
+EXIT_MODEL = 4
+EXIT_INTERRUPTED = 130
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, (IndexNotFoundError, IndexCorruptError, IndexLockedError, IndexExistsError)):
+        return EXIT_INDEX
+    if isinstance(exc, ModelError):
+        return EXIT_MODEL
+    return EXIT_ERROR
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+class Settings:
+    def __init__(self, home: str | None, quiet: bool) -> None:
+        self.home = home
+        self.quiet = quiet
+
+
+class TermsCommand(click.Command):
+    """A command whose query terms may start with '-' (`-dog` subtracts dog), like rclip's.
+
+    Tokens that look like options but are not this command's options are moved behind `--`, where
+    click reads them as arguments; their order does not matter to a query.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            split = args.index("--")
+            before, after = args[:split], args[split + 1 :]
+        else:
+            before, after = list(args), []
+        takes_value: dict[str, click.Option] = {}
+        flags: set[str] = set()
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                for name in [*param.opts, *param.secondary_opts]:
+                    if param.is_flag or param.count:
+                        flags.add(name)
+                    else:
+                        takes_value[name] = param
+        kept: list[str] = []
+        moved: list[str] = []
+        expect_value = False
+        for token in before:
+            if expect_value:
+                kept.append(token)
+                expect_value = False
+                continue
+            if not token.startswith("-") or len(token) == 1:
+                kept.append(token)
+                continue
+            name = token.split("=", 1)[0] if token.startswith("--") else token
+            if name in flags or (token.startswith("--") and "=" in token and name in takes_value):
+                kept.append(token)
+            elif name in takes_value:
+                kept.append(token)
+                expect_value = True
+            elif token[:2] in takes_value and _parses(takes_value[token[:2]], token[2:]):
+                kept.append(token)
+            else:
+                moved.append(token)
+        if moved or after:
+            return super().parse_args(ctx, kept + ["--"] + moved + after)
+        return super().parse_args(ctx, kept)
+
+
+def _parses(option: click.Option, text: str) -> bool:
+    try:
+        option.type.convert(text, None, None)
+        return True
+    except click.BadParameter:
+        return False
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    """Process set-up belongs here, not in the library: quiet third-party chatter unless asked."""
+    level = logging.INFO if verbose else logging.ERROR
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except Exception:  # transformers is optional for open_clip-only use
+        pass
+
+
+def _quiet_callback(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        settings = ctx.find_object(Settings)
+        if settings is not None:
+            settings.quiet = True
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, expose_value=False, callback=_quiet_callback,
+    help="No progress bars or reports; results and errors only.",
+)
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Call into the library; turn its errors into one line on stderr and an exit code."""
+    from .indexer import IndexingInterrupted
+
+    try:
+        return action()
+    except IndexingInterrupted:
+        raise
+    except VecsearchError as exc:
+        fail(str(exc), _exit_code(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", EXIT_ERROR)
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+model_options = [
+    click.option("--model", "-m", help="Model: open_clip name (ViT-B-32), hf-hub:ORG/REPO, local-dir:DIR, "
+                 "st:NAME for sentence-transformers, or a model folder."),
+    click.option("--pretrained", help="open_clip pretrained tag (laion2b_s34b_b79k) or checkpoint file."),
+    click.option("--device", help="Where the model runs (cpu, cuda, cuda:1, mps). Default: CUDA when present."),
+    click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
+                 help="Images or texts per model call."),
+]
+
+
+def with_options(options: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vecsearch")
+@click.option("--home", envvar="VECSEARCH_HOME", type=click.Path(file_okay=False),
+              help="Folder of named indexes (default: ./indexes in a checkout, else ~/.local/share/vecsearch/indexes).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or reports; results and errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the libraries underneath are doing.")
+@click.pass_context
+def main(ctx: click.Context, home: str | None, quiet: bool, verbose: bool) -> None:
+    """Search your images by text, by image, or both: a prompt is a search query.
+
+    \b
+      vecsearch index ~/Pictures --name photos      crawl a folder into an index
+      vecsearch search photos "a red apple"          text -> image
+      vecsearch search photos ./cat.jpg +hat -dog    image arithmetic
+      vecsearch describe photos ./cat.jpg            image -> text (nearest captions)
+      vecsearch classify ./cat.jpg --labels cat,dog  zero-shot labels
+    """
+    _setup_logging(quiet, verbose)
+    ctx.obj = Settings(home, quiet)
+
+
+# --- index ----------------------------------------------------------------------------------------
+
+
+@main.command("index")
+@quiet_option
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Index folder to create or update.")
+@click.option("--name", "-n", help="Name of an index in the home folder (default: 'default').")
+@with_options(model_options)
+@click.option("--captions", "-c", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV (path,caption) or JSONL file of captions; repeatable.")
+@click.option("--exclude", "-x", multiple=True, help="Glob of names or relative paths to skip; repeatable.")
+@click.option("--include-hidden", is_flag=True, help="Also crawl files and folders whose names start with '.'.")
+@click.option("--workers", type=click.IntRange(1, 64), help="Threads that read and decode images.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def index_command(
+    settings: Settings,
+    paths: tuple[Path, ...],
+    index_dir: Path | None,
+    name: str | None,
+    model: str | None,
+    pretrained: str | None,
+    device: str | None,
+    batch_size: int,
+    captions: tuple[Path, ...],
+    exclude: tuple[str, ...],
+    include_hidden: bool,
+    workers: int | None,
+    as_json: bool,
+) -> None:
+    """Crawl folders of images (and their captions) into an index, or update it.
+
+    Creates the index on first use. Later runs embed only new or changed files; renamed files keep
+    their vectors; deleted files leave the index. With no PATHS, re-crawls the index's folders.
+    Captions: a sidecar text file beside each image (cat.jpg + cat.txt, one caption per line) and
+    any --captions file.
+    """
+    from .home import is_valid_name, target
+    from .index import Index
+    from .indexer import IndexingInterrupted
+
+    if index_dir is not None and name is not None:
+        raise click.UsageError("give --index or --name, not both")
+    if name is not None and not is_valid_name(name):
+        raise click.UsageError(f"invalid index name '{name}' (letters, digits, '.', '_' and '-')")
+    folder = index_dir if index_dir is not None else target(name or "default", settings.home)
+
+    def run() -> Any:
+        from .manifest import MANIFEST
+
+        if (folder / MANIFEST).is_file():
+            index = Index.open(folder, model=model, pretrained=pretrained, device=device, batch_size=batch_size)
+        else:
+            if not paths:
+                raise IndexNotFoundError(f"no index at {folder} yet: give the folders to crawl into it")
+            index = Index.create(folder, model, pretrained, device=device, batch_size=batch_size)
+        with index:
+            report = index.add(
+                list(paths), captions=list(captions), exclude=list(exclude), include_hidden=include_hidden,
+                progress=not settings.quiet and not as_json, workers=workers,
+            )
+            return report, index.counts()
+
+    try:
+        report, counts = _run(run)
+    except IndexingInterrupted as stop:
+        _print_report(stop.report, None, folder, settings.quiet, as_json)
+        fail("interrupted; the work done so far is saved: run the same command to continue", EXIT_INTERRUPTED)
+        return
+    _print_report(report, counts, folder, settings.quiet, as_json)
+    if report.indexed_nothing:
+        fail("no image could be indexed (see the reasons above)", EXIT_ERROR)
+
+
+def _print_report(report: Any, counts: dict[str, int] | None, folder: Path, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        data = report.to_dict()
+        data["index"] = str(folder)
+        if counts is not None:
+            data["counts"] = counts
+        _dump(data)
+        return
+    if quiet:
+        return
+    for skip in report.skipped:
+        click.echo(f"skipped {skip.path}: {skip.reason}", err=True)
+    click.echo(
+        f"{folder}: {report.added} added, {report.updated} updated, {report.renamed} renamed, "
+        f"{report.reused} duplicates reused, {report.removed} removed, {report.unchanged} unchanged, "
+        f"{len(report.skipped)} skipped"
+    )
+    click.echo(f"captions: {report.captions_added} added, {report.captions_removed} removed")
+    if counts is not None:
+        click.echo(
+            f"index holds {counts['images']} images and {counts['captions']} captions "
+            f"({counts['files']} files) - {report.seconds:.1f} s"
+        )
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+filter_options = [
+    click.option("-k", "--top", "k", type=click.IntRange(1, 10_000), default=10, show_default=True,
+                 help="How many results."),
+    click.option("--kind", type=click.Choice(["image", "caption", "any"]),
+                 help="What comes back: images, captions or both (default: images; captions in a text-only index)."),
+    click.option("--path", "path_glob", help="Only files whose path matches this glob ('2024/*', '*.png')."),
+    click.option("--under", type=click.Path(path_type=Path), help="Only files inside this folder."),
+    click.option("--min-score", type=float, help="Drop hits with a cosine below this (scores depend on the model)."),
+    click.option("--within", type=float,
+                 help="Keep only hits within this cosine margin of the best hit (e.g. 0.05)."),
+]
+output_options = [
+    click.option("--json", "as_json", is_flag=True, help="Print results as JSON."),
+    click.option("--paths", "paths_only", is_flag=True, help="Print only image paths, one per line."),
+]
+
+
+@main.command("search", cls=TermsCommand)
+@quiet_option
+@click.argument("index_ref", metavar="INDEX")
+@click.argument("terms", nargs=-1, metavar="QUERY...")
+@click.option("--add", "-a", multiple=True, help="A term to add (text or image path); repeatable.")
+@click.option("--subtract", "-s", multiple=True, help="A term to subtract; repeatable.")
+@click.option("--like", multiple=True, help="Move toward this item id from an earlier search (relevance feedback).")
+@click.option("--unlike", multiple=True, help="Move away from this item id.")
+@with_options(filter_options)
+@with_options(output_options)
+@with_options(model_options)
+@click.pass_obj
+def search_command(
+    settings: Settings,
+    index_ref: str,
+    terms: tuple[str, ...],
+    add: tuple[str, ...],
+    subtract: tuple[str, ...],
+    like: tuple[str, ...],
+    unlike: tuple[str, ...],
+    k: int,
+    kind: str | None,
+    path_glob: str | None,
+    under: Path | None,
+    min_score: float | None,
+    within: float | None,
+    as_json: bool,
+    paths_only: bool,
+    model: str | None,
+    pretrained: str | None,
+    device: str | None,
+    batch_size: int,
+) -> None:
+    """Search an index. Each QUERY term is text or an image path (or URL), optionally signed and
+    weighted: "a red apple", ./cat.jpg, +hat, -dog, 2:sunset, -0.5:./dog.jpg, id:42, text:notes.png.
+
+    The terms are embedded and summed into one query vector.
+    """
+    from .index import Index
+    from .query import Query
+
+    if as_json and paths_only:
+        raise click.UsageError("choose --json or --paths, not both")
+
+    def run() -> Any:
+        query = Query.parse(list(terms), add=add, subtract=subtract, like=like, unlike=unlike)
+        with Index.open(index_ref, home=settings.home, model=model, pretrained=pretrained,
+                        device=device, batch_size=batch_size) as index:
+            return index.search(
+                query, k, kind=kind, path=path_glob, under=under, min_score=min_score, within=within
+            )
+
+    hits = _run(run)
+    _print_hits(hits, as_json, paths_only, settings.quiet)
+
+
+def _print_hits(hits: Sequence[Any], as_json: bool, paths_only: bool, quiet: bool) -> None:
+    if as_json:
+        _dump([h.to_dict() for h in hits])
+        return
+    if paths_only:
+        seen: set[str] = set()
+        for hit in hits:
+            if hit.path not in seen:
+                seen.add(hit.path)
+                click.echo(hit.path)
+        return
+    if not hits:
+        if not quiet:
+            click.echo("no results", err=True)
+        return
+    rows = [
+        (str(h.rank), f"{h.score:.4f}", h.kind, str(h.id), h.path, _clip(h.caption or "", 60)) for h in hits
+    ]
+    _table(("#", "score", "kind", "id", "path", "caption"), rows)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    rows = [tuple(header), *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {0, 1, 3}
+    for row in rows:
+        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --- describe and classify ------------------------------------------------------------------------
+
+
+@main.command("describe")
+@quiet_option
+@click.argument("index_ref", metavar="INDEX")
+@click.argument("image", metavar="IMAGE")
+@click.option("-k", "--top", "k", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="How many captions.")
+@with_options(output_options)
+@click.pass_obj
+def describe_command(settings: Settings, index_ref: str, image: str, k: int, as_json: bool, paths_only: bool) -> None:
+    """Image -> text: the captions in INDEX nearest to IMAGE (a file, URL or id:N)."""
+    from .index import Index
+
+    def run() -> Any:
+        with Index.open(index_ref, home=settings.home) as index:
+            return index.describe(image, k)
+
+    _print_hits(_run(run), as_json, paths_only, settings.quiet)
+
+
+@main.command("classify")
+@quiet_option
+@click.argument("image", metavar="IMAGE")
+@click.option("--labels", "-l", help="Comma-separated labels: 'cat,dog,car'.")
+@click.option("--labels-file", type=click.Path(dir_okay=False, path_type=Path), help="One label per line.")
+@click.option("--index", "index_ref", help="Use this index's model (and allow IMAGE to be id:N).")
+@click.option("--template", "-t", "templates", multiple=True,
+              help="Prompt template with {} for the label; repeatable (default: a set of photo/drawing prompts).")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@with_options(model_options)
+@click.pass_obj
+def classify_command(
+    settings: Settings,
+    image: str,
+    labels: str | None,
+    labels_file: Path | None,
+    index_ref: str | None,
+    templates: tuple[str, ...],
+    as_json: bool,
+    model: str | None,
+    pretrained: str | None,
+    device: str | None,
+    batch_size: int,
+) -> None:
+    """Zero-shot classification: the probability of each label for IMAGE."""
+    from .classify import DEFAULT_TEMPLATES, classify_image, parse_labels
+    from .encoders import load_encoder
+    from .index import Index
+
+    if not labels and not labels_file:
+        raise click.UsageError("give --labels or --labels-file")
+
+    def run() -> Any:
+        names = parse_labels(labels, labels_file)
+        chosen = list(templates) or list(DEFAULT_TEMPLATES)
+        if index_ref:
+            with Index.open(index_ref, home=settings.home, model=model, pretrained=pretrained,
+                            device=device, batch_size=batch_size) as index:
+                return index.classify(image, names, chosen)
+        encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size)
+        return classify_image(Path(image), names, encoder, templates=chosen)
+
+    scores = _run(run)
+    if as_json:
+        _dump([s.to_dict() for s in scores])
+        return
+    _table(("label", "probability", "cosine"),
+           [(s.label, f"{s.probability:.4f}", f"{s.score:.4f}") for s in scores])
+
+
+# --- info, list, models ---------------------------------------------------------------------------
+
+
+@main.command("info")
+@click.argument("index_ref", metavar="INDEX")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def info_command(settings: Settings, index_ref: str, as_json: bool) -> None:
+    """Show an index's model, vector file, counts and folders."""
+    from .index import Index
+
+    def run() -> Any:
+        with Index.open(index_ref, home=settings.home) as index:
+            return index.info()
+
+    info = _run(run)
+    if as_json:
+        _dump(info)
+        return
+    counts = info["counts"]
+    faiss_info = info["faiss"]
+    lines = [
+        ("index", info["path"]),
+        ("model", info["model"]["spec"]),
+        ("fingerprint", info["model"]["fingerprint"]),
+        ("dimension", f"{info['dim']} ({info['metric']})"),
+        ("vectors", f"{faiss_info['type']}, {faiss_info['ntotal']} vectors, generation {faiss_info['generation']}"),
+        ("items", f"{counts['items']} ({counts['images']} images, {counts['captions']} captions)"),
+        ("files", str(counts["files"])),
+        ("size", _human_bytes(info["bytes"])),
+        ("format", f"{info['format']} v{info['format_version']}"),
+        ("created", info["created"]),
+        ("updated", info["updated"]),
+    ]
+    lines += [("folder", root) for root in info["roots"]]
+    width = max(len(key) for key, _ in lines)
+    for key, value in lines:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def list_command(settings: Settings, as_json: bool) -> None:
+    """List the named indexes in the home folder."""
+    from .home import default_home, named_indexes
+    from .manifest import read_manifest
+
+    rows = []
+    for folder in named_indexes(settings.home):
+        try:
+            manifest = read_manifest(folder)
+        except VecsearchError as exc:
+            rows.append({"name": folder.name, "path": str(folder), "error": str(exc)})
+            continue
+        rows.append({
+            "name": folder.name,
+            "path": str(folder),
+            "model": manifest["model"].get("spec"),
+            "counts": manifest.get("counts", {}),
+            "updated": manifest.get("updated"),
+        })
+    if as_json:
+        _dump(rows)
+        return
+    if not rows:
+        if not settings.quiet:
+            click.echo(f"no indexes in {default_home(settings.home)}", err=True)
+        return
+    table = []
+    for row in rows:
+        counts = row.get("counts") or {}
+        table.append((
+            row["name"], str(counts.get("images", "?")), str(counts.get("captions", "?")),
+            row.get("model") or f"error: {row.get('error')}", str(row.get("updated") or ""),
+        ))
+    _table(("name", "images", "captions", "model", "updated"), table)
+
+
+@main.command("models")
+@click.option("--all", "show_all", is_flag=True, help="Every open_clip architecture and pretrained tag.")
+@click.option("--offline", is_flag=True, help="Only models that load without the network.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models_command(show_all: bool, offline: bool, as_json: bool) -> None:
+    """List models vecsearch can use, and which are already on this machine."""
+    from .encoders import list_models
+
+    infos = _run(lambda: list_models(all_open_clip=show_all))
+    if offline:
+        infos = [i for i in infos if i.available_offline]
+    if as_json:
+        _dump([
+            {**i.spec.to_dict(), "spec": str(i.spec), "available_offline": i.available_offline,
+             "default": i.default, "note": i.note}
+            for i in infos
+        ])
+        return
+    rows = []
+    for info in infos:
+        model = info.spec.name if info.spec.family == "open_clip" else f"st:{info.spec.name}"
+        rows.append((
+            model, info.spec.pretrained or "", "yes" if info.available_offline else "no",
+            ("(default) " if info.default else "") + info.note,
+        ))
+    _table(("--model", "--pretrained", "offline", "note"), rows)
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+if __name__ == "__main__":
+    main()

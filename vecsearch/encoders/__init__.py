@@ -1,0 +1,215 @@
+"""Model registry: turn what a user typed (`--model`, `--pretrained`) into a ModelSpec and an Encoder.
+
+Nothing here imports torch or a model library at import time; that happens in `load_encoder`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelNotFoundError
+from . import hub
+from .base import (
+    FAMILIES,
+    IMAGE,
+    OPEN_CLIP,
+    SENTENCE_TRANSFORMERS,
+    TEXT,
+    Encoder,
+    ModelSpec,
+    normalize_rows,
+)
+
+DEFAULT_MODEL = ModelSpec(OPEN_CLIP, "ViT-B-32", "laion2b_s34b_b79k")
+
+_FAMILY_PREFIXES = {
+    "open_clip:": OPEN_CLIP,
+    "openclip:": OPEN_CLIP,
+    "open-clip:": OPEN_CLIP,
+    "sentence-transformers:": SENTENCE_TRANSFORMERS,
+    "st:": SENTENCE_TRANSFORMERS,
+}
+
+# A short list worth knowing; `vecsearch models --all` shows every open_clip (architecture, tag) pair.
+_RECOMMENDED: list[tuple[str, str, str | None, str]] = [
+    (OPEN_CLIP, "ViT-B-32", "laion2b_s34b_b79k", "default: good photo search, fast"),
+    (OPEN_CLIP, "ViT-B-16", "laion2b_s34b_b88k", "more accurate, ~4x slower to index"),
+    (OPEN_CLIP, "ViT-L-14", "laion2b_s32b_b82k", "most accurate here, ~15x slower to index"),
+    (OPEN_CLIP, "ViT-B-32", "openai", "the original OpenAI CLIP weights"),
+    (OPEN_CLIP, "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "multilingual queries"),
+    (SENTENCE_TRANSFORMERS, "clip-ViT-B-32", None, "sentence-transformers CLIP (images + text)"),
+    (SENTENCE_TRANSFORMERS, "all-MiniLM-L6-v2", None, "text only: captions-only indexes (text -> text)"),
+]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model `vecsearch models` can name, and whether it would load with no network."""
+
+    spec: ModelSpec
+    available_offline: bool
+    note: str = ""
+    default: bool = False
+
+
+def resolve_spec(model: str | ModelSpec | None = None, pretrained: str | None = None) -> ModelSpec:
+    """Read a model as users write it: `ViT-B-32` + tag or file, `hf-hub:org/repo`, `local-dir:DIR`,
+    `st:clip-ViT-B-32`, a sentence-transformers directory, or `open_clip:NAME@TAG`."""
+    if isinstance(model, ModelSpec):
+        return model
+    if model is None or not model.strip():
+        if pretrained:
+            return _open_clip_spec(DEFAULT_MODEL.name, pretrained)
+        return DEFAULT_MODEL
+    text = model.strip()
+    for prefix, family in _FAMILY_PREFIXES.items():
+        if text.lower().startswith(prefix):
+            rest = text[len(prefix) :]
+            if family == SENTENCE_TRANSFORMERS:
+                _no_pretrained(text, pretrained)
+                return ModelSpec(family, _absolute_if_local(rest))
+            if "@" in rest and pretrained is None and not rest.startswith(("hf-hub:", "local-dir:")):
+                rest, pretrained = rest.split("@", 1)
+            return _open_clip_spec(rest, pretrained)
+    if text.startswith(("hf-hub:", "local-dir:")):
+        return _open_clip_spec(text, pretrained)
+    local = Path(text).expanduser()
+    if local.is_dir():
+        if (local / "open_clip_config.json").is_file():
+            _no_pretrained(text, pretrained)
+            return ModelSpec(OPEN_CLIP, f"local-dir:{local.resolve()}")
+        if (local / "modules.json").is_file() or (local / "config.json").is_file():
+            _no_pretrained(text, pretrained)
+            return ModelSpec(SENTENCE_TRANSFORMERS, str(local.resolve()))
+        raise ModelNotFoundError(
+            f"{text} is a directory but holds no open_clip_config.json or sentence-transformers model"
+        )
+    if _is_open_clip_name(text):
+        return _open_clip_spec(text, pretrained)
+    if pretrained:
+        raise ModelNotFoundError(
+            f"unknown open_clip model '{text}' (--pretrained is only for open_clip models); "
+            "`vecsearch models --all` lists the names"
+        )
+    if text.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"model directory not found: {text}")
+    return ModelSpec(SENTENCE_TRANSFORMERS, text)
+
+
+def load_encoder(
+    model: str | ModelSpec | None = None,
+    pretrained: str | None = None,
+    *,
+    device: str | None = None,
+    batch_size: int = 32,
+    cache_dir: str | None = None,
+) -> Encoder:
+    """Load a model for embedding; reaches the network only if its weights are not cached yet."""
+    spec = resolve_spec(model, pretrained)
+    cache = hub.cache_dir(cache_dir)
+    if spec.family == OPEN_CLIP:
+        from .open_clip_encoder import load_open_clip
+
+        return load_open_clip(spec, device=device, batch_size=batch_size, cache=cache)
+    if spec.family == SENTENCE_TRANSFORMERS:
+        from .st_encoder import load_sentence_transformer
+
+        return load_sentence_transformer(spec, device=device, batch_size=batch_size, cache=cache)
+    raise ModelNotFoundError(f"unknown model family '{spec.family}' (known: {', '.join(FAMILIES)})")
+
+
+def is_available_offline(spec: ModelSpec, cache_dir: str | None = None) -> bool:
+    """Would `load_encoder(spec)` succeed without the network? Checks files only."""
+    cache = hub.cache_dir(cache_dir)
+    if spec.family == OPEN_CLIP:
+        from .open_clip_encoder import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, is_tag_cached
+
+        if spec.name.startswith(LOCAL_DIR_PREFIX):
+            return (Path(spec.name[len(LOCAL_DIR_PREFIX) :]) / "open_clip_config.json").is_file()
+        if spec.name.startswith(HF_HUB_PREFIX):
+            return hub.cached_hf_file(spec.name[len(HF_HUB_PREFIX) :], "open_clip_config.json", cache) is not None
+        if spec.pretrained and Path(spec.pretrained).expanduser().is_file():
+            return True
+        return bool(spec.pretrained) and is_tag_cached(spec.name, spec.pretrained, cache)
+    from .st_encoder import is_available_offline as st_available
+
+    return st_available(spec.name, cache)
+
+
+def list_models(all_open_clip: bool = False, cache_dir: str | None = None) -> list[ModelInfo]:
+    """Models vecsearch can use, recommended ones first; `all_open_clip` adds every open_clip pair."""
+    import open_clip
+
+    known = set(open_clip.list_pretrained())
+    infos: list[ModelInfo] = []
+    seen: set[ModelSpec] = set()
+    for family, name, tag, note in _RECOMMENDED:
+        if family == OPEN_CLIP and (name, tag) not in known:
+            continue
+        spec = ModelSpec(family, name, tag)
+        seen.add(spec)
+        infos.append(
+            ModelInfo(spec, is_available_offline(spec, cache_dir), note, default=spec == DEFAULT_MODEL)
+        )
+    if all_open_clip:
+        for name, tag in sorted(known):
+            spec = ModelSpec(OPEN_CLIP, name, tag)
+            if spec not in seen:
+                infos.append(ModelInfo(spec, is_available_offline(spec, cache_dir)))
+    return infos
+
+
+def _open_clip_spec(name: str, pretrained: str | None) -> ModelSpec:
+    if name.startswith(("hf-hub:", "local-dir:")):
+        _no_pretrained(name, pretrained)
+        if name.startswith("local-dir:"):
+            folder = Path(name[len("local-dir:") :]).expanduser()
+            if not folder.is_dir():
+                raise ModelNotFoundError(f"open_clip model directory not found: {folder}")
+            name = f"local-dir:{folder.resolve()}"
+        return ModelSpec(OPEN_CLIP, name)
+    if pretrained is None and name == DEFAULT_MODEL.name:
+        pretrained = DEFAULT_MODEL.pretrained
+    if pretrained is None:
+        import open_clip
+
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if len(tags) == 1:
+            pretrained = tags[0]
+    if pretrained and Path(pretrained).expanduser().is_file():
+        pretrained = str(Path(pretrained).expanduser().resolve())
+    return ModelSpec(OPEN_CLIP, name, pretrained)
+
+
+def _is_open_clip_name(name: str) -> bool:
+    import open_clip
+
+    return name in open_clip.list_models()
+
+
+def _absolute_if_local(name: str) -> str:
+    local = Path(name).expanduser()
+    return str(local.resolve()) if local.is_dir() else name
+
+
+def _no_pretrained(model: str, pretrained: str | None) -> None:
+    if pretrained:
+        raise ModelNotFoundError(
+            f"--pretrained applies to open_clip architecture names only, not to {model}"
+        )
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "IMAGE",
+    "TEXT",
+    "Encoder",
+    "ModelInfo",
+    "ModelSpec",
+    "is_available_offline",
+    "list_models",
+    "load_encoder",
+    "normalize_rows",
+    "resolve_spec",
+]

@@ -1,0 +1,236 @@
+"""open_clip models: any architecture by name with a pretrained tag or checkpoint file, or a model directory.
+
+Weights are fetched through `hub` (cache first, clear error offline) and then handed to open_clip as a
+local file, so open_clip itself never reaches the network. The model's own preprocess and tokenizer are
+used, so stored vectors equal what `model.encode_image(preprocess(image))` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelNotFoundError, ModelUnavailableError
+from . import hub
+from .base import IMAGE, OPEN_CLIP, TEXT, ModelSpec, batched, fingerprint_tensors, pick_device
+
+HF_HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"
+_TAG_PREPROCESS_KEYS = {
+    "mean": "image_mean",
+    "std": "image_std",
+    "interpolation": "image_interpolation",
+    "resize_mode": "image_resize_mode",
+}
+
+
+class OpenClipEncoder:
+    """An open_clip model with its preprocess and tokenizer behind the Encoder interface."""
+
+    modalities = frozenset({IMAGE, TEXT})
+
+    def __init__(
+        self,
+        model: Any,
+        preprocess: Any,
+        tokenizer: Any,
+        spec: ModelSpec,
+        device: str = "cpu",
+        batch_size: int = 32,
+    ) -> None:
+        import torch
+
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = device
+        self.batch_size = batch_size
+        self._torch = torch
+        with torch.inference_mode():
+            self.logit_scale = float(model.logit_scale.exp().item())
+        preprocess_cfg = _preprocess_cfg(model)
+        self.fingerprint = fingerprint_tensors(
+            model.state_dict().items(), extra=json.dumps(preprocess_cfg, sort_keys=True, default=str)
+        )
+        self.dim = int(self.embed_texts([""]).shape[1])
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self._torch
+        chunks = []
+        with torch.inference_mode():
+            for chunk in batched(list(texts), self.batch_size):
+                tokens = self.tokenizer(list(chunk)).to(self.device)
+                chunks.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+        return _stack(chunks, getattr(self, "dim", 0))
+
+    def prepare_image(self, image: Image.Image) -> Any:
+        return self.preprocess(image)
+
+    def embed_prepared_images(self, prepared: Sequence[Any]) -> np.ndarray:
+        torch = self._torch
+        chunks = []
+        with torch.inference_mode():
+            for chunk in batched(list(prepared), self.batch_size):
+                pixels = torch.stack(list(chunk)).to(self.device)
+                chunks.append(self.model.encode_image(pixels, normalize=True).float().cpu().numpy())
+        return _stack(chunks, self.dim)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_prepared_images([self.prepare_image(image) for image in images])
+
+
+def load_open_clip(
+    spec: ModelSpec, device: str | None = None, batch_size: int = 32, cache: str | None = None
+) -> OpenClipEncoder:
+    """Build the model named by `spec`, fetching weights into the cache only when they are missing."""
+    import open_clip
+
+    device = pick_device(device)
+    name, kwargs = _resolve(spec, cache)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, device=device, **kwargs)
+        tokenizer = open_clip.get_tokenizer(name)
+    except (ModelNotFoundError, ModelUnavailableError):
+        raise
+    except OSError as exc:
+        # Models with Hugging Face text towers fetch configs/tokenizers through transformers.
+        raise ModelUnavailableError(
+            f"could not load {spec}: {_short(exc)}; {hub.OFFLINE_HINT}"
+        ) from exc
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ModelNotFoundError(f"could not load {spec}: {_short(exc)}") from exc
+    return OpenClipEncoder(model, preprocess, tokenizer, spec, device=device, batch_size=batch_size)
+
+
+def _resolve(spec: ModelSpec, cache: str | None) -> tuple[str, dict[str, Any]]:
+    """The (model_name, keyword arguments) to give open_clip so that it loads only local files."""
+    name = spec.name
+    if name.startswith(LOCAL_DIR_PREFIX):
+        folder = Path(name[len(LOCAL_DIR_PREFIX) :]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise ModelNotFoundError(f"{folder} is not an open_clip model directory (no open_clip_config.json)")
+        return f"{LOCAL_DIR_PREFIX}{folder}", {}
+    if name.startswith(HF_HUB_PREFIX):
+        return _resolve_hf_hub(name[len(HF_HUB_PREFIX) :], cache)
+    return name, _resolve_builtin(name, spec.pretrained, cache)
+
+
+def _resolve_hf_hub(repo_id: str, cache: str | None) -> tuple[str, dict[str, Any]]:
+    from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    what = f"open_clip model hf-hub:{repo_id}"
+    config = hub.fetch_hf_file(repo_id, HF_CONFIG_NAME, what, cache)
+    weights = hub.cached_hf_file(repo_id, HF_SAFE_WEIGHTS_NAME, cache) or hub.cached_hf_file(
+        repo_id, HF_WEIGHTS_NAME, cache
+    )
+    if weights is None:
+        try:
+            weights = hub.fetch_hf_file(repo_id, HF_SAFE_WEIGHTS_NAME, what, cache)
+        except ModelUnavailableError:
+            weights = hub.fetch_hf_file(repo_id, HF_WEIGHTS_NAME, what, cache)
+    # The hub cache keeps a repo's files side by side in one snapshot folder: load it as a local dir.
+    return f"{LOCAL_DIR_PREFIX}{os.path.dirname(config)}", {}
+
+
+def _resolve_builtin(name: str, pretrained: str | None, cache: str | None) -> dict[str, Any]:
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise ModelNotFoundError(
+            f"unknown open_clip model '{name}'; `vecsearch models --all` lists the names"
+        )
+    if not pretrained:
+        raise ModelNotFoundError(
+            f"open_clip model {name} needs --pretrained: a tag ({_tags(name)}) or a checkpoint file"
+        )
+    candidate = Path(pretrained).expanduser()
+    if candidate.is_file():
+        return {"pretrained": str(candidate)}
+    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not tag_cfg:
+        if any(sep in pretrained for sep in ("/", os.sep)) or candidate.suffix:
+            raise ModelNotFoundError(f"checkpoint file not found: {pretrained}")
+        raise ModelNotFoundError(
+            f"unknown pretrained tag '{pretrained}' for open_clip model {name}; available: {_tags(name)}"
+        )
+    checkpoint = _fetch_tag_weights(name, pretrained, tag_cfg, cache)
+    kwargs: dict[str, Any] = {"pretrained": checkpoint}
+    for key, argument in _TAG_PREPROCESS_KEYS.items():
+        if tag_cfg.get(key) is not None:
+            kwargs[argument] = tag_cfg[key]
+    return kwargs
+
+
+def _fetch_tag_weights(name: str, tag: str, tag_cfg: dict[str, Any], cache: str | None) -> str:
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    what = f"open_clip model {name} ({tag})"
+    if tag_cfg.get("file"):
+        return str(tag_cfg["file"])
+    if tag_cfg.get("hf_hub"):
+        # open_clip's convention: "org/repo/" means the default file name, "org/repo/file" names one.
+        repo_id, filename = os.path.split(tag_cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        safe_names = [HF_SAFE_WEIGHTS_NAME] if filename == HF_WEIGHTS_NAME else []
+        if filename.endswith((".bin", ".pth")) and filename != HF_WEIGHTS_NAME:
+            safe_names.append(filename[:-4] + ".safetensors")
+        for candidate in [*safe_names, filename]:
+            found = hub.cached_hf_file(repo_id, candidate, cache)
+            if found:
+                return found
+        for candidate in safe_names:
+            try:
+                return hub.fetch_hf_file(repo_id, candidate, what, cache)
+            except ModelUnavailableError:
+                continue
+        return hub.fetch_hf_file(repo_id, filename, what, cache)
+    if tag_cfg.get("url"):
+        return hub.fetch_url(tag_cfg["url"], what, cache)
+    raise ModelNotFoundError(f"{what} has no download source in open_clip's registry")
+
+
+def is_tag_cached(name: str, tag: str, cache: str | None = None) -> bool:
+    """Are the weights for this open_clip tag already on this machine? Never touches the network."""
+    import open_clip
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    tag_cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not tag_cfg:
+        return False
+    if tag_cfg.get("hf_hub"):
+        repo_id, filename = os.path.split(tag_cfg["hf_hub"])
+        names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        return any(hub.cached_hf_file(repo_id, n, cache) for n in names)
+    if tag_cfg.get("url"):
+        return (Path(hub.url_cache_dir(cache)) / os.path.basename(tag_cfg["url"])).is_file()
+    return False
+
+
+def _tags(name: str) -> str:
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    return ", ".join(tags) if tags else "none published"
+
+
+def _preprocess_cfg(model: Any) -> dict[str, Any]:
+    from open_clip.model import get_model_preprocess_cfg
+
+    return dict(get_model_preprocess_cfg(model))
+
+
+def _stack(chunks: list[np.ndarray], dim: int) -> np.ndarray:
+    if not chunks:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

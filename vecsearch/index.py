@@ -1,0 +1,637 @@
+"""The Index: one directory holding a manifest, the SQLite items and the FAISS vectors, and the
+searches over them (text → image, image → text, image → image, mixed and refined queries)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import __version__
+from .classify import DEFAULT_TEMPLATES, classify
+from .encoders import IMAGE, TEXT, Encoder, ModelSpec, load_encoder, resolve_spec
+from .errors import (
+    IndexCorruptError,
+    IndexExistsError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    QueryError,
+    UnsupportedModalityError,
+    VecsearchError,
+)
+from .home import locate
+from .images import DEFAULT_MAX_MEGAPIXELS
+from .lock import WriterLock
+from .manifest import DATABASE, FORMAT, FORMAT_VERSION, LOCK, MANIFEST, VECTORS, read_manifest, write_manifest
+from .query import ITEM, Query, Term, combine, fetch_url, parse_term
+from .results import CrawlReport, Hit, LabelScore
+from .store import RootRow, Store
+from .vectors import EXACT, VectorIndex
+
+KINDS = ("image", "caption", "any")
+MAX_K = 10_000
+
+
+class Index:
+    """A searchable collection of images and captions.
+
+    Open one with `Index.open(name_or_path)` or make one with `Index.create(path, model=...)`; the model
+    is loaded only when something needs embedding, and the vectors only when something is searched.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        store: Store,
+        encoder: Encoder | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.path = folder
+        self._manifest = manifest
+        self.store = store
+        self._encoder = encoder
+        self._vectors: VectorIndex | None = None
+        self._device = device
+        self._batch_size = batch_size
+        self._cache_dir = cache_dir
+        if encoder is not None:
+            self._check_model(encoder)
+
+    # --- opening and creating ------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        model: str | ModelSpec | None = None,
+        pretrained: str | None = None,
+        *,
+        encoder: Encoder | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+        cache_dir: str | None = None,
+    ) -> "Index":
+        """Make a new, empty index for a model (an Encoder you pass, or one loaded by name)."""
+        folder = Path(path).expanduser()
+        if (folder / MANIFEST).exists():
+            raise IndexExistsError(f"an index already exists at {folder}")
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise IndexExistsError(f"{folder} exists and is not an empty folder")
+        if encoder is None:
+            encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size, cache_dir=cache_dir)
+        elif model is not None and resolve_spec(model, pretrained) != encoder.spec:
+            raise ModelMismatchError(f"model {model} given together with a different encoder {encoder.spec}")
+        created_folder = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with WriterLock(folder / LOCK, str(folder)):
+                store = Store.open(folder / DATABASE, create=True)
+                vectors = VectorIndex.create(encoder.dim)
+                now = _now()
+                manifest = {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "vecsearch_version": __version__,
+                    "created": now,
+                    "updated": now,
+                    "location": str(folder.resolve()),
+                    "model": {
+                        **encoder.spec.to_dict(),
+                        "spec": str(encoder.spec),
+                        "fingerprint": encoder.fingerprint,
+                        "modalities": sorted(encoder.modalities),
+                    },
+                    "dim": encoder.dim,
+                    "metric": "cosine",
+                    "faiss": {"type": EXACT, "file": VECTORS, "generation": 0, "ntotal": 0, "sha256": None},
+                    "counts": store.counts(),
+                    "roots": [],
+                }
+                manifest["faiss"]["sha256"] = vectors.save(folder / VECTORS)
+                write_manifest(folder, manifest)
+        except BaseException:
+            if created_folder:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", VECTORS, LOCK):
+                    (folder / name).unlink(missing_ok=True)
+            raise
+        index = cls(folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir)
+        index._vectors = vectors
+        return index
+
+    @classmethod
+    def open(
+        cls,
+        ref: str | os.PathLike[str],
+        *,
+        home: str | os.PathLike[str] | None = None,
+        encoder: Encoder | None = None,
+        model: str | ModelSpec | None = None,
+        pretrained: str | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+        cache_dir: str | None = None,
+    ) -> "Index":
+        """Open an index by name (in the home folder) or path.
+
+        Pass `model`/`encoder` only to insist on one: a model other than the index's own is refused.
+        """
+        folder = locate(ref, home)
+        manifest = read_manifest(folder)
+        store = Store.open(folder / DATABASE)
+        if encoder is None and model is not None:
+            wanted = resolve_spec(model, pretrained)
+            recorded = ModelSpec.from_dict(manifest["model"])
+            if wanted != recorded:
+                encoder = load_encoder(wanted, device=device, batch_size=batch_size, cache_dir=cache_dir)
+        try:
+            return cls(folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def open_or_create(
+        cls,
+        ref: str | os.PathLike[str],
+        model: str | ModelSpec | None = None,
+        pretrained: str | None = None,
+        **kwargs: Any,
+    ) -> "Index":
+        try:
+            return cls.open(ref, model=model, pretrained=pretrained, **kwargs)
+        except IndexNotFoundError:
+            from .home import target
+
+            home = kwargs.pop("home", None)
+            return cls.create(target(ref, home), model, pretrained, **kwargs)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- what the index is ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self._manifest["model"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(getattr(self._encoder, "batch_size", self._batch_size))
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self._manifest["model"]["fingerprint"])
+
+    @property
+    def dim(self) -> int:
+        return int(self._manifest["dim"])
+
+    @property
+    def modalities(self) -> frozenset[str]:
+        return frozenset(self._manifest["model"].get("modalities", [IMAGE, TEXT]))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return dict(self._manifest)
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    def roots(self) -> list[Path]:
+        return [self.root_path(root) for root in self.store.roots()]
+
+    def info(self) -> dict[str, Any]:
+        """The manifest with live counts, roots and the size on disk."""
+        data = self.manifest
+        data["path"] = str(self.path)
+        data["counts"] = self.counts()
+        data["roots"] = [str(p) for p in self.roots()]
+        data["generation"] = self.store.generation
+        data["bytes"] = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        return data
+
+    # --- the model -----------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's model, loaded on first use and checked against the recorded fingerprint."""
+        if self._encoder is None:
+            encoder = load_encoder(
+                self.spec, device=self._device, batch_size=self._batch_size, cache_dir=self._cache_dir
+            )
+            self._check_model(encoder)
+            self._encoder = encoder
+        return self._encoder
+
+    def _check_model(self, encoder: Encoder) -> None:
+        if encoder.fingerprint == self.fingerprint and encoder.dim == self.dim:
+            return
+        recorded = f"{self.spec} (fingerprint {self.fingerprint[:12]})"
+        given = f"{encoder.spec} (fingerprint {encoder.fingerprint[:12]})"
+        if encoder.spec == self.spec:
+            raise ModelMismatchError(
+                f"index {self.name} was built with {recorded}, but those weights now load as {given}; "
+                "the checkpoint changed since the index was built: rebuild the index or restore the weights"
+            )
+        raise ModelMismatchError(
+            f"index {self.name} was built with {recorded}, not {given}; leave out --model to use the "
+            "index's own model, or build a separate index for the other model"
+        )
+
+    # --- vectors -------------------------------------------------------------------------------
+
+    @property
+    def vectors(self) -> VectorIndex:
+        if self._vectors is None:
+            self._vectors = self._load_vectors()
+        return self._vectors
+
+    def _load_vectors(self, repair: bool = False) -> VectorIndex:
+        """Load the FAISS file and bring it up to the database's generation.
+
+        The file may lag the database after a crash between the two writes; the missing changes are
+        replayed from the database. A damaged file is an error for readers and rebuilt by writers.
+        """
+        for attempt in range(3):
+            manifest = read_manifest(self.path) if attempt else self._manifest
+            info = manifest["faiss"]
+            try:
+                vectors = VectorIndex.load(self.path / info.get("file", VECTORS), expected_sha256=info.get("sha256"))
+            except IndexCorruptError as exc:
+                if attempt < 2 and read_manifest(self.path)["faiss"] != info:
+                    continue  # a writer replaced the file while we read it: read the new one
+                if repair:
+                    return self._rebuild_vectors()
+                raise IndexCorruptError(
+                    f"{exc}; the vectors are intact in the database: run `vecsearch index {self.path}` "
+                    "to rebuild the file"
+                ) from exc
+            self._manifest = manifest
+            break
+        if vectors.dim != self.dim:
+            raise IndexCorruptError(f"vector file has dimension {vectors.dim}, the manifest says {self.dim}")
+        with self.store.snapshot():
+            db_gen = self.store.generation
+            file_gen = int(info.get("generation", -1))
+            if file_gen > db_gen:
+                if repair:
+                    return self._rebuild_vectors()
+                raise IndexCorruptError(
+                    f"vector file is newer than the database at {self.path}; run `vecsearch index "
+                    f"{self.path}` to rebuild it"
+                )
+            if file_gen < db_gen:
+                removed = self.store.removed_since(file_gen)
+                ids, vecs = self.store.vectors_since(file_gen)
+                vectors.remove(np.concatenate([removed, ids]))
+                vectors.add(ids, vecs)
+            expected = self.store.counts()["items"]
+        if vectors.ntotal != expected:
+            if repair:
+                return self._rebuild_vectors()
+            raise IndexCorruptError(
+                f"vector file holds {vectors.ntotal} vectors but the database {expected} items; run "
+                f"`vecsearch index {self.path}` to rebuild it"
+            )
+        return vectors
+
+    def _rebuild_vectors(self) -> VectorIndex:
+        ids, vecs = self.store.vectors_since(-1)
+        return VectorIndex.from_vectors(self.dim, ids, vecs if len(ids) else np.zeros((0, self.dim), np.float32))
+
+    def save_vectors(self) -> None:
+        """Write the FAISS file and the manifest for the database's current generation."""
+        vectors = self.vectors
+        generation = self.store.generation
+        manifest = dict(self._manifest)
+        manifest["faiss"] = {
+            **manifest["faiss"],
+            "generation": generation,
+            "ntotal": vectors.ntotal,
+            "sha256": vectors.save(self.path / manifest["faiss"].get("file", VECTORS)),
+        }
+        manifest["counts"] = self.store.counts()
+        manifest["roots"] = [root.path for root in self.store.roots()]
+        manifest["updated"] = _now()
+        manifest["location"] = str(self.path.resolve())
+        manifest["vecsearch_version"] = __version__
+        write_manifest(self.path, manifest)
+        self._manifest = manifest
+
+    # --- crawling ------------------------------------------------------------------------------
+
+    def add(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
+        *,
+        captions: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
+        exclude: Sequence[str] = (),
+        include_hidden: bool = False,
+        progress: bool = False,
+        workers: int | None = None,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    ) -> CrawlReport:
+        """Crawl folders (or files) into the index; with no paths, re-crawl every recorded root.
+
+        Only new or changed files are embedded; renamed or duplicated files reuse their vectors; files
+        gone from disk leave the index. Bad files are skipped and listed in the report.
+        """
+        from .indexer import Crawler
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        if isinstance(captions, (str, os.PathLike)):
+            captions = [captions]
+        with WriterLock(self.path / LOCK, self.name):
+            self.store.check_schema()
+            self._manifest = read_manifest(self.path)
+            self._vectors = self._load_vectors(repair=True)
+            crawler = Crawler(
+                self,
+                progress=progress,
+                workers=workers,
+                max_megapixels=max_megapixels,
+            )
+            return crawler.run(
+                [Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden
+            )
+
+    def root_path(self, root: RootRow) -> Path:
+        """Where a crawl root is now: its recorded path, or the same place relative to the index
+        when the index was moved (or copied) together with the tree."""
+        absolute = Path(root.path)
+        relative = Path(os.path.normpath(self.path.resolve() / root.relpath))
+        moved = self._manifest.get("location") != str(self.path.resolve())
+        for candidate in ((relative, absolute) if moved else (absolute, relative)):
+            if candidate.is_dir():
+                return candidate
+        return absolute
+
+    # --- searching -----------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | Sequence[str] | Query,
+        k: int = 10,
+        *,
+        kind: str | None = None,
+        path: str | None = None,
+        under: str | os.PathLike[str] | None = None,
+        min_score: float | None = None,
+        within: float | None = None,
+        like: Sequence[int | str] = (),
+        unlike: Sequence[int | str] = (),
+    ) -> list[Hit]:
+        """Nearest items to a query, best first.
+
+        `query` is a prompt string, a list of terms (`["cat", "+hat", "-dog", "2:./photo.jpg"]`) or a
+        Query. Filters: `kind` (image, caption, any; default image, or caption in a text-only index), `path` (glob on the file path), `under` (a
+        folder), `min_score` (cosine floor), `within` (keep hits within this much of the best score).
+        """
+        if isinstance(query, Query):
+            query = query.with_terms(Query.parse(like=like, unlike=unlike).terms) if (like or unlike) else query
+            query.validate()
+        else:
+            query = Query.parse(query if query is not None else (), like=like, unlike=unlike)
+        return self._search(query, k, kind=kind, path=path, under=under, min_score=min_score, within=within)
+
+    def describe(self, image: str | os.PathLike[str], k: int = 5) -> list[Hit]:
+        """Image → text: the captions in the index nearest to an image, one per distinct text."""
+        query = Query((_image_or_item_term(image),))
+        return self._search(query, k, kind="caption", distinct_text=True)
+
+    def similar(self, item_id: int, k: int = 10, *, kind: str | None = None) -> list[Hit]:
+        """Items nearest to an indexed item (more like this)."""
+        return self.search(Query((Term(ITEM, str(int(item_id))),)), k, kind=kind)
+
+    def classify(
+        self,
+        image: str | os.PathLike[str],
+        labels: Sequence[str],
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+    ) -> list[LabelScore]:
+        """Zero-shot labels for an image file or an indexed item (`id:42`), with the index's model."""
+        if IMAGE not in self.modalities:
+            raise UnsupportedModalityError(f"index {self.name} holds text only; classification needs a CLIP model")
+        vector = self.query_vector(Query((_image_or_item_term(image),)))
+        return classify(vector, labels, self.encoder, templates)
+
+    def query_vector(self, query: Query) -> np.ndarray:
+        """The unit vector a query stands for."""
+        needs_images = any(t.kind in ("image", "url") for t in query.terms)
+        if needs_images and IMAGE not in self.modalities:
+            raise UnsupportedModalityError(
+                f"index {self.name} was built with the text-only model {self.spec}; query it with text"
+            )
+        needs_model = any(t.kind != ITEM for t in query.terms)
+        encoder = self.encoder if needs_model else None
+        return combine(
+            query,
+            embed_texts=lambda texts: encoder.embed_texts(texts),  # type: ignore[union-attr]
+            embed_images=lambda images: encoder.embed_images(images),  # type: ignore[union-attr,arg-type]
+            lookup=self.store.vector,
+            fetch_url=fetch_url,
+        )
+
+    def _search(
+        self,
+        query: Query,
+        k: int,
+        *,
+        kind: str | None = None,
+        path: str | None = None,
+        under: str | os.PathLike[str] | None = None,
+        min_score: float | None = None,
+        within: float | None = None,
+        distinct_text: bool = False,
+    ) -> list[Hit]:
+        if kind is None:
+            kind = "image" if IMAGE in self.modalities else "caption"
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > MAX_K:
+            raise QueryError(f"k must be a whole number from 1 to {MAX_K} (got {k})")
+        if kind not in KINDS:
+            raise QueryError(f"kind must be one of {', '.join(KINDS)} (got {kind})")
+        if within is not None and not (0 <= within <= 2):
+            raise QueryError(f"within is a cosine margin from 0 to 2 (got {within})")
+        if min_score is not None and not (-1 <= min_score <= 1):
+            raise QueryError(f"min-score is a cosine from -1 to 1 (got {min_score})")
+        vector = self.query_vector(query)
+        vectors = self.vectors
+        with self.store.snapshot():
+            exclude = set(query.item_ids) | self._items_of_query_images(query)
+            allowed = self._allowed_ids(kind, path, under)
+        if allowed is not None:
+            allowed = np.setdiff1d(allowed, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+            if len(allowed) == 0:
+                return []
+        fetch = k * (4 if distinct_text else 1) + (len(exclude) if allowed is None else 0)
+        while True:
+            scores, ids = vectors.search(vector, fetch, allowed)
+            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
+            exhausted = len(ids[0]) < fetch or ids[0][-1] < 0 or fetch >= vectors.ntotal
+            hits = self._hits(pairs, distinct_text)
+            if len(hits) >= k or exhausted:
+                break
+            fetch = min(fetch * 4, vectors.ntotal)
+        hits = hits[:k]
+        if min_score is not None:
+            hits = [h for h in hits if h.score >= min_score]
+        if within is not None and hits:
+            best = hits[0].score
+            hits = [h for h in hits if h.score >= best - within]
+        return [_rerank(h, rank) for rank, h in enumerate(hits, start=1)]
+
+    def _hits(self, pairs: list[tuple[int, float]], distinct_text: bool) -> list[Hit]:
+        with self.store.snapshot():
+            rows = self.store.items(i for i, _ in pairs)
+            file_ids = [row.file_id for row in rows.values()]
+            first_captions = self.store.first_captions(file_ids)
+            image_items = self.store.image_items_of_files(file_ids)
+            roots = {root.id: self.root_path(root) for root in self.store.roots()}
+        hits: list[Hit] = []
+        seen_texts: set[str] = set()
+        for item_id, score in pairs:
+            row = rows.get(item_id)
+            if row is None:  # removed by a writer since the vectors were loaded
+                continue
+            if distinct_text and row.text is not None:
+                if row.text in seen_texts:
+                    continue
+                seen_texts.add(row.text)
+            image_path = roots[row.root_id] / row.relpath
+            caption = row.text if row.kind == "caption" else first_captions.get(row.file_id)
+            source = None
+            if row.kind == "caption":
+                source = _sidecar_path(image_path) if row.source == "sidecar" else row.source
+            hits.append(
+                Hit(
+                    rank=len(hits) + 1,
+                    id=item_id,
+                    score=score,
+                    kind=row.kind,
+                    path=str(image_path),
+                    relpath=row.relpath,
+                    caption=caption,
+                    image=image_items.get(row.file_id),
+                    source=source,
+                )
+            )
+        return hits
+
+    def _items_of_query_images(self, query: Query) -> set[int]:
+        """Image items with the same content as a query image: a query never finds itself."""
+        found: set[int] = set()
+        for path in query.image_paths:
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                continue
+            for row in self.store.conn.execute(
+                "SELECT i.id FROM items i JOIN files f ON f.id = i.file_id WHERE f.sha256 = ? AND i.kind = 'image'",
+                (digest,),
+            ):
+                found.add(int(row[0]))
+        return found
+
+    def _allowed_ids(
+        self, kind: str, pattern: str | None, under: str | os.PathLike[str] | None
+    ) -> np.ndarray | None:
+        """Ids a filter lets through, or None when nothing is filtered out."""
+        kind_filter = None if kind == "any" else kind
+        if pattern is None and under is None:
+            if kind_filter is None or self.store.counts()[kind_filter + "s"] == self.store.counts()["items"]:
+                return None
+            return np.array(self.store.item_ids(kind_filter), dtype=np.int64)
+        roots = {root.id: self.root_path(root) for root in self.store.roots()}
+        folder = Path(os.path.abspath(Path(under).expanduser())) if under is not None else None
+        file_ids = []
+        for file_id, root_id, relpath in self.store.all_files():
+            absolute = roots[root_id] / relpath
+            if folder is not None and not _is_within(absolute, folder):
+                continue
+            if pattern is not None and not (
+                fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(absolute.as_posix(), pattern)
+            ):
+                continue
+            file_ids.append(file_id)
+        return np.array(self.store.item_ids(kind_filter, file_ids), dtype=np.int64)
+
+
+def _image_or_item_term(image: str | os.PathLike[str]) -> Term:
+    text = str(image)
+    term = parse_term(text if text.lower().startswith(("id:", "http://", "https://")) else f"image:{text}")
+    return Term(term.kind, term.value, 1.0)
+
+
+def _sidecar_path(image_path: Path) -> str:
+    from .crawl import SIDECAR_SUFFIXES
+
+    for suffix in SIDECAR_SUFFIXES:
+        candidate = image_path.with_name(image_path.stem + suffix)
+        if candidate.exists():
+            return str(candidate)
+    return str(image_path.with_name(image_path.stem + SIDECAR_SUFFIXES[0]))
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _rerank(hit: Hit, rank: int) -> Hit:
+    if hit.rank == rank:
+        return hit
+    from dataclasses import replace
+
+    return replace(hit, rank=rank)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def brute_force_search(
+    index: Index, vector: np.ndarray, k: int, item_ids: Iterable[int] | None = None
+) -> list[tuple[int, float]]:
+    """Exact cosine top-k straight from the stored vectors: the reference the FAISS path must match."""
+    ids, vectors = index.store.vectors_since(-1)
+    if item_ids is not None:
+        keep = np.isin(ids, np.fromiter(item_ids, dtype=np.int64))
+        ids, vectors = ids[keep], vectors[keep]
+    if len(ids) == 0:
+        return []
+    scores = vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(int(ids[i]), float(scores[i])) for i in order]
+
+
+__all__ = ["Index", "KINDS", "VecsearchError", "brute_force_search"]

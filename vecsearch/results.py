@@ -1,0 +1,84 @@
+"""The typed values the API returns: search hits, zero-shot labels and crawl reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    `path` is the picture the item is about (for a caption, the image it describes); `image` is the id
+    of that picture's image item (None in a captions-only index), so a caption hit can be refined with
+    `--like`; `source` says where a caption came from (its sidecar file or captions file).
+    """
+
+    rank: int
+    id: int
+    score: float
+    kind: str
+    path: str
+    relpath: str
+    caption: str | None
+    image: int | None
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """Zero-shot result for one label: softmax probability over the labels, and the raw cosine."""
+
+    label: str
+    probability: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class CrawlReport:
+    """What one `index` run did. Counts are of image files unless they say captions."""
+
+    added: int = 0
+    updated: int = 0
+    renamed: int = 0
+    reused: int = 0  # new files whose content was already indexed: vector copied, not recomputed
+    removed: int = 0
+    unchanged: int = 0
+    captions_added: int = 0
+    captions_removed: int = 0
+    embedded_images: int = 0
+    embedded_captions: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.added or self.updated or self.renamed or self.reused or self.removed
+            or self.captions_added or self.captions_removed
+        )
+
+    @property
+    def indexed_nothing(self) -> bool:
+        """Files were found but none could be indexed (and none were already): a failed run."""
+        seen = self.added + self.updated + self.renamed + self.reused + self.unchanged
+        return seen == 0 and bool(self.skipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped"] = [asdict(s) for s in self.skipped]
+        return data

@@ -1,0 +1,461 @@
+"""SQLite metadata of an index: crawl roots, files, items (images and captions) and their vectors.
+
+The database is the source of truth. Every commit bumps a generation number; the FAISS file records the
+generation it reflects, and items/removals are stamped with theirs, so a stale FAISS file (after a crash
+between the two writes) is brought up to date from here. Item ids never repeat (AUTOINCREMENT), so an
+id printed by one search still means the same item later or nothing at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import IndexCorruptError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS roots (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    path    TEXT NOT NULL UNIQUE,     -- absolute, as it was when crawled
+    relpath TEXT NOT NULL,            -- the same place relative to the index directory
+    options TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS files (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    root_id     INTEGER NOT NULL REFERENCES roots(id),
+    relpath     TEXT NOT NULL,        -- POSIX separators, relative to the root
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    sidecar_sig TEXT,                 -- size:mtime of the caption sidecar when last read
+    UNIQUE (root_id, relpath)
+);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
+CREATE TABLE IF NOT EXISTS items (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind      TEXT NOT NULL CHECK (kind IN ('image', 'caption')),
+    file_id   INTEGER NOT NULL REFERENCES files(id),
+    text      TEXT,                   -- the caption, for caption items
+    source    TEXT,                   -- 'sidecar' or the captions file it came from
+    position  INTEGER NOT NULL DEFAULT 0,
+    text_hash TEXT,
+    added_gen INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_file ON items(file_id, kind);
+CREATE INDEX IF NOT EXISTS items_added_gen ON items(added_gen);
+CREATE INDEX IF NOT EXISTS items_text_hash ON items(text_hash);
+CREATE TABLE IF NOT EXISTS vectors (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id),
+    data    BLOB NOT NULL             -- float32, little-endian, L2-normalised
+);
+CREATE TABLE IF NOT EXISTS removed (
+    item_id INTEGER PRIMARY KEY,
+    gen     INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class RootRow:
+    id: int
+    path: str
+    relpath: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    root_id: int
+    relpath: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    sidecar_sig: str | None
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    id: int
+    kind: str
+    file_id: int
+    text: str | None
+    source: str | None
+    position: int
+    root_id: int
+    relpath: str
+
+
+class Store:
+    """Typed access to the index database. Takes a connection, so tests can hand in `:memory:`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.conn.row_factory = sqlite3.Row
+        self._depth = 0
+
+    @classmethod
+    def open(cls, path: Path, create: bool = False) -> "Store":
+        if not create and not path.is_file():
+            raise IndexCorruptError(f"index database missing: {path}")
+        try:
+            conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn)
+            if create:
+                store.initialise()
+            store.check_schema()
+            return store
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(f"index database unreadable: {path} ({exc})") from exc
+
+    def initialise(self) -> None:
+        self.conn.executescript(_SCHEMA)  # idempotent; executescript cannot run inside BEGIN
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?), ('generation', '0')",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def check_schema(self) -> None:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(f"index database has no vecsearch schema ({exc})") from exc
+        if row is None:
+            raise IndexCorruptError("index database has no schema version")
+        version = int(row["value"])
+        if version > SCHEMA_VERSION:
+            raise IndexCorruptError(
+                f"index database schema {version} is newer than this vecsearch understands "
+                f"({SCHEMA_VERSION}); upgrade vecsearch"
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write; nested use joins the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self.conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.conn.execute("COMMIT")
+
+    def begin(self) -> None:
+        """Start a long write that the caller ends with commit() or rollback()."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+
+    def commit(self) -> None:
+        self._depth = 0
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._depth = 0
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A consistent read of several queries while a writer in another process commits."""
+        if self._depth:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            self.conn.execute("COMMIT")
+
+    # --- generations -------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return int(self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+    def bump_generation(self) -> int:
+        """Start the next generation; call inside the transaction whose changes it stamps."""
+        gen = self.generation + 1
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),))
+        return gen
+
+    # --- roots ---------------------------------------------------------------------------------
+
+    def roots(self) -> list[RootRow]:
+        rows = self.conn.execute("SELECT id, path, relpath, options FROM roots ORDER BY id").fetchall()
+        return [RootRow(r["id"], r["path"], r["relpath"], json.loads(r["options"])) for r in rows]
+
+    def add_root(self, path: str, relpath: str, options: dict[str, Any]) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO roots(path, relpath, options) VALUES (?, ?, ?)", (path, relpath, json.dumps(options))
+        )
+        return int(cur.lastrowid)
+
+    def update_root(self, root_id: int, path: str, relpath: str, options: dict[str, Any]) -> None:
+        self.conn.execute(
+            "UPDATE roots SET path = ?, relpath = ?, options = ? WHERE id = ?",
+            (path, relpath, json.dumps(options), root_id),
+        )
+
+    def merge_root(self, inner_id: int, outer_id: int, prefix: str) -> None:
+        """Fold a root into one that contains it: its files move under `prefix/`."""
+        self.conn.execute(
+            "UPDATE files SET root_id = ?, relpath = ? || '/' || relpath WHERE root_id = ?",
+            (outer_id, prefix, inner_id),
+        )
+        self.conn.execute("DELETE FROM roots WHERE id = ?", (inner_id,))
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def files_under(self, root_id: int, prefix: str = "") -> dict[str, FileRow]:
+        """Files of a root, optionally only those at or below a relative folder or file."""
+        if prefix:
+            rows = self.conn.execute(
+                "SELECT * FROM files WHERE root_id = ? AND (relpath = ? OR substr(relpath, 1, ?) = ?)",
+                (root_id, prefix, len(prefix) + 1, prefix + "/"),
+            ).fetchall()
+        else:
+            rows = self.conn.execute("SELECT * FROM files WHERE root_id = ?", (root_id,)).fetchall()
+        return {r["relpath"]: _file_row(r) for r in rows}
+
+    def file_by_hash(self, sha256: str) -> FileRow | None:
+        row = self.conn.execute("SELECT * FROM files WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
+        return _file_row(row) if row else None
+
+    def add_file(self, root_id: int, relpath: str, size: int, mtime_ns: int, sha256: str) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO files(root_id, relpath, size, mtime_ns, sha256) VALUES (?, ?, ?, ?, ?)",
+            (root_id, relpath, size, mtime_ns, sha256),
+        )
+        return int(cur.lastrowid)
+
+    def update_file(
+        self,
+        file_id: int,
+        *,
+        root_id: int | None = None,
+        relpath: str | None = None,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        sha256: str | None = None,
+    ) -> None:
+        fields = {"root_id": root_id, "relpath": relpath, "size": size, "mtime_ns": mtime_ns, "sha256": sha256}
+        sets = {k: v for k, v in fields.items() if v is not None}
+        if not sets:
+            return
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        self.conn.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*sets.values(), file_id))
+
+    def set_sidecar_sig(self, file_id: int, sig: str | None) -> None:
+        self.conn.execute("UPDATE files SET sidecar_sig = ? WHERE id = ?", (sig, file_id))
+
+    def delete_file(self, file_id: int, gen: int) -> int:
+        """Remove a file and every item of it; returns how many items went."""
+        ids = [r[0] for r in self.conn.execute("SELECT id FROM items WHERE file_id = ?", (file_id,))]
+        self.delete_items(ids, gen)
+        self.conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        return len(ids)
+
+    def file_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+
+    # --- items ---------------------------------------------------------------------------------
+
+    def add_item(
+        self,
+        kind: str,
+        file_id: int,
+        vector: np.ndarray,
+        gen: int,
+        *,
+        text: str | None = None,
+        source: str | None = None,
+        position: int = 0,
+        text_hash: str | None = None,
+    ) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO items(kind, file_id, text, source, position, text_hash, added_gen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, file_id, text, source, position, text_hash, gen),
+        )
+        item_id = int(cur.lastrowid)
+        self.conn.execute(
+            "INSERT INTO vectors(item_id, data) VALUES (?, ?)", (item_id, _to_blob(vector))
+        )
+        return item_id
+
+    def delete_items(self, item_ids: Sequence[int], gen: int) -> None:
+        for chunk in _chunks(list(item_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            self.conn.execute(f"DELETE FROM vectors WHERE item_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO removed(item_id, gen) VALUES (?, ?)", [(i, gen) for i in chunk]
+            )
+
+    def image_item_of(self, file_id: int) -> int | None:
+        row = self.conn.execute(
+            "SELECT id FROM items WHERE file_id = ? AND kind = 'image' LIMIT 1", (file_id,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def captions_of(self, file_id: int, source: str | None = None) -> list[tuple[int, str, str]]:
+        """(item id, text, source) of a file's captions, in their order."""
+        sql = "SELECT id, text, source FROM items WHERE file_id = ? AND kind = 'caption'"
+        args: tuple[Any, ...] = (file_id,)
+        if source is not None:
+            sql += " AND source = ?"
+            args = (file_id, source)
+        rows = self.conn.execute(sql + " ORDER BY position, id", args).fetchall()
+        return [(int(r[0]), r[1], r[2]) for r in rows]
+
+    def vector_for_text(self, text_hash: str) -> np.ndarray | None:
+        row = self.conn.execute(
+            "SELECT v.data FROM items i JOIN vectors v ON v.item_id = i.id WHERE i.text_hash = ? LIMIT 1",
+            (text_hash,),
+        ).fetchone()
+        return _from_blob(row[0]) if row else None
+
+    def vector(self, item_id: int) -> np.ndarray | None:
+        row = self.conn.execute("SELECT data FROM vectors WHERE item_id = ?", (item_id,)).fetchone()
+        return _from_blob(row[0]) if row else None
+
+    def items(self, item_ids: Iterable[int]) -> dict[int, ItemRow]:
+        found: dict[int, ItemRow] = {}
+        for chunk in _chunks(list(item_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT i.id, i.kind, i.file_id, i.text, i.source, i.position, f.root_id, f.relpath"
+                f" FROM items i JOIN files f ON f.id = i.file_id WHERE i.id IN ({marks})",
+                chunk,
+            ).fetchall()
+            for r in rows:
+                found[int(r["id"])] = ItemRow(
+                    int(r["id"]), r["kind"], int(r["file_id"]), r["text"], r["source"],
+                    int(r["position"]), int(r["root_id"]), r["relpath"],
+                )
+        return found
+
+    def first_captions(self, file_ids: Iterable[int]) -> dict[int, str]:
+        """The first caption of each file, to show next to image hits."""
+        found: dict[int, str] = {}
+        for chunk in _chunks(list(set(file_ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT file_id, text FROM items WHERE kind = 'caption' AND file_id IN"
+                f" ({marks}) ORDER BY position DESC, id DESC",
+                chunk,
+            ).fetchall()
+            for r in rows:
+                found[int(r[0])] = r[1]
+        return found
+
+    def image_items_of_files(self, file_ids: Iterable[int]) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for chunk in _chunks(list(set(file_ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                f"SELECT file_id, id FROM items WHERE kind = 'image' AND file_id IN ({marks})", chunk
+            ):
+                found[int(r[0])] = int(r[1])
+        return found
+
+    def item_ids(self, kind: str | None = None, file_ids: Iterable[int] | None = None) -> list[int]:
+        """Ids of items of a kind, optionally only of some files: the allowed set of a filter."""
+        if file_ids is None:
+            if kind is None:
+                return [int(r[0]) for r in self.conn.execute("SELECT id FROM items")]
+            return [int(r[0]) for r in self.conn.execute("SELECT id FROM items WHERE kind = ?", (kind,))]
+        found: list[int] = []
+        for chunk in _chunks(list(set(file_ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id FROM items WHERE file_id IN ({marks})"
+            args: list[Any] = list(chunk)
+            if kind is not None:
+                sql += " AND kind = ?"
+                args.append(kind)
+            found.extend(int(r[0]) for r in self.conn.execute(sql, args))
+        return found
+
+    def all_files(self) -> list[tuple[int, int, str]]:
+        """(file id, root id, relpath) of every file: input of path filters."""
+        return [(int(r[0]), int(r[1]), r[2]) for r in self.conn.execute("SELECT id, root_id, relpath FROM files")]
+
+    def counts(self) -> dict[str, int]:
+        rows = dict(self.conn.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall())
+        images, captions = int(rows.get("image", 0)), int(rows.get("caption", 0))
+        return {"items": images + captions, "images": images, "captions": captions, "files": self.file_count()}
+
+    def vectors_since(self, gen: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of items added after generation `gen`; gen -1 means all of them."""
+        rows = self.conn.execute(
+            "SELECT i.id, v.data FROM items i JOIN vectors v ON v.item_id = i.id"
+            " WHERE i.added_gen > ? ORDER BY i.id",
+            (gen,),
+        ).fetchall()
+        return _stack_rows(rows)
+
+    def removed_since(self, gen: int) -> np.ndarray:
+        rows = self.conn.execute("SELECT item_id FROM removed WHERE gen > ?", (gen,)).fetchall()
+        return np.array([int(r[0]) for r in rows], dtype=np.int64)
+
+    def all_vector_ids(self) -> np.ndarray:
+        return np.array([int(r[0]) for r in self.conn.execute("SELECT item_id FROM vectors")], dtype=np.int64)
+
+
+def _file_row(r: sqlite3.Row) -> FileRow:
+    return FileRow(
+        int(r["id"]), int(r["root_id"]), r["relpath"], int(r["size"]), int(r["mtime_ns"]), r["sha256"],
+        r["sidecar_sig"],
+    )
+
+
+def _to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").reshape(-1).tobytes()
+
+
+def _from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def _stack_rows(rows: list[sqlite3.Row]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    vectors = np.stack([_from_blob(r[1]) for r in rows]).astype(np.float32)
+    return ids, vectors
+
+
+def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
