@@ -102,6 +102,9 @@ class TermsCommand(click.Command):
 
 
 def _parses(option: click.Option, text: str) -> bool:
+    """Is `text` an attached value of a short numeric option (`-k5`)? `-apple` is a term, not `-a pple`."""
+    if not isinstance(option.type, (click.types.IntParamType, click.types.FloatParamType, click.IntRange)):
+        return False
     try:
         option.type.convert(text, None, None)
         return True
@@ -251,6 +254,9 @@ def index_command(
     def run() -> Any:
         from .manifest import MANIFEST
 
+        for path in paths:  # before any model loads or index is made
+            if not path.expanduser().exists():
+                raise VecsearchError(f"path not found: {path}")
         if (folder / MANIFEST).is_file():
             index = Index.open(folder, model=model, pretrained=pretrained, device=device, batch_size=batch_size)
         else:

