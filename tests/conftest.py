@@ -131,3 +131,49 @@ def photo_tree(tmp_path: Path) -> Path:
     (root / "broken.jpg").write_bytes(b"this is not a jpeg")
     (root / "notes.md").write_text("not an image")
     return root
+
+
+def write_tiny_st_clip(folder: Path, seed: int = 0) -> Path:
+    """A sentence-transformers folder around a tiny random Hugging Face CLIPModel.
+
+    Its tokenizer is a byte-level BPE vocabulary with no merges (one token per character), written
+    here, so nothing is downloaded; the model goes through sentence-transformers' real CLIP path.
+    """
+    import torch
+    from open_clip.tokenizer import bytes_to_unicode
+    from sentence_transformers import SentenceTransformer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+
+    hf = folder / "hf"
+    hf.mkdir(parents=True, exist_ok=True)
+    symbols = list(bytes_to_unicode().values())
+    vocab = {symbol: i for i, symbol in enumerate(symbols + [s + "</w>" for s in symbols])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (hf / "vocab.json").write_text(json.dumps(vocab))
+    (hf / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizerFast(vocab_file=str(hf / "vocab.json"), merges_file=str(hf / "merges.txt"))
+    special = {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
+               "pad_token_id": vocab["<|endoftext|>"]}
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=64, **special),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(hf)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    processor.save_pretrained(hf)
+    target = folder / "st"
+    SentenceTransformer(str(hf), device="cpu").save(str(target))
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_st_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_st_clip(tmp_path_factory.mktemp("tiny-st-clip"))

@@ -218,3 +218,28 @@ def test_query_image_from_the_command_line(runner: CliRunner, built: Path, photo
     # The query picture has the same content as apple.png, so that file is not its own hit.
     assert str(photo_tree / "apple.png") not in [h["path"] for h in hits]
     assert {h["kind"] for h in hits} == {"image"}
+
+
+def test_query_image_by_url_from_a_local_server(runner: CliRunner, built: Path, photo_tree: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(photo_tree))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/car.jpg"
+        by_url = invoke(runner, "search", str(built), url, "--json")
+        by_path = invoke(runner, "search", str(built), str(photo_tree / "car.jpg"), "--json")
+        missing = invoke(runner, "search", str(built), url.replace("car.jpg", "nope.jpg"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert by_url.exit_code == 0, by_url.output
+    assert json.loads(by_url.stdout) == json.loads(by_path.stdout)
+    assert str(photo_tree / "car.jpg") not in [h["path"] for h in json.loads(by_url.stdout)]
+    assert missing.exit_code == 1
+    assert "Error: cannot download query image" in missing.stderr

@@ -31,7 +31,7 @@ from .home import locate
 from .images import DEFAULT_MAX_MEGAPIXELS
 from .lock import WriterLock
 from .manifest import DATABASE, FORMAT, FORMAT_VERSION, LOCK, MANIFEST, VECTORS, read_manifest, write_manifest
-from .query import ITEM, Query, Term, combine, fetch_url, parse_term
+from .query import ITEM, URL, Query, Term, combine, fetch_url, parse_term
 from .results import CrawlReport, Hit, LabelScore
 from .store import RootRow, Store
 from .vectors import EXACT, VectorIndex
@@ -66,6 +66,7 @@ class Index:
         self._device = device
         self._batch_size = batch_size
         self._cache_dir = cache_dir
+        self._vectors_unsaved = False
         if encoder is not None:
             self._check_model(encoder)
 
@@ -307,6 +308,7 @@ class Index:
                     f"{self.path}` to rebuild it"
                 )
             if file_gen < db_gen:
+                self._vectors_unsaved = True
                 removed = self.store.removed_since(file_gen)
                 ids, vecs = self.store.vectors_since(file_gen)
                 vectors.remove(np.concatenate([removed, ids]))
@@ -322,6 +324,7 @@ class Index:
         return vectors
 
     def _rebuild_vectors(self) -> VectorIndex:
+        self._vectors_unsaved = True
         ids, vecs = self.store.vectors_since(-1)
         return VectorIndex.from_vectors(self.dim, ids, vecs if len(ids) else np.zeros((0, self.dim), np.float32))
 
@@ -343,6 +346,18 @@ class Index:
         manifest["vecsearch_version"] = __version__
         write_manifest(self.path, manifest)
         self._manifest = manifest
+        self._vectors_unsaved = False
+
+    def needs_saving(self) -> bool:
+        """Does the vector file or manifest on disk lag what this writer holds?"""
+        faiss_info = self._manifest["faiss"]
+        return (
+            self._vectors_unsaved
+            or faiss_info.get("generation") != self.store.generation
+            or (self._vectors is not None and faiss_info.get("ntotal") != self._vectors.ntotal)
+            or self._manifest.get("location") != str(self.path.resolve())
+            or self._manifest.get("roots") != [root.path for root in self.store.roots()]
+        )
 
     # --- crawling ------------------------------------------------------------------------------
 
@@ -442,13 +457,10 @@ class Index:
         vector = self.query_vector(Query((_image_or_item_term(image),)))
         return classify(vector, labels, self.encoder, templates)
 
-    def query_vector(self, query: Query) -> np.ndarray:
-        """The unit vector a query stands for."""
-        needs_images = any(t.kind in ("image", "url") for t in query.terms)
-        if needs_images and IMAGE not in self.modalities:
-            raise UnsupportedModalityError(
-                f"index {self.name} was built with the text-only model {self.spec}; query it with text"
-            )
+    def query_vector(self, query: Query, downloads: dict[str, bytes] | None = None) -> np.ndarray:
+        """The unit vector a query stands for. `downloads` holds image URLs already fetched."""
+        downloads = downloads or {}
+        self._require_image_support(query)
         needs_model = any(t.kind != ITEM for t in query.terms)
         encoder = self.encoder if needs_model else None
         return combine(
@@ -456,8 +468,14 @@ class Index:
             embed_texts=lambda texts: encoder.embed_texts(texts),  # type: ignore[union-attr]
             embed_images=lambda images: encoder.embed_images(images),  # type: ignore[union-attr,arg-type]
             lookup=self.store.vector,
-            fetch_url=fetch_url,
+            fetch_url=lambda url: downloads[url] if url in downloads else fetch_url(url),
         )
+
+    def _require_image_support(self, query: Query) -> None:
+        if IMAGE not in self.modalities and any(t.kind in ("image", URL) for t in query.terms):
+            raise UnsupportedModalityError(
+                f"index {self.name} was built with the text-only model {self.spec}; query it with text"
+            )
 
     def _search(
         self,
@@ -481,10 +499,12 @@ class Index:
             raise QueryError(f"within is a cosine margin from 0 to 2 (got {within})")
         if min_score is not None and not (-1 <= min_score <= 1):
             raise QueryError(f"min-score is a cosine from -1 to 1 (got {min_score})")
-        vector = self.query_vector(query)
+        self._require_image_support(query)
+        downloads = {t.value: fetch_url(t.value) for t in query.terms if t.kind == URL}
+        vector = self.query_vector(query, downloads)
         vectors = self.vectors
         with self.store.snapshot():
-            exclude = set(query.item_ids) | self._items_of_query_images(query)
+            exclude = set(query.item_ids) | self._items_of_query_images(query, downloads)
             allowed = self._allowed_ids(kind, path, under)
         if allowed is not None:
             allowed = np.setdiff1d(allowed, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
@@ -544,14 +564,17 @@ class Index:
             )
         return hits
 
-    def _items_of_query_images(self, query: Query) -> set[int]:
+    def _items_of_query_images(self, query: Query, downloads: dict[str, bytes]) -> set[int]:
         """Image items with the same content as a query image: a query never finds itself."""
         found: set[int] = set()
+        contents = list(downloads.values())
         for path in query.image_paths:
             try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                contents.append(path.read_bytes())
             except OSError:
                 continue
+        for data in contents:
+            digest = hashlib.sha256(data).hexdigest()
             for row in self.store.conn.execute(
                 "SELECT i.id FROM items i JOIN files f ON f.id = i.file_id WHERE f.sha256 = ? AND i.kind = 'image'",
                 (digest,),

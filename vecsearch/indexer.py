@@ -139,9 +139,7 @@ class Crawler:
         return self.report
 
     def _save(self) -> None:
-        manifest = self.index.manifest
-        stale = manifest["faiss"].get("generation") != self.store.generation
-        if stale or manifest["faiss"].get("ntotal") != self.vectors.ntotal or not manifest.get("roots"):
+        if self.index.needs_saving():
             self.index.save_vectors()
 
     # --- roots and scopes ----------------------------------------------------------------------
@@ -321,6 +319,7 @@ class Crawler:
         for row in candidates.values():
             by_hash.setdefault(row.sha256, []).append(row)
         batch: list[Pending] = []
+        twins: list[Pending] = []
         batch_size = self.index.batch_size if decode else 1
         bar = _progress(len(pending), "indexing", self.progress)
         try:
@@ -340,14 +339,28 @@ class Crawler:
                         if item.prepared is None:
                             self._skip(str(item.found.path), "cannot decode image")
                             continue
+                    if any(other.sha256 == item.sha256 for other in batch):
+                        twins.append(item)  # same content as one in this batch: copy its vector after
+                        continue
                     batch.append(item)
                     if len(batch) >= batch_size:
                         self._embed(batch)
-                        batch = []
+                        batch = self._place_twins(twins, by_hash, candidates)
                 if batch:
                     self._embed(batch)
+                    self._place_twins(twins, by_hash, candidates)
         finally:
             bar.close()
+
+    def _place_twins(
+        self, twins: list[Pending], by_hash: dict[str, list[FileRow]], candidates: dict[int, FileRow]
+    ) -> list[Pending]:
+        """Write the files that waited for a twin in the last batch; returns a fresh, empty batch."""
+        for twin in twins:
+            if not self._reuse(twin, by_hash, candidates):
+                self._embed([twin])
+        twins.clear()
+        return []
 
     def _reuse(self, item: Pending, by_hash: dict[str, list[FileRow]], candidates: dict[int, FileRow]) -> bool:
         """Handle files whose content is already known; True when nothing needs embedding."""
