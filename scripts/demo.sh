@@ -18,8 +18,8 @@ echo
 echo "== search: something you can eat"
 "$VS" --home "$HOME_DIR" search demo "something you can eat" -k 5
 echo
-echo "== search: travelling across water, but not by boat"
-"$VS" --home "$HOME_DIR" search demo "travelling across water" -boat -k 3
+echo "== refine the prompt: a vehicle +sky (query arithmetic)"
+"$VS" --home "$HOME_DIR" search demo "a vehicle" +sky -k 3
 echo
 echo "== search: pets, paths only (for pipes)"
 "$VS" --home "$HOME_DIR" search demo "a pet animal" -k 3 --paths

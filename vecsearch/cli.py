@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -156,6 +157,8 @@ def _run(action: Callable[[], Any]) -> Any:
         fail("interrupted", EXIT_INTERRUPTED)
     except OSError as exc:
         fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", EXIT_ERROR)
+    except sqlite3.Error as exc:  # the library maps the expected ones; anything else is a damaged index
+        fail(f"index database error: {exc}", EXIT_INDEX)
 
 
 def _dump(data: Any) -> None:

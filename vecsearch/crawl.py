@@ -206,12 +206,19 @@ def read_captions_file(path: Path) -> dict[Path, list[str]]:
         raise CaptionsFileError(f"cannot read captions file {path} ({exc.strerror or exc})") from exc
     rows = _jsonl_rows(path, text) if path.suffix.lower() in (".jsonl", ".ndjson") else _csv_rows(path, text)
     captions: dict[Path, list[str]] = {}
-    for image, caption in rows:
+    for image, caption in _checked_rows(path, rows):
         target = Path(image).expanduser()
         if not target.is_absolute():
             target = path.parent / target
         captions.setdefault(Path(os.path.abspath(target)), []).append(caption)
     return {image: clean_captions(lines) for image, lines in captions.items()}
+
+
+def _checked_rows(path: Path, rows: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    try:
+        yield from rows
+    except csv.Error as exc:
+        raise CaptionsFileError(f"{path}: not a valid CSV file ({exc})") from exc
 
 
 _PATH_KEYS = ("path", "image", "file", "filename", "filepath")

@@ -86,49 +86,54 @@ class Index:
     ) -> "Index":
         """Make a new, empty index for a model (an Encoder you pass, or one loaded by name)."""
         folder = Path(path).expanduser()
-        if (folder / MANIFEST).exists():
-            raise IndexExistsError(f"an index already exists at {folder}")
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise IndexExistsError(f"{folder} exists and is not an empty folder")
+        _require_free(folder)  # before a model is loaded for nothing
         if encoder is None:
             encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size, cache_dir=cache_dir)
         elif model is not None and resolve_spec(model, pretrained) != encoder.spec:
             raise ModelMismatchError(f"model {model} given together with a different encoder {encoder.spec}")
         created_folder = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(folder / LOCK, str(folder))
+        lock.acquire()  # another process creating the same index owns it: leave its files alone
+        store: Store | None = None
         try:
-            with WriterLock(folder / LOCK, str(folder)):
-                store = Store.open(folder / DATABASE, create=True)
-                vectors = VectorIndex.create(encoder.dim)
-                now = _now()
-                manifest = {
-                    "format": FORMAT,
-                    "format_version": FORMAT_VERSION,
-                    "vecsearch_version": __version__,
-                    "created": now,
-                    "updated": now,
-                    "location": str(folder.resolve()),
-                    "model": {
-                        **encoder.spec.to_dict(),
-                        "spec": str(encoder.spec),
-                        "fingerprint": encoder.fingerprint,
-                        "modalities": sorted(encoder.modalities),
-                    },
-                    "dim": encoder.dim,
-                    "metric": "cosine",
-                    "faiss": {"type": EXACT, "file": VECTORS, "generation": 0, "ntotal": 0, "sha256": None},
-                    "counts": store.counts(),
-                    "roots": [],
-                }
-                manifest["faiss"]["sha256"] = vectors.save(folder / VECTORS)
-                write_manifest(folder, manifest)
-        except BaseException:
-            if created_folder:
-                shutil.rmtree(folder, ignore_errors=True)
-            else:
-                for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", VECTORS, LOCK):
-                    (folder / name).unlink(missing_ok=True)
+            _require_free(folder)  # again, now that no one else can be writing here
+            store = Store.open(folder / DATABASE, create=True)
+            vectors = VectorIndex.create(encoder.dim)
+            now = _now()
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "vecsearch_version": __version__,
+                "created": now,
+                "updated": now,
+                "location": str(folder.resolve()),
+                "model": {
+                    **encoder.spec.to_dict(),
+                    "spec": str(encoder.spec),
+                    "fingerprint": encoder.fingerprint,
+                    "modalities": sorted(encoder.modalities),
+                },
+                "dim": encoder.dim,
+                "metric": "cosine",
+                "faiss": {"type": EXACT, "file": VECTORS, "generation": 0, "ntotal": 0, "sha256": None},
+                "counts": store.counts(),
+                "roots": [],
+            }
+            manifest["faiss"]["sha256"] = vectors.save(folder / VECTORS)
+            write_manifest(folder, manifest)
+        except BaseException as exc:
+            if store is not None:
+                store.close()
+            if not isinstance(exc, IndexExistsError):
+                if created_folder:
+                    shutil.rmtree(folder, ignore_errors=True)
+                else:
+                    for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", VECTORS):
+                        (folder / name).unlink(missing_ok=True)
             raise
+        finally:
+            lock.release()
         index = cls(folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir)
         index._vectors = vectors
         return index
@@ -152,12 +157,18 @@ class Index:
         """
         folder = locate(ref, home)
         manifest = read_manifest(folder)
-        store = Store.open(folder / DATABASE)
         if encoder is None and model is not None:
             wanted = resolve_spec(model, pretrained)
             recorded = ModelSpec.from_dict(manifest["model"])
             if wanted != recorded:
+                if not (_names_local_files(wanted) or _names_local_files(recorded)):
+                    # Two different published models: no need to download one to know they differ.
+                    raise ModelMismatchError(
+                        f"index {folder.name} was built with {recorded}, not {wanted}; leave out --model to "
+                        "use the index's own model, or build a separate index for the other model"
+                    )
                 encoder = load_encoder(wanted, device=device, batch_size=batch_size, cache_dir=cache_dir)
+        store = Store.open(folder / DATABASE)
         try:
             return cls(folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir)
         except BaseException:
@@ -332,6 +343,8 @@ class Index:
         """Write the FAISS file and the manifest for the database's current generation."""
         vectors = self.vectors
         generation = self.store.generation
+        if vectors.ntotal != self.store.counts()["items"]:  # e.g. interrupted between commit and mirror
+            vectors = self._vectors = self._rebuild_vectors()
         manifest = dict(self._manifest)
         manifest["faiss"] = {
             **manifest["faiss"],
@@ -588,22 +601,56 @@ class Index:
         """Ids a filter lets through, or None when nothing is filtered out."""
         kind_filter = None if kind == "any" else kind
         if pattern is None and under is None:
-            if kind_filter is None or self.store.counts()[kind_filter + "s"] == self.store.counts()["items"]:
+            if kind_filter is None or not self.store.has_other_kinds(kind_filter):
                 return None
             return np.array(self.store.item_ids(kind_filter), dtype=np.int64)
         roots = {root.id: self.root_path(root) for root in self.store.roots()}
-        folder = Path(os.path.abspath(Path(under).expanduser())) if under is not None else None
+        folders: list[Path] = []
+        if under is not None:
+            folder = Path(os.path.abspath(Path(under).expanduser()))
+            folders = [folder, folder.resolve()]  # roots are recorded resolved; the user may use a symlink
+        patterns = _with_resolved_prefix(pattern) if pattern is not None else []
         file_ids = []
         for file_id, root_id, relpath in self.store.all_files():
             absolute = roots[root_id] / relpath
-            if folder is not None and not _is_within(absolute, folder):
+            if folders and not any(_is_within(absolute, folder) for folder in folders):
                 continue
-            if pattern is not None and not (
-                fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(absolute.as_posix(), pattern)
+            if patterns and not any(
+                fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(absolute.as_posix(), p) for p in patterns
             ):
                 continue
             file_ids.append(file_id)
         return np.array(self.store.item_ids(kind_filter, file_ids), dtype=np.int64)
+
+
+def _with_resolved_prefix(pattern: str) -> list[str]:
+    """A path glob, plus the same glob with its literal folder part resolved (symlinks followed)."""
+    patterns = [pattern]
+    expanded = os.path.expanduser(pattern)
+    if os.path.isabs(expanded):
+        parts = Path(expanded).parts
+        literal = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+        head = Path(*parts[:literal])
+        if literal and head.exists():
+            rest = parts[literal:]
+            patterns.append(Path(head.resolve(), *rest).as_posix() if rest else head.resolve().as_posix())
+        if expanded != pattern:
+            patterns.append(expanded)
+    return patterns
+
+
+def _require_free(folder: Path) -> None:
+    if (folder / MANIFEST).exists():
+        raise IndexExistsError(f"an index already exists at {folder}")
+    if folder.exists() and (not folder.is_dir() or any(p.name != LOCK for p in folder.iterdir())):
+        raise IndexExistsError(f"{folder} exists and is not an empty folder")
+
+
+def _names_local_files(spec: ModelSpec) -> bool:
+    """Does the spec load weights from a local file or folder (whose content a name cannot tell)?"""
+    if spec.name.startswith("local-dir:") or Path(spec.name).is_absolute():
+        return True
+    return bool(spec.pretrained) and (Path(spec.pretrained).is_absolute() or Path(spec.pretrained).exists())
 
 
 def _image_or_item_term(image: str | os.PathLike[str]) -> Term:

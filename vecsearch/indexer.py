@@ -1,38 +1,43 @@
 """Crawling ⇒ indexing: bring an index in line with folders on disk, embedding only what changed.
 
-Per file: same size and mtime → unchanged (nothing read). Otherwise the content is hashed: same hash →
-only touched; the hash of a file that disappeared in this crawl → a rename (the item keeps its id and
-vector); the hash of a file already indexed → a duplicate (its vector is copied); else the picture is
-decoded (on worker threads, ahead of the model) and embedded. Work is committed in chunks, so an
-interrupted crawl keeps what it finished and the next run picks up from there.
+Per file: same size and mtime → unchanged (nothing read). Otherwise the content is hashed on worker
+threads: same hash → only touched; the hash of a file that disappeared in this crawl → a rename (the item
+keeps its id and vector); the hash of a file already indexed → a duplicate (its vector is copied). Only
+then is a picture decoded (on the workers, ahead of the model) and embedded.
+
+Work is committed in chunks (after every model batch). A chunk is all or nothing: an interrupt rolls back
+the open chunk and keeps the committed ones, and the next run picks up from there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import threading
+import sqlite3
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from .crawl import FoundFile, WalkResult, file_sha256, read_captions_file, read_sidecar, text_hash, walk
 from .encoders import IMAGE
-from .errors import ImageError, VecsearchError
-from .images import DEFAULT_MAX_MEGAPIXELS, is_image_path, load_image
+from .errors import ImageError
+from .images import DEFAULT_MAX_MEGAPIXELS, load_image
 from .results import CrawlReport, SkippedFile
-from .store import FileRow, RootRow
+from .roots import RootPlanner, Scope
+from .store import FileRow
 
 if TYPE_CHECKING:
     from .index import Index
 
 SIDECAR = "sidecar"
-COMMIT_EVERY_ITEMS = 1000
-COMMIT_EVERY_SECONDS = 30.0
+COMMIT_EVERY_ITEMS = 500
+COMMIT_EVERY_SECONDS = 10.0
+_COUNTERS = [f.name for f in dataclasses.fields(CrawlReport) if f.type == "int"]
 
 
 class IndexingInterrupted(KeyboardInterrupt):
@@ -44,26 +49,16 @@ class IndexingInterrupted(KeyboardInterrupt):
 
 
 @dataclass
-class Scope:
-    """One part of one root to crawl: the whole root, a subfolder, or single files."""
-
-    root: RootRow
-    folder: Path
-    starts: list[Path]
-    prefixes: list[str]
-    exclude: list[str]
-    include_hidden: bool
-
-
-@dataclass
 class Pending:
-    """A file whose content changed or is new, after hashing (and decoding when needed)."""
+    """A file whose content changed or is new: hashed, then (if it must be embedded) decoded."""
 
     root_id: int
     found: FoundFile
     row: FileRow | None
     sha256: str = ""
-    prepared: Any = None
+    data: bytes | None = None
+    prepared: Any = None  # the model's input, or the decoded picture while `raw`
+    raw: bool = False
     error: str | None = None
 
 
@@ -76,12 +71,15 @@ class CaptionJob:
 
 
 @dataclass
-class _Staged:
-    gen: int | None = None
+class _Chunk:
+    """The open transaction: its generation, and what FAISS must mirror once it commits."""
+
+    gen: int
+    counters: dict[str, int]
     add_ids: list[int] = field(default_factory=list)
     add_vectors: list[np.ndarray] = field(default_factory=list)
     remove_ids: list[int] = field(default_factory=list)
-    count: int = 0
+    new_hashes: list[str] = field(default_factory=list)
 
 
 class Crawler:
@@ -96,12 +94,13 @@ class Crawler:
         self.index = index
         self.store = index.store
         self.vectors = index.vectors
+        self.roots = RootPlanner(index)
         self.progress = progress
         self.workers = max(1, workers or min(4, os.cpu_count() or 1))
         self.max_megapixels = max_megapixels
         self.report = CrawlReport()
         self.embeds_images = IMAGE in index.modalities
-        self._staged = _Staged()
+        self._chunk: _Chunk | None = None
         self._last_commit = time.monotonic()
         self._captions: list[CaptionJob] = []
         self._new_hashes: dict[str, int] = {}
@@ -113,19 +112,25 @@ class Crawler:
         self, paths: list[Path], captions_files: list[Path], exclude: list[str], include_hidden: bool
     ) -> CrawlReport:
         started = time.monotonic()
-        caption_sources = [(str(p.expanduser().resolve()), read_captions_file(p.expanduser())) for p in captions_files]
+        caption_sources = [
+            (str(p.expanduser().resolve()), read_captions_file(p.expanduser())) for p in captions_files
+        ]
         try:
-            scopes = self._scopes(paths, exclude, include_hidden)
+            with self.store.transaction():
+                self.roots.refresh_locations()
+                if paths:
+                    scopes = self.roots.scopes_for_paths(paths, exclude, include_hidden)
+                else:
+                    scopes = self.roots.scopes_for_all(self._skip)
             walks = [self._walk(scope) for scope in scopes]
             candidates, protected = self._plan_deletions(scopes, walks)
             pending = self._classify(scopes, walks, candidates)
             self._process(pending, candidates)
+            self._delete(candidates)
             self._apply_caption_sources(caption_sources)
-            self._flush_captions()
-            self._delete(candidates, protected)
             self._commit()
         except KeyboardInterrupt:
-            self._commit()
+            self._rollback()
             self._save()
             self.report.interrupted = True
             self.report.seconds = time.monotonic() - started
@@ -141,97 +146,6 @@ class Crawler:
     def _save(self) -> None:
         if self.index.needs_saving():
             self.index.save_vectors()
-
-    # --- roots and scopes ----------------------------------------------------------------------
-
-    def _scopes(self, paths: list[Path], exclude: list[str], include_hidden: bool) -> list[Scope]:
-        roots = self.store.roots()
-        if not paths:
-            if not roots:
-                raise VecsearchError(f"index {self.index.name} has no folders yet: give the folders to crawl")
-            scopes = []
-            for root in roots:
-                folder = self.index.root_path(root)
-                if not folder.is_dir():
-                    self._skip(str(folder), "folder not found (a disk not mounted?); its items are kept")
-                    continue
-                scopes.append(self._scope_for_root(root, folder))
-            return scopes
-        targets = []
-        for raw in paths:
-            path = Path(os.path.abspath(raw.expanduser()))
-            if path.exists():
-                path = path.resolve()
-            if not path.exists():
-                raise VecsearchError(f"path not found: {raw}")
-            if path.is_file() and not is_image_path(path):
-                raise VecsearchError(f"not an image file: {raw} (crawl its folder, or give images)")
-            if not path.is_dir() and not path.is_file():
-                raise VecsearchError(f"not a folder or file: {raw}")
-            targets.append(path)
-        by_root: dict[int, Scope] = {}
-        with self.store.transaction():
-            for path in targets:
-                root, folder = self._root_for(path, exclude, include_hidden)
-                scope = by_root.get(root.id)
-                if scope is None:
-                    scope = by_root[root.id] = Scope(
-                        root, folder, [], [], list(root.options.get("exclude", [])),
-                        bool(root.options.get("include_hidden", False)),
-                    )
-                scope.root = root
-                scope.exclude = list(root.options.get("exclude", []))
-                scope.include_hidden = bool(root.options.get("include_hidden", False))
-                scope.starts.append(path)
-                scope.prefixes.append(_relative(path, folder))
-        return list(by_root.values())
-
-    def _scope_for_root(self, root: RootRow, folder: Path) -> Scope:
-        options = root.options
-        if options.get("files_only"):
-            files = self.store.files_under(root.id)
-            starts = [folder / rel for rel in files]
-            prefixes = list(files)
-        else:
-            starts, prefixes = [folder], [""]
-        return Scope(root, folder, starts, prefixes, list(options.get("exclude", [])),
-                     bool(options.get("include_hidden", False)))
-
-    def _root_for(self, path: Path, exclude: list[str], include_hidden: bool) -> tuple[RootRow, Path]:
-        """The root that contains `path`, creating it (and folding roots inside it into it) if needed."""
-        folder = path if path.is_dir() else path.parent
-        files_only = not path.is_dir()
-        for root in self.store.roots():
-            location = self.index.root_path(root).resolve() if self.index.root_path(root).exists() else Path(root.path)
-            if _is_within(path.resolve(), location):
-                options = _merge_options(root.options, exclude, include_hidden)
-                if path.is_dir() and _relative(path.resolve(), location) == "":
-                    options["files_only"] = False
-                self._record_root(root.id, location, options)
-                return self._root(root.id), location
-        root_id = self.store.add_root(
-            str(folder.resolve()), os.path.relpath(folder.resolve(), self.index.path.resolve()),
-            _merge_options({"files_only": files_only}, exclude, include_hidden),
-        )
-        for root in self.store.roots():
-            if root.id == root_id:
-                continue
-            location = self.index.root_path(root)
-            if location.exists() and _is_within(location.resolve(), folder.resolve()):
-                self.store.merge_root(root.id, root_id, _relative(location.resolve(), folder.resolve()))
-                merged = _merge_options(self._root(root_id).options, root.options.get("exclude", []),
-                                        bool(root.options.get("include_hidden", False)))
-                merged["files_only"] = files_only
-                self._record_root(root_id, folder.resolve(), merged)
-        return self._root(root_id), folder.resolve()
-
-    def _record_root(self, root_id: int, location: Path, options: dict[str, Any]) -> None:
-        self.store.update_root(
-            root_id, str(location), os.path.relpath(location, self.index.path.resolve()), options
-        )
-
-    def _root(self, root_id: int) -> RootRow:
-        return next(r for r in self.store.roots() if r.id == root_id)
 
     # --- walking and planning ------------------------------------------------------------------
 
@@ -254,15 +168,17 @@ class Crawler:
     def _plan_deletions(
         self, scopes: list[Scope], walks: list[WalkResult]
     ) -> tuple[dict[int, FileRow], list[Path]]:
-        """Indexed files in the crawled scopes, to be removed unless seen again; and folders that
-        could not be listed, whose files are kept rather than dropped."""
+        """Indexed files in the crawled scopes, to be removed unless seen again. Files under folders
+        that could not be listed are kept as they are, and never taken for renames."""
         candidates: dict[int, FileRow] = {}
         protected: list[Path] = []
         for scope, walked in zip(scopes, walks):
+            unlisted = [Path(s.path) for s in walked.skipped if s.reason.startswith("cannot list folder")]
+            protected.extend(unlisted)
             for prefix in scope.prefixes:
                 for row in self.store.files_under(scope.root.id, prefix).values():
-                    candidates[row.id] = row
-            protected.extend(Path(s.path) for s in walked.skipped if s.reason.startswith("cannot list folder"))
+                    if not any(_is_within(scope.folder / row.relpath, folder) for folder in unlisted):
+                        candidates[row.id] = row
         return candidates, protected
 
     def _classify(
@@ -279,6 +195,7 @@ class Crawler:
                     self.report.unchanged += 1
                     if found.sidecar_sig != row.sidecar_sig:
                         self._sync_sidecar(row.id, found)
+                        self._maybe_commit()
                     continue
                 pending.append(Pending(scope.root.id, found, row))
         return pending
@@ -288,87 +205,92 @@ class Crawler:
     def _process(self, pending: list[Pending], candidates: dict[int, FileRow]) -> None:
         if not pending:
             return
-        known = {row[0] for row in self.store.conn.execute("SELECT sha256 FROM files")}
-        decode = self.embeds_images
-        model_lock = threading.Lock()
-
-        def prepare(picture: Any) -> Any:
-            # The model loads on first need, so a crawl that only meets broken or known files never loads it.
-            with model_lock:
-                encoder = self.index.encoder
-            return encoder.prepare_image(picture)
-
-        def work(item: Pending) -> Pending:
-            try:
-                item.sha256, data = file_sha256(item.found.path)
-            except OSError as exc:
-                item.error = f"cannot read file ({exc.strerror or exc})"
-                return item
-            if not decode or item.sha256 in known:
-                return item
-            try:
-                picture = load_image(data if data is not None else item.found.path, self.max_megapixels)
-                item.prepared = prepare(picture)
-            except ImageError as exc:
-                item.error = str(exc)
-            except Exception as exc:  # a preprocess failure on one odd image must not stop the crawl
-                item.error = f"cannot prepare image ({type(exc).__name__}: {exc})"
-            return item
-
         by_hash: dict[str, list[FileRow]] = {}
         for row in candidates.values():
             by_hash.setdefault(row.sha256, []).append(row)
-        batch: list[Pending] = []
+        batch_size = self.index.batch_size
+        window = max(4 * batch_size, 8 * self.workers)
+        decoding: deque[Future[Pending]] = deque()
+        in_flight: set[str] = set()
         twins: list[Pending] = []
-        batch_size = self.index.batch_size if decode else 1
+        failed: dict[str, str] = {}
+        batch: list[Pending] = []
+        prepare: Callable[[Any], Any] | None = None
+
+        def take(item: Pending) -> None:
+            nonlocal batch, prepare
+            if item.raw:
+                # Decoded before the model was loaded. It loads now, in this thread, on the first
+                # picture that decodes: errors reach the caller, and a crawl that meets only known
+                # or broken files never loads it.
+                if prepare is None:
+                    prepare = self.index.encoder.prepare_image
+                _prepare(item, prepare)
+            if item.error:
+                failed[item.sha256] = item.error
+                self._skip(str(item.found.path), item.error)
+                return
+            batch.append(item)
+            if len(batch) >= batch_size:
+                self._embed(batch)
+                batch = []
+                self._place_twins(twins, by_hash, candidates, failed)
+
         bar = _progress(len(pending), "indexing", self.progress)
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vecsearch-crawl")
         try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vecsearch-decode") as pool:
-                for item in _ordered_map(pool, work, pending, window=max(4 * batch_size, 8 * self.workers)):
-                    bar.update(1)
-                    if item.error:
-                        self._skip(str(item.found.path), item.error)
-                        continue
-                    if self._reuse(item, by_hash, candidates):
-                        continue
-                    if not decode:
-                        self._write_file(item, None)
-                        continue
-                    if item.prepared is None:  # its hash was known, but no vector of it could be reused
-                        item.prepared = _late_prepare(item, prepare, self.max_megapixels)
-                        if item.prepared is None:
-                            self._skip(str(item.found.path), "cannot decode image")
-                            continue
-                    if any(other.sha256 == item.sha256 for other in batch):
-                        twins.append(item)  # same content as one in this batch: copy its vector after
-                        continue
-                    batch.append(item)
-                    if len(batch) >= batch_size:
-                        self._embed(batch)
-                        batch = self._place_twins(twins, by_hash, candidates)
-                if batch:
-                    self._embed(batch)
-                    self._place_twins(twins, by_hash, candidates)
+            for item in _ordered_map(pool, _hash_file, pending, window):
+                bar.update(1)
+                if item.error:
+                    self._skip(str(item.found.path), item.error)
+                elif self._reuse(item, by_hash, candidates):
+                    self._maybe_commit()
+                elif not self.embeds_images:
+                    self._write_file(item, None)
+                    self._maybe_commit()
+                elif item.sha256 in in_flight:
+                    twins.append(item)  # same content as a file on its way to the model
+                else:
+                    in_flight.add(item.sha256)
+                    decoding.append(pool.submit(_decode, item, prepare, self.max_megapixels))
+                    while len(decoding) > window:
+                        take(decoding.popleft().result())
+            while decoding:
+                take(decoding.popleft().result())
+            if batch:
+                self._embed(batch)
+            self._place_twins(twins, by_hash, candidates, failed)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             bar.close()
+        pool.shutdown(wait=True)
 
     def _place_twins(
-        self, twins: list[Pending], by_hash: dict[str, list[FileRow]], candidates: dict[int, FileRow]
-    ) -> list[Pending]:
-        """Write the files that waited for a twin in the last batch; returns a fresh, empty batch."""
+        self,
+        twins: list[Pending],
+        by_hash: dict[str, list[FileRow]],
+        candidates: dict[int, FileRow],
+        failed: dict[str, str],
+    ) -> None:
+        """Files that waited for a twin: copy its vector once it is in, or share its failure."""
+        waiting = []
         for twin in twins:
-            if not self._reuse(twin, by_hash, candidates):
-                self._embed([twin])
-        twins.clear()
-        return []
+            if twin.sha256 in failed:
+                self._skip(str(twin.found.path), failed[twin.sha256])
+            elif twin.sha256 in self._new_hashes:
+                self._reuse(twin, by_hash, candidates)
+            else:
+                waiting.append(twin)
+        twins[:] = waiting
 
     def _reuse(self, item: Pending, by_hash: dict[str, list[FileRow]], candidates: dict[int, FileRow]) -> bool:
-        """Handle files whose content is already known; True when nothing needs embedding."""
+        """Handle a file whose content is already known; True when nothing needs embedding."""
         found, row = item.found, item.row
         if row is not None and row.sha256 == item.sha256:
-            self._stage_write(
-                lambda: self.store.update_file(row.id, size=found.size, mtime_ns=found.mtime_ns)
-            )
+            self._begin()
+            self.store.update_file(row.id, size=found.size, mtime_ns=found.mtime_ns)
             self.report.unchanged += 1
             if found.sidecar_sig != row.sidecar_sig:
                 self._sync_sidecar(row.id, found)
@@ -377,12 +299,11 @@ class Crawler:
         if moved:
             old = moved.pop()
             candidates.pop(old.id, None)
+            self._begin()
             if row is not None:  # the renamed file replaced another one at its new place
                 self._remove_file(row.id)
-            self._stage_write(
-                lambda: self.store.update_file(
-                    old.id, root_id=item.root_id, relpath=found.relpath, size=found.size, mtime_ns=found.mtime_ns
-                )
+            self.store.update_file(
+                old.id, root_id=item.root_id, relpath=found.relpath, size=found.size, mtime_ns=found.mtime_ns
             )
             self.report.renamed += 1
             if found.sidecar_sig != old.sidecar_sig:
@@ -402,18 +323,16 @@ class Crawler:
 
     def _embed(self, batch: list[Pending]) -> None:
         vectors = self.index.encoder.embed_prepared_images([item.prepared for item in batch])
-        self.report.embedded_images += len(batch)
         for item, vector in zip(batch, vectors):
             item.prepared = None
             self._write_file(item, vector)
-        self._maybe_commit()
+        self.report.embedded_images += len(batch)
+        self._commit()
 
     def _write_file(self, item: Pending, vector: np.ndarray | None, reused: bool = False) -> None:
         """Record a new or changed file with its image vector (None for text-only models)."""
         found, row = item.found, item.row
-        self._begin()
-        gen = self._staged.gen
-        assert gen is not None
+        chunk = self._begin()
         if row is None:
             file_id = self.store.add_file(item.root_id, found.relpath, found.size, found.mtime_ns, item.sha256)
             if reused:
@@ -428,24 +347,28 @@ class Crawler:
             self.store.update_file(file_id, size=found.size, mtime_ns=found.mtime_ns, sha256=item.sha256)
             self.report.updated += 1
         if vector is not None:
-            item_id = self.store.add_item("image", file_id, vector, gen)
-            self._staged.add_ids.append(item_id)
-            self._staged.add_vectors.append(np.asarray(vector, dtype=np.float32))
-            self._staged.count += 1
-            self._new_hashes.setdefault(item.sha256, item_id)
+            item_id = self.store.add_item("image", file_id, vector, chunk.gen)
+            chunk.add_ids.append(item_id)
+            chunk.add_vectors.append(np.asarray(vector, dtype=np.float32))
+            if item.sha256 not in self._new_hashes:
+                self._new_hashes[item.sha256] = item_id
+                chunk.new_hashes.append(item.sha256)
         if row is None or found.sidecar_sig != row.sidecar_sig:
             self._sync_sidecar(file_id, found)
 
     # --- captions ------------------------------------------------------------------------------
 
     def _sync_sidecar(self, file_id: int, found: FoundFile) -> None:
+        """Bring a file's sidecar captions up to date. The sidecar is recorded as read in the same
+        chunk as its captions (they are flushed before every commit)."""
         captions: list[str] = []
         if found.sidecar is not None:
             captions, reason = read_sidecar(found.sidecar)
             if reason:
                 self._skip(str(found.sidecar), reason)
+        self._begin()
         self._sync_captions(file_id, captions, SIDECAR)
-        self._stage_write(lambda: self.store.set_sidecar_sig(file_id, found.sidecar_sig))
+        self.store.set_sidecar_sig(file_id, found.sidecar_sig)
 
     def _sync_captions(self, file_id: int, wanted: list[str], source: str) -> None:
         existing = self.store.captions_of(file_id, source)
@@ -459,8 +382,6 @@ class Crawler:
         for position, text in enumerate(wanted):
             if text not in have:
                 self._captions.append(CaptionJob(file_id, text, source, position))
-        if len(self._captions) >= 256:
-            self._flush_captions()
 
     def _apply_caption_sources(self, sources: list[tuple[str, dict[Path, list[str]]]]) -> None:
         for source, captions in sources:
@@ -471,27 +392,26 @@ class Crawler:
                     self._skip(str(image), f"named in captions file {source} but not in the index")
                     continue
                 matched.add(file_id)
+                self._begin()
                 self._sync_captions(file_id, lines, source)
-            stale_files = {
-                int(r[0])
-                for r in self.store.conn.execute(
-                    "SELECT DISTINCT file_id FROM items WHERE kind = 'caption' AND source = ?", (source,)
-                )
-            }
-            for file_id in stale_files - matched:
+                self._maybe_commit()
+            for file_id in self.store.files_with_captions_from(source) - matched:
+                self._begin()
                 self._sync_captions(file_id, [], source)
+            self._maybe_commit()
 
     def _file_id_for(self, image: Path) -> int | None:
         for root in self.store.roots():
-            location = self.index.root_path(root)
-            for base in {location, location.resolve()}:
+            location = self.roots.location(root)
+            for base in {location, self.index.root_path(root)}:
                 if _is_within(image, base):
-                    row = self.store.files_under(root.id, _relative(image, base)).get(_relative(image, base))
+                    row = self.store.file_at(root.id, _relative(image, base))
                     if row is not None:
                         return row.id
         return None
 
     def _flush_captions(self) -> None:
+        """Embed queued captions (reusing vectors of texts already known) and add their items."""
         jobs, self._captions = self._captions, []
         if not jobs:
             return
@@ -510,90 +430,122 @@ class Crawler:
             self.report.embedded_captions += len(missing)
             for text, vector in zip(missing, vectors):
                 self._text_vectors[text_hash(text)] = vector
-        self._begin()
-        gen = self._staged.gen
-        assert gen is not None
+        chunk = self._begin()
         for job in jobs:
             digest = text_hash(job.text)
             vector = self._text_vectors[digest]
             item_id = self.store.add_item(
-                "caption", job.file_id, vector, gen,
+                "caption", job.file_id, vector, chunk.gen,
                 text=job.text, source=job.source, position=job.position, text_hash=digest,
             )
-            self._staged.add_ids.append(item_id)
-            self._staged.add_vectors.append(np.asarray(vector, dtype=np.float32))
-            self._staged.count += 1
+            chunk.add_ids.append(item_id)
+            chunk.add_vectors.append(np.asarray(vector, dtype=np.float32))
             self.report.captions_added += 1
         if len(self._text_vectors) > 50_000:
             self._text_vectors.clear()
-        self._maybe_commit()
 
     # --- deletions -----------------------------------------------------------------------------
 
-    def _delete(self, candidates: dict[int, FileRow], protected: list[Path]) -> None:
-        roots = {root.id: self.index.root_path(root) for root in self.store.roots()}
+    def _delete(self, candidates: dict[int, FileRow]) -> None:
         for row in candidates.values():
-            path = roots[row.root_id] / row.relpath
-            if any(_is_within(path, folder) for folder in protected):
-                continue
             self._remove_file(row.id)
             self.report.removed += 1
-        self._maybe_commit()
+            self._maybe_commit()
 
     def _remove_file(self, file_id: int) -> None:
         self._begin()
-        ids = [int(r[0]) for r in self.store.conn.execute("SELECT id FROM items WHERE file_id = ?", (file_id,))]
-        self._remove_items(ids)
+        self._remove_items(self.store.item_ids(file_ids=[file_id]))
         self.store.conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
 
-    def _remove_items(self, item_ids: Sequence[int]) -> None:
-        self._begin()
-        assert self._staged.gen is not None
-        self.store.delete_items(item_ids, self._staged.gen)
-        self._staged.remove_ids.extend(item_ids)
-        self._staged.count += len(item_ids)
+    def _remove_items(self, item_ids: list[int]) -> None:
+        chunk = self._begin()
+        self.store.delete_items(item_ids, chunk.gen)
+        chunk.remove_ids.extend(item_ids)
 
-    # --- transactions --------------------------------------------------------------------------
+    # --- chunks --------------------------------------------------------------------------------
 
-    def _begin(self) -> None:
-        if self._staged.gen is None:
+    def _begin(self) -> _Chunk:
+        if self._chunk is None:
             self.store.begin()
-            self._staged.gen = self.store.bump_generation()
-
-    def _stage_write(self, write: Callable[[], None]) -> None:
-        self._begin()
-        write()
+            counters = {name: getattr(self.report, name) for name in _COUNTERS}
+            self._chunk = _Chunk(self.store.bump_generation(), counters)
+        return self._chunk
 
     def _maybe_commit(self) -> None:
-        if self._staged.count >= COMMIT_EVERY_ITEMS or time.monotonic() - self._last_commit > COMMIT_EVERY_SECONDS:
+        chunk = self._chunk
+        if chunk is None:
+            return
+        size = len(chunk.add_ids) + len(chunk.remove_ids) + len(self._captions)
+        if size >= COMMIT_EVERY_ITEMS or time.monotonic() - self._last_commit > COMMIT_EVERY_SECONDS:
             self._commit()
 
     def _commit(self) -> None:
-        """Commit the database first, then mirror the same changes into the in-memory FAISS index."""
-        staged = self._staged
-        if staged.gen is None:
+        """Commit the database, then mirror the same changes into the in-memory FAISS index."""
+        if self._captions:
+            self._flush_captions()
+        chunk, self._chunk = self._chunk, None
+        if chunk is None:
             return
         self.store.commit()
-        self.vectors.remove(np.array(staged.remove_ids, dtype=np.int64))
-        if staged.add_ids:
-            self.vectors.add(np.array(staged.add_ids, dtype=np.int64), np.stack(staged.add_vectors))
-        self._staged = _Staged()
+        removed = set(chunk.remove_ids)
+        self.vectors.remove(np.array(sorted(removed), dtype=np.int64))
+        keep = [i for i, item_id in enumerate(chunk.add_ids) if item_id not in removed]
+        if keep:
+            self.vectors.add(
+                np.array([chunk.add_ids[i] for i in keep], dtype=np.int64),
+                np.stack([chunk.add_vectors[i] for i in keep]),
+            )
         self._last_commit = time.monotonic()
 
     def _rollback(self) -> None:
-        if self._staged.gen is not None:
+        """Drop the open chunk: the database, the counters and the caches go back to the last commit."""
+        chunk, self._chunk = self._chunk, None
+        self._captions = []
+        try:
             self.store.rollback()
-            self._staged = _Staged()
+        except sqlite3.Error:
+            pass
+        if chunk is None:
+            return
+        for name, value in chunk.counters.items():
+            setattr(self.report, name, value)
+        for digest in chunk.new_hashes:
+            self._new_hashes.pop(digest, None)
 
     def _skip(self, path: str, reason: str) -> None:
         self.report.skipped.append(SkippedFile(path, reason))
 
 
-def _late_prepare(item: Pending, prepare: Callable[[Any], Any], max_megapixels: float) -> Any:
+def _hash_file(item: Pending) -> Pending:
     try:
-        return prepare(load_image(item.found.path, max_megapixels))
-    except (ImageError, OSError):
-        return None
+        item.sha256, item.data = file_sha256(item.found.path)
+    except OSError as exc:
+        item.error = f"cannot read file ({exc.strerror or exc})"
+    return item
+
+
+def _decode(item: Pending, prepare: Callable[[Any], Any] | None, max_megapixels: float) -> Pending:
+    """Decode (and, once the model is loaded, preprocess) one picture on a worker thread."""
+    try:
+        source = item.data if item.data is not None else item.found.path
+        item.prepared = load_image(source, max_megapixels)
+        item.raw = True
+    except ImageError as exc:
+        item.error = str(exc)
+    finally:
+        item.data = None
+    if prepare is not None and item.raw:
+        _prepare(item, prepare)
+    return item
+
+
+def _prepare(item: Pending, prepare: Callable[[Any], Any]) -> None:
+    try:
+        item.prepared = prepare(item.prepared)
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:  # a preprocess failure on one odd image
+        item.prepared = None
+        item.error = f"cannot prepare image ({type(exc).__name__}: {exc})"
+    item.raw = False
 
 
 def _ordered_map(
@@ -628,17 +580,6 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="file", dynamic_ncols=True, leave=False)
-
-
-def _merge_options(options: dict[str, Any], exclude: Sequence[str], include_hidden: bool) -> dict[str, Any]:
-    merged = dict(options)
-    patterns = list(merged.get("exclude", []))
-    for pattern in exclude:
-        if pattern not in patterns:
-            patterns.append(pattern)
-    merged["exclude"] = patterns
-    merged["include_hidden"] = bool(merged.get("include_hidden", False) or include_hidden)
-    return merged
 
 
 def _relative(path: Path, base: Path) -> str:

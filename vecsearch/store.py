@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS items (
     added_gen INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_file ON items(file_id, kind);
+CREATE INDEX IF NOT EXISTS items_kind ON items(kind);
 CREATE INDEX IF NOT EXISTS items_added_gen ON items(added_gen);
 CREATE INDEX IF NOT EXISTS items_text_hash ON items(text_hash);
 CREATE TABLE IF NOT EXISTS vectors (
@@ -227,6 +228,14 @@ class Store:
             (path, relpath, json.dumps(options), root_id),
         )
 
+    def split_root(self, outer_id: int, inner_id: int, prefix: str) -> None:
+        """Move a root's files below `prefix/` to a new root made for that folder."""
+        self.conn.execute(
+            "UPDATE files SET root_id = ?, relpath = substr(relpath, ?) WHERE root_id = ?"
+            " AND relpath >= ? AND relpath < ?",
+            (inner_id, len(prefix) + 2, outer_id, prefix + "/", prefix + "0"),
+        )
+
     def merge_root(self, inner_id: int, outer_id: int, prefix: str) -> None:
         """Fold a root into one that contains it: its files move under `prefix/`."""
         self.conn.execute(
@@ -240,13 +249,29 @@ class Store:
     def files_under(self, root_id: int, prefix: str = "") -> dict[str, FileRow]:
         """Files of a root, optionally only those at or below a relative folder or file."""
         if prefix:
+            # relpath in [prefix + "/", prefix + "0"): everything below the folder ("0" follows "/").
             rows = self.conn.execute(
-                "SELECT * FROM files WHERE root_id = ? AND (relpath = ? OR substr(relpath, 1, ?) = ?)",
-                (root_id, prefix, len(prefix) + 1, prefix + "/"),
+                "SELECT * FROM files WHERE root_id = ? AND relpath = ?"
+                " UNION ALL SELECT * FROM files WHERE root_id = ? AND relpath >= ? AND relpath < ?",
+                (root_id, prefix, root_id, prefix + "/", prefix + "0"),
             ).fetchall()
         else:
             rows = self.conn.execute("SELECT * FROM files WHERE root_id = ?", (root_id,)).fetchall()
         return {r["relpath"]: _file_row(r) for r in rows}
+
+    def file_at(self, root_id: int, relpath: str) -> FileRow | None:
+        row = self.conn.execute(
+            "SELECT * FROM files WHERE root_id = ? AND relpath = ?", (root_id, relpath)
+        ).fetchone()
+        return _file_row(row) if row else None
+
+    def files_with_captions_from(self, source: str) -> set[int]:
+        return {
+            int(r[0])
+            for r in self.conn.execute(
+                "SELECT DISTINCT file_id FROM items WHERE kind = 'caption' AND source = ?", (source,)
+            )
+        }
 
     def file_by_hash(self, sha256: str) -> FileRow | None:
         row = self.conn.execute("SELECT * FROM files WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
@@ -406,6 +431,12 @@ class Store:
                 args.append(kind)
             found.extend(int(r[0]) for r in self.conn.execute(sql, args))
         return found
+
+    def has_other_kinds(self, kind: str) -> bool:
+        """Is any item of a kind other than `kind`? (Cheap: uses the kind index.)"""
+        return self.conn.execute(
+            "SELECT EXISTS(SELECT 1 FROM items WHERE kind < ? OR kind > ?)", (kind, kind)
+        ).fetchone()[0] == 1
 
     def all_files(self) -> list[tuple[int, int, str]]:
         """(file id, root id, relpath) of every file: input of path filters."""

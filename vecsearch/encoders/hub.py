@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import ModelUnavailableError
+from ..errors import ModelNotFoundError, ModelUnavailableError
 
 OFFLINE_HINT = (
     "use a model that is already on this machine: a local checkpoint "
@@ -62,7 +62,10 @@ def cached_hf_file(repo_id: str, filename: str, cache: str | None = None) -> str
     """The local path of a hub file if it is already cached, else None; never touches the network."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id=repo_id, filename=filename, cache_dir=cache)
+    try:
+        found = try_to_load_from_cache(repo_id=repo_id, filename=filename, cache_dir=cache)
+    except ValueError as exc:  # HFValidationError: not a valid repository id
+        raise ModelNotFoundError(f"'{repo_id}' is not a valid Hugging Face model id ({_short(exc)})") from exc
     return found if isinstance(found, str) else None
 
 
@@ -82,6 +85,26 @@ def fetch_hf_file(repo_id: str, filename: str, what: str, cache: str | None = No
         ) from exc
 
 
+def fetch_hf_snapshot(
+    repo_id: str, what: str, patterns: list[str], cache: str | None = None, hint: str = OFFLINE_HINT
+) -> str:
+    """A local folder with a hub repository's files matching `patterns`: cached, else downloaded."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns, local_files_only=True)
+    except ValueError as exc:
+        if "repo" in str(exc).lower() and "id" in str(exc).lower():
+            raise ModelNotFoundError(f"'{repo_id}' is not a valid Hugging Face model id") from exc
+    except Exception:  # not cached (LocalEntryNotFoundError and friends)
+        pass
+    require_network(hub_endpoint(), f"{what} ({repo_id})", hint)
+    try:
+        return snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns)
+    except Exception as exc:
+        raise ModelUnavailableError(f"could not download {repo_id} for {what} ({_short(exc)})") from exc
+
+
 def fetch_url(url: str, what: str, cache: str | None = None) -> str:
     """A file served by plain URL, cached under its own name as open_clip does."""
     target = Path(url_cache_dir(cache)) / os.path.basename(urlparse(url).path)
@@ -96,15 +119,13 @@ def fetch_url(url: str, what: str, cache: str | None = None) -> str:
         raise ModelUnavailableError(f"could not download {what} from {url} ({_short(exc)})") from exc
 
 
-def require_network(url: str, what: str) -> None:
+def require_network(url: str, what: str, hint: str = OFFLINE_HINT) -> None:
     if offline_mode():
-        raise ModelUnavailableError(
-            f"{what} is not downloaded yet and HF_HUB_OFFLINE is set; {OFFLINE_HINT}"
-        )
+        raise ModelUnavailableError(f"{what} is not downloaded yet and HF_HUB_OFFLINE is set; {hint}")
     if not reachable(url):
         host = urlparse(url).hostname
         raise ModelUnavailableError(
-            f"{what} is not downloaded yet and {host} cannot be reached from this machine; {OFFLINE_HINT}"
+            f"{what} is not downloaded yet and {host} cannot be reached from this machine; {hint}"
         )
 
 

@@ -93,9 +93,14 @@ def load_open_clip(
 
     device = pick_device(device)
     name, kwargs = _resolve(spec, cache)
+    tokenizer = None
+    if not name.startswith(LOCAL_DIR_PREFIX):
+        text_cfg, tokenizer = _local_hf_text_tower(name, cache)
+        if text_cfg is not None:
+            kwargs["text_cfg"] = text_cfg
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(name, device=device, **kwargs)
-        tokenizer = open_clip.get_tokenizer(name)
+        tokenizer = tokenizer or open_clip.get_tokenizer(name)
     except (ModelNotFoundError, ModelUnavailableError):
         raise
     except OSError as exc:
@@ -193,6 +198,43 @@ def _fetch_tag_weights(name: str, tag: str, tag_cfg: dict[str, Any], cache: str 
     if tag_cfg.get("url"):
         return hub.fetch_url(tag_cfg["url"], what, cache)
     raise ModelNotFoundError(f"{what} has no download source in open_clip's registry")
+
+
+_TOKENIZER_FILES = ["*.json", "*.txt", "*.model", "*.bpe", "*.tiktoken", "spiece*", "sentencepiece*"]
+
+
+def _local_hf_text_tower(name: str, cache: str | None) -> tuple[dict[str, Any] | None, Any]:
+    """For architectures whose text tower or tokenizer comes from the Hugging Face hub (multilingual
+    models): fetch its config and tokenizer files through `hub` and point open_clip at the local copy,
+    so that transformers never goes to the network by itself. The CLIP checkpoint holds the weights."""
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    config = open_clip.get_model_config(name) or {}
+    text_cfg = dict(config.get("text_cfg", {}))
+    model_name = text_cfg.get("hf_model_name")
+    tokenizer_name = text_cfg.get("hf_tokenizer_name") or model_name
+    if not model_name and not tokenizer_name:
+        return None, None
+    what = f"the text-tower config and tokenizer of open_clip {name}"
+    hint = (
+        "they are fetched once (a few MB) on a machine with a network and then cached; or use an "
+        "architecture without a Hugging Face text tower"
+    )
+    if model_name and not Path(model_name).is_dir():
+        text_cfg["hf_model_name"] = hub.fetch_hf_snapshot(model_name, what, _TOKENIZER_FILES, cache, hint)
+    text_cfg["hf_model_pretrained"] = False
+    local_tokenizer = tokenizer_name
+    if tokenizer_name and not Path(tokenizer_name).is_dir():
+        local_tokenizer = hub.fetch_hf_snapshot(tokenizer_name, what, _TOKENIZER_FILES, cache, hint)
+        text_cfg["hf_tokenizer_name"] = local_tokenizer
+    tokenizer = HFTokenizer(
+        local_tokenizer,
+        context_length=text_cfg.get("context_length", 77),
+        tokenizer_mode=text_cfg.get("tokenizer_mode"),
+        **text_cfg.get("tokenizer_kwargs", {}),
+    )
+    return text_cfg, tokenizer
 
 
 def is_tag_cached(name: str, tag: str, cache: str | None = None) -> bool:

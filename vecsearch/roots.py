@@ -1,0 +1,195 @@
+"""Crawl roots: which recorded folder a crawled path belongs to, and how recorded folders combine.
+
+A root is a folder the index remembers, with its options (exclude patterns, hidden files). File paths are
+stored relative to their root. The rules:
+- a folder inside a recorded folder is crawled as a subtree of that root;
+- a folder that contains recorded folders becomes a root and takes their files in (their patterns are
+  rewritten to keep meaning the same files);
+- a single image file joins the root that contains it, or makes its folder a "listed files only" root,
+  whose later re-crawls look only at the files given; a folder crawled inside such a root becomes a root
+  of its own and takes the listed files below it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from .errors import VecsearchError
+from .images import is_image_path
+from .store import RootRow
+
+if TYPE_CHECKING:
+    from .index import Index
+
+
+@dataclass
+class Scope:
+    """What to crawl in one root: the whole of it, subfolders, or single files."""
+
+    root: RootRow
+    folder: Path
+    starts: list[Path] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+
+    @property
+    def exclude(self) -> list[str]:
+        return list(self.root.options.get("exclude", []))
+
+    @property
+    def include_hidden(self) -> bool:
+        return bool(self.root.options.get("include_hidden", False))
+
+
+class RootPlanner:
+    """Decides roots and scopes for a crawl; writes root rows (the caller holds the transaction)."""
+
+    def __init__(self, index: "Index") -> None:
+        self.index = index
+        self.store = index.store
+
+    def location(self, root: RootRow) -> Path:
+        where = self.index.root_path(root)
+        return where.resolve() if where.exists() else where
+
+    def refresh_locations(self) -> None:
+        """Record where each root is now (after the index moved together with its trees)."""
+        for root in self.store.roots():
+            where = self.location(root)
+            if where.exists() and str(where) != root.path:
+                self._record(root.id, where, root.options)
+
+    def scopes_for_all(self, skip: Callable[[str, str], None]) -> list[Scope]:
+        """Every recorded root, for a re-crawl with no paths; missing folders are reported and kept."""
+        roots = self.store.roots()
+        if not roots:
+            raise VecsearchError(f"index {self.index.name} has no folders yet: give the folders to crawl")
+        scopes = []
+        for root in roots:
+            folder = self.location(root)
+            if not folder.is_dir():
+                skip(str(folder), "folder not found (a disk not mounted?); its items are kept")
+                continue
+            if root.options.get("files_only"):
+                files = sorted(self.store.files_under(root.id))
+                scopes.append(Scope(root, folder, [folder / rel for rel in files], files))
+            else:
+                scopes.append(Scope(root, folder, [folder], [""]))
+        return scopes
+
+    def scopes_for_paths(self, paths: Sequence[Path], exclude: Sequence[str], include_hidden: bool) -> list[Scope]:
+        targets = [_checked(path) for path in paths]
+        for target in sorted(targets, key=lambda p: len(p.parts)):  # parents first
+            self._assign(target, list(exclude), include_hidden)
+        scopes: dict[int, Scope] = {}
+        for target in targets:
+            root, folder = self._container(target)
+            assert root is not None
+            scope = scopes.setdefault(root.id, Scope(root, folder))
+            scope.starts.append(target)
+            scope.prefixes.append(_relative(target, folder))
+        return list(scopes.values())
+
+    # --- rules ---------------------------------------------------------------------------------
+
+    def _assign(self, path: Path, exclude: list[str], include_hidden: bool) -> None:
+        container, where = self._container(path)
+        if path.is_file():
+            if container is None:
+                self.store.add_root(
+                    str(path.parent), self._relpath(path.parent),
+                    _options({"files_only": True}, exclude, include_hidden),
+                )
+            return
+        if container is not None and not container.options.get("files_only"):
+            prefix = _relative(path, where)  # a subtree: its patterns are relative to it
+            patterns = _prefixed(exclude, prefix) if prefix else exclude
+            self._record(container.id, where, _options(container.options, patterns, include_hidden))
+            return
+        if container is not None and where == path:
+            options = _options(container.options, exclude, include_hidden)
+            options["files_only"] = False
+            self._record(container.id, where, options)
+            return
+        new_id = self.store.add_root(
+            str(path), self._relpath(path), _options({"files_only": False}, exclude, include_hidden)
+        )
+        if container is not None:  # a listed-files root above: its files below `path` move here
+            self.store.split_root(container.id, new_id, _relative(path, where))
+        for root in self.store.roots():
+            inner = self.location(root)
+            if root.id != new_id and inner != path and _is_within(inner, path):
+                prefix = _relative(inner, path)
+                self.store.merge_root(root.id, new_id, prefix)
+                current = next(r for r in self.store.roots() if r.id == new_id)
+                options = _options(
+                    current.options, _prefixed(root.options.get("exclude", []), prefix),
+                    bool(root.options.get("include_hidden", False)),
+                )
+                self._record(new_id, path, options)
+
+    def _container(self, path: Path) -> tuple[RootRow | None, Path]:
+        """The deepest recorded root whose folder holds `path`."""
+        best: tuple[RootRow | None, Path] = (None, path)
+        depth = -1
+        for root in self.store.roots():
+            where = self.location(root)
+            if _is_within(path, where) and len(where.parts) > depth:
+                best, depth = (root, where), len(where.parts)
+        return best
+
+    def _record(self, root_id: int, where: Path, options: dict[str, Any]) -> None:
+        self.store.update_root(root_id, str(where), self._relpath(where), options)
+
+    def _relpath(self, where: Path) -> str:
+        return os.path.relpath(where, self.index.path.resolve())
+
+
+def _checked(raw: Path) -> Path:
+    path = Path(os.path.abspath(raw.expanduser()))
+    if not path.exists():
+        raise VecsearchError(f"path not found: {raw}")
+    path = path.resolve()
+    if path.is_file() and not is_image_path(path):
+        raise VecsearchError(f"not an image file: {raw} (crawl its folder, or give images)")
+    if not path.is_dir() and not path.is_file():
+        raise VecsearchError(f"not a folder or file: {raw}")
+    return path
+
+
+def _options(options: dict[str, Any], exclude: Sequence[str], include_hidden: bool) -> dict[str, Any]:
+    merged = dict(options)
+    patterns = list(merged.get("exclude", []))
+    for pattern in exclude:
+        if pattern not in patterns:
+            patterns.append(pattern)
+    merged["exclude"] = patterns
+    merged["include_hidden"] = bool(merged.get("include_hidden", False) or include_hidden)
+    merged.setdefault("files_only", False)
+    return merged
+
+
+def _prefixed(patterns: Sequence[str], prefix: str) -> list[str]:
+    """Rewrite a folded-in root's patterns so they still mean the same files under the new root."""
+    rewritten: list[str] = []
+    for pattern in patterns:
+        if "/" in pattern:
+            rewritten.append(f"{prefix}/{pattern}")
+        else:  # a name anywhere below the old root: directly in it, or deeper ('*' crosses '/')
+            rewritten.extend([f"{prefix}/{pattern}", f"{prefix}/*/{pattern}"])
+    return rewritten
+
+
+def _relative(path: Path, base: Path) -> str:
+    rel = path.relative_to(base)
+    return rel.as_posix() if rel.parts else ""
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
