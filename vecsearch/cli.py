@@ -107,7 +107,7 @@ def _parses(option: click.Option, text: str) -> bool:
     if not isinstance(option.type, (click.types.IntParamType, click.types.FloatParamType, click.IntRange)):
         return False
     try:
-        option.type.convert(text, None, None)
+        option.type.convert(text, None, None)  # type: ignore[arg-type]
         return True
     except click.BadParameter:
         return False
@@ -539,7 +539,7 @@ def list_command(settings: Settings, as_json: bool) -> None:
     from .home import default_home, named_indexes
     from .manifest import read_manifest
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for folder in named_indexes(settings.home):
         try:
             manifest = read_manifest(folder)

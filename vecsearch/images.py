@@ -45,8 +45,7 @@ def load_image(source: ImageSource, max_megapixels: float = DEFAULT_MAX_MEGAPIXE
                     f"image too large ({width}x{height}, {megapixels:.0f} MP > limit {max_megapixels:g} MP)"
                 )
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return _to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

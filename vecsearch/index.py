@@ -7,7 +7,6 @@ import fnmatch
 import hashlib
 import os
 import shutil
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +20,6 @@ from .encoders import IMAGE, TEXT, Encoder, ModelSpec, load_encoder, resolve_spe
 from .errors import (
     IndexCorruptError,
     IndexExistsError,
-    IndexNotFoundError,
     ModelMismatchError,
     QueryError,
     UnsupportedModalityError,
@@ -101,7 +99,7 @@ class Index:
             store = Store.open(folder / DATABASE, create=True)
             vectors = VectorIndex.create(encoder.dim)
             now = _now()
-            manifest = {
+            manifest: dict[str, Any] = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "vecsearch_version": __version__,
@@ -174,22 +172,6 @@ class Index:
         except BaseException:
             store.close()
             raise
-
-    @classmethod
-    def open_or_create(
-        cls,
-        ref: str | os.PathLike[str],
-        model: str | ModelSpec | None = None,
-        pretrained: str | None = None,
-        **kwargs: Any,
-    ) -> "Index":
-        try:
-            return cls.open(ref, model=model, pretrained=pretrained, **kwargs)
-        except IndexNotFoundError:
-            from .home import target
-
-            home = kwargs.pop("home", None)
-            return cls.create(target(ref, home), model, pretrained, **kwargs)
 
     def close(self) -> None:
         self.store.close()
@@ -650,7 +632,9 @@ def _names_local_files(spec: ModelSpec) -> bool:
     """Does the spec load weights from a local file or folder (whose content a name cannot tell)?"""
     if spec.name.startswith("local-dir:") or Path(spec.name).is_absolute():
         return True
-    return bool(spec.pretrained) and (Path(spec.pretrained).is_absolute() or Path(spec.pretrained).exists())
+    if not spec.pretrained:
+        return False
+    return Path(spec.pretrained).is_absolute() or Path(spec.pretrained).exists()
 
 
 def _image_or_item_term(image: str | os.PathLike[str]) -> Term:

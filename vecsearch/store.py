@@ -220,7 +220,7 @@ class Store:
         cur = self.conn.execute(
             "INSERT INTO roots(path, relpath, options) VALUES (?, ?, ?)", (path, relpath, json.dumps(options))
         )
-        return int(cur.lastrowid)
+        return _rowid(cur)
 
     def update_root(self, root_id: int, path: str, relpath: str, options: dict[str, Any]) -> None:
         self.conn.execute(
@@ -282,7 +282,7 @@ class Store:
             "INSERT INTO files(root_id, relpath, size, mtime_ns, sha256) VALUES (?, ?, ?, ?, ?)",
             (root_id, relpath, size, mtime_ns, sha256),
         )
-        return int(cur.lastrowid)
+        return _rowid(cur)
 
     def update_file(
         self,
@@ -333,7 +333,7 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (kind, file_id, text, source, position, text_hash, gen),
         )
-        item_id = int(cur.lastrowid)
+        item_id = _rowid(cur)
         self.conn.execute(
             "INSERT INTO vectors(item_id, data) VALUES (?, ?)", (item_id, _to_blob(vector))
         )
@@ -462,6 +462,11 @@ class Store:
 
     def all_vector_ids(self) -> np.ndarray:
         return np.array([int(r[0]) for r in self.conn.execute("SELECT item_id FROM vectors")], dtype=np.int64)
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    assert cursor.lastrowid is not None
+    return int(cursor.lastrowid)
 
 
 def _file_row(r: sqlite3.Row) -> FileRow:

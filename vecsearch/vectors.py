@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ EXACT = "IDMap2,Flat"
 class VectorIndex:
     """A FAISS index whose ids are item ids."""
 
-    def __init__(self, index: "faiss.Index", kind: str = EXACT) -> None:  # noqa: F821
+    def __init__(self, index: Any, kind: str = EXACT) -> None:
         self.index = index
         self.kind = kind
 
@@ -71,7 +72,7 @@ class VectorIndex:
         params = None
         if allowed is not None:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            params = faiss.SearchParameters(sel=selector)
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         scores, ids = self.index.search(queries, k, params=params)
         return scores, ids
 

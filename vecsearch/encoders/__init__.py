@@ -131,7 +131,7 @@ def is_available_offline(spec: ModelSpec, cache_dir: str | None = None) -> bool:
             return hub.cached_hf_file(spec.name[len(HF_HUB_PREFIX) :], "open_clip_config.json", cache) is not None
         if spec.pretrained and Path(spec.pretrained).expanduser().is_file():
             return True
-        return bool(spec.pretrained) and is_tag_cached(spec.name, spec.pretrained, cache)
+        return spec.pretrained is not None and is_tag_cached(spec.name, spec.pretrained, cache)
     from .st_encoder import is_available_offline as st_available
 
     return st_available(spec.name, cache)

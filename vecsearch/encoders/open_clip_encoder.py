@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..errors import ModelNotFoundError, ModelUnavailableError
 from . import hub
-from .base import IMAGE, OPEN_CLIP, TEXT, ModelSpec, batched, fingerprint_tensors, pick_device
+from .base import IMAGE, TEXT, ModelSpec, batched, fingerprint_tensors, pick_device
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"

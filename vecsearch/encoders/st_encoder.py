@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..errors import ModelNotFoundError, ModelUnavailableError, UnsupportedModalityError
 from . import hub
-from .base import IMAGE, SENTENCE_TRANSFORMERS, TEXT, ModelSpec, fingerprint_tensors, pick_device
+from .base import IMAGE, TEXT, ModelSpec, fingerprint_tensors, pick_device
 
 BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_LOGIT_SCALE = 100.0
