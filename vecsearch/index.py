@@ -263,7 +263,18 @@ class Index:
     @property
     def vectors(self) -> VectorIndex:
         if self._vectors is None:
-            self._vectors = self._load_vectors()
+            for attempt in range(3):
+                used = self._manifest.get("faiss")
+                try:
+                    self._vectors = self._load_vectors()
+                    break
+                except IndexCorruptError:
+                    # A writer saved a new generation while we read: start again from its manifest.
+                    fresh = read_manifest(self.path)
+                    if attempt == 2 or fresh.get("faiss") == used:
+                        raise
+                    self._manifest = fresh
+        assert self._vectors is not None
         return self._vectors
 
     def _load_vectors(self, repair: bool = False) -> VectorIndex:
@@ -283,8 +294,8 @@ class Index:
                 if repair:
                     return self._rebuild_vectors()
                 raise IndexCorruptError(
-                    f"{exc}; the vectors are intact in the database: run `vecsearch index {self.path}` "
-                    "to rebuild the file"
+                    f"{exc}; the vectors are intact in the database: run `vecsearch index --index "
+                    f"{self.path}` to rebuild the file"
                 ) from exc
             self._manifest = manifest
             break
@@ -297,7 +308,7 @@ class Index:
                 if repair:
                     return self._rebuild_vectors()
                 raise IndexCorruptError(
-                    f"vector file is newer than the database at {self.path}; run `vecsearch index "
+                    f"vector file is newer than the database at {self.path}; run `vecsearch index --index "
                     f"{self.path}` to rebuild it"
                 )
             if file_gen < db_gen:
@@ -312,7 +323,7 @@ class Index:
                 return self._rebuild_vectors()
             raise IndexCorruptError(
                 f"vector file holds {vectors.ntotal} vectors but the database {expected} items; run "
-                f"`vecsearch index {self.path}` to rebuild it"
+                f"`vecsearch index --index {self.path}` to rebuild it"
             )
         return vectors
 
@@ -339,9 +350,14 @@ class Index:
         manifest["updated"] = _now()
         manifest["location"] = str(self.path.resolve())
         manifest["vecsearch_version"] = __version__
+        previous = int(self._manifest["faiss"].get("generation") or 0)
         write_manifest(self.path, manifest)
         self._manifest = manifest
         self._vectors_unsaved = False
+        # The file holds every removal up to now. Keep one saved generation of history, so that the file
+        # saved before this one can still be brought up to date; forget what is older.
+        with self.store.transaction():
+            self.store.conn.execute("DELETE FROM removed WHERE gen <= ?", (min(previous, generation),))
 
     def needs_saving(self) -> bool:
         """Does the vector file or manifest on disk lag what this writer holds?"""
