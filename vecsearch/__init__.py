@@ -11,8 +11,16 @@ import logging
 
 __version__ = "0.1.0"
 
-from .classify import DEFAULT_TEMPLATES, classify_image as classify  # noqa: E402
-from .encoders import DEFAULT_MODEL, Encoder, ModelInfo, ModelSpec, list_models, load_encoder  # noqa: E402
+from .classify import DEFAULT_TEMPLATES  # noqa: E402
+from .classify import classify_image as classify
+from .encoders import (  # noqa: E402
+    DEFAULT_MODEL,
+    Encoder,
+    ModelInfo,
+    ModelSpec,
+    list_models,
+    load_encoder,
+)
 from .errors import (  # noqa: E402
     CaptionsFileError,
     ImageError,

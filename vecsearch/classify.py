@@ -7,8 +7,7 @@ as in the CLIP paper; probabilities are the softmax of the model's logit scale t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 

@@ -70,3 +70,9 @@ class ImageError(VecsearchError):
 
 class CaptionsFileError(VecsearchError):
     pass
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an underlying library's error, short enough for a one-line message."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, first_line
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -57,7 +57,7 @@ def load_image(source: ImageSource, max_megapixels: float = DEFAULT_MAX_MEGAPIXE
     except PermissionError as exc:
         raise ImageError("permission denied") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"cannot decode image ({_first_line(exc)})") from exc
+        raise ImageError(f"cannot decode image ({first_line(exc)})") from exc
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -81,8 +81,3 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     low, high = float(values.min()), float(values.max())
     scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
     return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -28,7 +28,17 @@ from .errors import (
 from .home import locate
 from .images import DEFAULT_MAX_MEGAPIXELS
 from .lock import WriterLock
-from .manifest import DATABASE, FORMAT, FORMAT_VERSION, LOCK, MANIFEST, VECTORS, read_manifest, write_manifest
+from .manifest import (
+    DATABASE,
+    FORMAT,
+    FORMAT_VERSION,
+    LOCK,
+    MANIFEST,
+    VECTORS,
+    read_manifest,
+    write_manifest,
+)
+from .pathutil import is_within
 from .query import ITEM, URL, Query, Term, combine, fetch_url, parse_term
 from .results import CrawlReport, Hit, LabelScore
 from .store import RootRow, Store
@@ -611,7 +621,7 @@ class Index:
         file_ids = []
         for file_id, root_id, relpath in self.store.all_files():
             absolute = roots[root_id] / relpath
-            if folders and not any(_is_within(absolute, folder) for folder in folders):
+            if folders and not any(is_within(absolute, folder) for folder in folders):
                 continue
             if patterns and not any(
                 fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(absolute.as_posix(), p) for p in patterns
@@ -668,13 +678,6 @@ def _sidecar_path(image_path: Path) -> str:
             return str(candidate)
     return str(image_path.with_name(image_path.stem + SIDECAR_SUFFIXES[0]))
 
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
 
 
 def _rerank(hit: Hit, rank: int) -> Hit:

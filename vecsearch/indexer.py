@@ -23,10 +23,19 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .crawl import FoundFile, WalkResult, file_sha256, read_captions_file, read_sidecar, text_hash, walk
+from .crawl import (
+    FoundFile,
+    WalkResult,
+    file_sha256,
+    read_captions_file,
+    read_sidecar,
+    text_hash,
+    walk,
+)
 from .encoders import IMAGE
 from .errors import ImageError
 from .images import DEFAULT_MAX_MEGAPIXELS, load_image
+from .pathutil import is_within, relative_posix
 from .results import CrawlReport, SkippedFile
 from .roots import RootPlanner, Scope
 from .store import FileRow
@@ -177,7 +186,7 @@ class Crawler:
             protected.extend(unlisted)
             for prefix in scope.prefixes:
                 for row in self.store.files_under(scope.root.id, prefix).values():
-                    if not any(_is_within(scope.folder / row.relpath, folder) for folder in unlisted):
+                    if not any(is_within(scope.folder / row.relpath, folder) for folder in unlisted):
                         candidates[row.id] = row
         return candidates, protected
 
@@ -404,8 +413,8 @@ class Crawler:
         for root in self.store.roots():
             location = self.roots.location(root)
             for base in {location, self.index.root_path(root)}:
-                if _is_within(image, base):
-                    row = self.store.file_at(root.id, _relative(image, base))
+                if is_within(image, base):
+                    row = self.store.file_at(root.id, relative_posix(image, base))
                     if row is not None:
                         return row.id
         return None
@@ -580,16 +589,3 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="file", dynamic_ncols=True, leave=False)
-
-
-def _relative(path: Path, base: Path) -> str:
-    rel = path.relative_to(base)
-    return rel.as_posix() if rel.parts else ""
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False

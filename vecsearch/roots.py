@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import VecsearchError
 from .images import is_image_path
+from .pathutil import is_within, relative_posix
 from .store import RootRow
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class RootPlanner:
             assert root is not None
             scope = scopes.setdefault(root.id, Scope(root, folder))
             scope.starts.append(target)
-            scope.prefixes.append(_relative(target, folder))
+            scope.prefixes.append(relative_posix(target, folder))
         return list(scopes.values())
 
     # --- rules ---------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class RootPlanner:
                 )
             return
         if container is not None and not container.options.get("files_only"):
-            prefix = _relative(path, where)  # a subtree: its patterns are relative to it
+            prefix = relative_posix(path, where)  # a subtree: its patterns are relative to it
             patterns = _prefixed(exclude, prefix) if prefix else exclude
             self._record(container.id, where, _options(container.options, patterns, include_hidden))
             return
@@ -117,11 +118,11 @@ class RootPlanner:
             str(path), self._relpath(path), _options({"files_only": False}, exclude, include_hidden)
         )
         if container is not None:  # a listed-files root above: its files below `path` move here
-            self.store.split_root(container.id, new_id, _relative(path, where))
+            self.store.split_root(container.id, new_id, relative_posix(path, where))
         for root in self.store.roots():
             inner = self.location(root)
-            if root.id != new_id and inner != path and _is_within(inner, path):
-                prefix = _relative(inner, path)
+            if root.id != new_id and inner != path and is_within(inner, path):
+                prefix = relative_posix(inner, path)
                 self.store.merge_root(root.id, new_id, prefix)
                 current = next(r for r in self.store.roots() if r.id == new_id)
                 options = _options(
@@ -136,7 +137,7 @@ class RootPlanner:
         depth = -1
         for root in self.store.roots():
             where = self.location(root)
-            if _is_within(path, where) and len(where.parts) > depth:
+            if is_within(path, where) and len(where.parts) > depth:
                 best, depth = (root, where), len(where.parts)
         return best
 
@@ -180,16 +181,3 @@ def _prefixed(patterns: Sequence[str], prefix: str) -> list[str]:
         else:  # a name anywhere below the old root: directly in it, or deeper ('*' crosses '/')
             rewritten.extend([f"{prefix}/{pattern}", f"{prefix}/*/{pattern}"])
     return rewritten
-
-
-def _relative(path: Path, base: Path) -> str:
-    rel = path.relative_to(base)
-    return rel.as_posix() if rel.parts else ""
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False

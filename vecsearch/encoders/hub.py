@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import ModelNotFoundError, ModelUnavailableError
+from ..errors import ModelNotFoundError, ModelUnavailableError, first_line
 
 OFFLINE_HINT = (
     "use a model that is already on this machine: a local checkpoint "
@@ -65,7 +65,7 @@ def cached_hf_file(repo_id: str, filename: str, cache: str | None = None) -> str
     try:
         found = try_to_load_from_cache(repo_id=repo_id, filename=filename, cache_dir=cache)
     except ValueError as exc:  # HFValidationError: not a valid repository id
-        raise ModelNotFoundError(f"'{repo_id}' is not a valid Hugging Face model id ({_short(exc)})") from exc
+        raise ModelNotFoundError(f"'{repo_id}' is not a valid Hugging Face model id ({first_line(exc)})") from exc
     return found if isinstance(found, str) else None
 
 
@@ -81,7 +81,7 @@ def fetch_hf_file(repo_id: str, filename: str, what: str, cache: str | None = No
         return hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache)
     except Exception as exc:  # the hub client raises many unrelated types
         raise ModelUnavailableError(
-            f"could not download {filename} for {what} from the Hugging Face hub ({_short(exc)})"
+            f"could not download {filename} for {what} from the Hugging Face hub ({first_line(exc)})"
         ) from exc
 
 
@@ -102,7 +102,7 @@ def fetch_hf_snapshot(
     try:
         return snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns)
     except Exception as exc:
-        raise ModelUnavailableError(f"could not download {repo_id} for {what} ({_short(exc)})") from exc
+        raise ModelUnavailableError(f"could not download {repo_id} for {what} ({first_line(exc)})") from exc
 
 
 def fetch_url(url: str, what: str, cache: str | None = None) -> str:
@@ -116,7 +116,7 @@ def fetch_url(url: str, what: str, cache: str | None = None) -> str:
     try:
         return download_pretrained_from_url(url, cache_dir=str(target.parent))
     except Exception as exc:
-        raise ModelUnavailableError(f"could not download {what} from {url} ({_short(exc)})") from exc
+        raise ModelUnavailableError(f"could not download {what} from {url} ({first_line(exc)})") from exc
 
 
 def require_network(url: str, what: str, hint: str = OFFLINE_HINT) -> None:
@@ -127,8 +127,3 @@ def require_network(url: str, what: str, hint: str = OFFLINE_HINT) -> None:
         raise ModelUnavailableError(
             f"{what} is not downloaded yet and {host} cannot be reached from this machine; {hint}"
         )
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import ModelNotFoundError, ModelUnavailableError
+from ..errors import ModelNotFoundError, ModelUnavailableError, first_line
 from . import hub
 from .base import IMAGE, TEXT, ModelSpec, batched, fingerprint_tensors, pick_device
 
@@ -106,10 +106,10 @@ def load_open_clip(
     except OSError as exc:
         # Models with Hugging Face text towers fetch configs/tokenizers through transformers.
         raise ModelUnavailableError(
-            f"could not load {spec}: {_short(exc)}; {hub.OFFLINE_HINT}"
+            f"could not load {spec}: {first_line(exc)}; {hub.OFFLINE_HINT}"
         ) from exc
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise ModelNotFoundError(f"could not load {spec}: {_short(exc)}") from exc
+        raise ModelNotFoundError(f"could not load {spec}: {first_line(exc)}") from exc
     return OpenClipEncoder(model, preprocess, tokenizer, spec, device=device, batch_size=batch_size)
 
 
@@ -127,7 +127,11 @@ def _resolve(spec: ModelSpec, cache: str | None) -> tuple[str, dict[str, Any]]:
 
 
 def _resolve_hf_hub(repo_id: str, cache: str | None) -> tuple[str, dict[str, Any]]:
-    from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.constants import (
+        HF_CONFIG_NAME,
+        HF_SAFE_WEIGHTS_NAME,
+        HF_WEIGHTS_NAME,
+    )
 
     what = f"open_clip model hf-hub:{repo_id}"
     config = hub.fetch_hf_file(repo_id, HF_CONFIG_NAME, what, cache)
@@ -271,8 +275,3 @@ def _stack(chunks: list[np.ndarray], dim: int) -> np.ndarray:
     if not chunks:
         return np.zeros((0, dim), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]

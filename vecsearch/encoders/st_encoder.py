@@ -13,7 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import ModelNotFoundError, ModelUnavailableError, UnsupportedModalityError
+from ..errors import (
+    ModelNotFoundError,
+    ModelUnavailableError,
+    UnsupportedModalityError,
+    first_line,
+)
 from . import hub
 from .base import IMAGE, TEXT, ModelSpec, fingerprint_tensors, pick_device
 
@@ -81,9 +86,9 @@ def load_sentence_transformer(
             source, device=device, cache_folder=cache, local_files_only=local_only
         )
     except OSError as exc:
-        raise ModelUnavailableError(f"could not load {spec}: {_short(exc)}; {hub.OFFLINE_HINT}") from exc
+        raise ModelUnavailableError(f"could not load {spec}: {first_line(exc)}; {hub.OFFLINE_HINT}") from exc
     except (ValueError, RuntimeError, KeyError) as exc:
-        raise ModelNotFoundError(f"could not load {spec}: {_short(exc)}") from exc
+        raise ModelNotFoundError(f"could not load {spec}: {first_line(exc)}") from exc
     return SentenceTransformerEncoder(model, spec, device=device, batch_size=batch_size)
 
 
@@ -143,8 +148,3 @@ def _logit_scale(model: Any) -> float:
             except (RuntimeError, ValueError):
                 continue
     return DEFAULT_LOGIT_SCALE
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
