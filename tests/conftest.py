@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pytest
@@ -142,7 +142,13 @@ def write_tiny_st_clip(folder: Path, seed: int = 0) -> Path:
     import torch
     from open_clip.tokenizer import bytes_to_unicode
     from sentence_transformers import SentenceTransformer
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizerFast,
+    )
 
     hf = folder / "hf"
     hf.mkdir(parents=True, exist_ok=True)
@@ -177,3 +183,22 @@ def write_tiny_st_clip(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_st_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_st_clip(tmp_path_factory.mktemp("tiny-st-clip"))
+
+
+class InterruptingEncoder:
+    """The real encoder, except that image batch number `stop_at` raises KeyboardInterrupt, exactly
+    where a user's Ctrl-C would land during embedding."""
+
+    def __init__(self, inner: Any, stop_at: int) -> None:
+        self._inner = inner
+        self._calls = 0
+        self._stop_at = stop_at
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def embed_prepared_images(self, prepared: Sequence[Any]) -> np.ndarray:
+        self._calls += 1
+        if self._calls == self._stop_at:
+            raise KeyboardInterrupt
+        return self._inner.embed_prepared_images(prepared)

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import make_image
 
 from vecsearch import Index, Query
 from vecsearch.cli import main
-
-from conftest import make_image
 
 
 @pytest.fixture

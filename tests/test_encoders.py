@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_CONFIG, make_image, write_tiny_model
 from PIL import Image
 
-from conftest import TINY_CONFIG, make_image, write_tiny_model
 from vecsearch import (
     DEFAULT_MODEL,
     Index,

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import InterruptingEncoder
 
 import vecsearch.indexer
 from vecsearch import Index, IndexingInterrupted
@@ -20,26 +19,7 @@ from vecsearch.cli import main
 from vecsearch.index import brute_force_search
 
 
-class InterruptingEncoder:
-    """The real encoder, except that image call number `stop_at` raises KeyboardInterrupt."""
-
-    def __init__(self, inner: Any, stop_at: int) -> None:
-        self._inner = inner
-        self._calls = 0
-        self._stop_at = stop_at
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def embed_prepared_images(self, prepared: Sequence[Any]) -> np.ndarray:
-        self._calls += 1
-        if self._calls == self._stop_at:
-            raise KeyboardInterrupt
-        return self._inner.embed_prepared_images(prepared)
-
-
-def test_interrupted_crawl_keeps_committed_work(tmp_path: Path, tiny_encoder, make_images, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vecsearch.indexer, "COMMIT_EVERY_ITEMS", 4)
+def test_interrupted_crawl_keeps_committed_work(tmp_path: Path, tiny_encoder, make_images) -> None:
     make_images(tmp_path / "pics", 20)
     wrapped = InterruptingEncoder(tiny_encoder, stop_at=3)  # batch size 8: two batches get through
     index = Index.create(tmp_path / "idx", encoder=wrapped)

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image
 from PIL import Image
 
-from conftest import make_image
 from vecsearch import Query, QueryError, Term
 from vecsearch.query import IMAGE, ITEM, TEXT, URL, combine, parse_term
-
 
 # --- parse_term: text, signs and weights ------------------------------------------------------
 
@@ -234,8 +233,7 @@ def test_query_parse_add_and_subtract() -> None:
 def test_query_parse_resolves_images_against_base(tmp_path: Path) -> None:
     picture = make_image(tmp_path / "q.png")
     query = Query.parse(["q.png", "cat"], base=tmp_path)
-    assert query.terms[0] == Term(IMAGE, str(picture.resolve()), 1.0)
-    assert query.image_paths == [picture.resolve()]
+    assert query.terms == (Term(IMAGE, str(picture.resolve()), 1.0), Term(TEXT, "cat", 1.0))
 
 
 @pytest.mark.parametrize("terms", [[], (), ""])
@@ -428,18 +426,18 @@ def test_combine_url_without_fetcher_raises() -> None:
         combine(Query.parse("https://example.com/cat.jpg"), TextTable(TEXTS), no_images, no_items)
 
 
-def test_combine_url_with_fetcher(tmp_path: Path) -> None:
+def test_combine_url_with_picture_reader(tmp_path: Path) -> None:
     picture = make_image(tmp_path / "u.png", size=(33, 22))
     fetched: list[str] = []
 
-    def fetch(url: str) -> bytes:
-        fetched.append(url)
+    def fetch(term) -> bytes:
+        fetched.append(term.value)
         return picture.read_bytes()
 
     def embed_images(images):
         assert [p.size for p in images] == [(33, 22)]
         return BASIS[5:6]
 
-    vector = combine(Query.parse("https://example.com/u.png"), TextTable(TEXTS), embed_images, no_items, fetch_url=fetch)
+    vector = combine(Query.parse("https://example.com/u.png"), TextTable(TEXTS), embed_images, no_items, read_picture=fetch)
     np.testing.assert_allclose(vector, BASIS[5], atol=1e-7)
     assert fetched == ["https://example.com/u.png"]

@@ -11,9 +11,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pytest
+from conftest import COLOURS, make_image
 
 import vecsearch
-from conftest import COLOURS, make_image
 from vecsearch import Index, Query, QueryError
 from vecsearch.classify import DEFAULT_TEMPLATES, label_vectors, parse_labels
 from vecsearch.images import load_image

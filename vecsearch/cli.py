@@ -117,16 +117,11 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     """Process set-up belongs here, not in the library: quiet third-party chatter unless asked."""
     level = logging.INFO if verbose else logging.ERROR
     logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
+    # Environment variables, not imports: importing transformers here would add a second to every command.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
     if quiet:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-    except Exception:  # transformers is optional for open_clip-only use
-        pass
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # hub downloads and transformers alike
 
 
 def _quiet_callback(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

@@ -39,6 +39,7 @@ from .manifest import (
     write_manifest,
 )
 from .pathutil import is_within
+from .query import IMAGE as IMAGE_TERM
 from .query import ITEM, URL, Query, Term, combine, fetch_url, parse_term
 from .results import CrawlReport, Hit, LabelScore
 from .store import RootRow, Store
@@ -274,16 +275,15 @@ class Index:
     def vectors(self) -> VectorIndex:
         if self._vectors is None:
             for attempt in range(3):
-                used = self._manifest.get("faiss")
+                used = self._manifest["faiss"]
                 try:
                     self._vectors = self._load_vectors()
                     break
                 except IndexCorruptError:
-                    # A writer saved a new generation while we read: start again from its manifest.
-                    fresh = read_manifest(self.path)
-                    if attempt == 2 or fresh.get("faiss") == used:
+                    # A writer may have saved a new generation while we read: start again from it.
+                    self._manifest = read_manifest(self.path)
+                    if attempt == 2 or self._manifest["faiss"] == used:
                         raise
-                    self._manifest = fresh
         assert self._vectors is not None
         return self._vectors
 
@@ -293,22 +293,13 @@ class Index:
         The file may lag the database after a crash between the two writes; the missing changes are
         replayed from the database. A damaged file is an error for readers and rebuilt by writers.
         """
-        for attempt in range(3):
-            manifest = read_manifest(self.path) if attempt else self._manifest
-            info = manifest["faiss"]
-            try:
-                vectors = VectorIndex.load(self.path / info.get("file", VECTORS), expected_sha256=info.get("sha256"))
-            except IndexCorruptError as exc:
-                if attempt < 2 and read_manifest(self.path)["faiss"] != info:
-                    continue  # a writer replaced the file while we read it: read the new one
-                if repair:
-                    return self._rebuild_vectors()
-                raise IndexCorruptError(
-                    f"{exc}; the vectors are intact in the database: run `vecsearch index --index "
-                    f"{self.path}` to rebuild the file"
-                ) from exc
-            self._manifest = manifest
-            break
+        info = self._manifest["faiss"]
+        try:
+            vectors = VectorIndex.load(self.path / info.get("file", VECTORS), expected_sha256=info.get("sha256"))
+        except IndexCorruptError as exc:
+            if repair:
+                return self._rebuild_vectors()
+            raise self._damaged(str(exc)) from exc
         if vectors.dim != self.dim:
             raise IndexCorruptError(f"vector file has dimension {vectors.dim}, the manifest says {self.dim}")
         with self.store.snapshot():
@@ -317,10 +308,7 @@ class Index:
             if file_gen > db_gen:
                 if repair:
                     return self._rebuild_vectors()
-                raise IndexCorruptError(
-                    f"vector file is newer than the database at {self.path}; run `vecsearch index --index "
-                    f"{self.path}` to rebuild it"
-                )
+                raise self._damaged(f"vector file is newer than the database at {self.path}")
             if file_gen < db_gen:
                 self._vectors_unsaved = True
                 removed = self.store.removed_since(file_gen)
@@ -331,11 +319,14 @@ class Index:
         if vectors.ntotal != expected:
             if repair:
                 return self._rebuild_vectors()
-            raise IndexCorruptError(
-                f"vector file holds {vectors.ntotal} vectors but the database {expected} items; run "
-                f"`vecsearch index --index {self.path}` to rebuild it"
-            )
+            raise self._damaged(f"vector file holds {vectors.ntotal} vectors but the database {expected} items")
         return vectors
+
+    def _damaged(self, detail: str) -> IndexCorruptError:
+        return IndexCorruptError(
+            f"{detail}; the vectors are intact in the database: run `vecsearch index --index {self.path}` "
+            "to rebuild the file"
+        )
 
     def _rebuild_vectors(self) -> VectorIndex:
         self._vectors_unsaved = True
@@ -346,7 +337,8 @@ class Index:
         """Write the FAISS file and the manifest for the database's current generation."""
         vectors = self.vectors
         generation = self.store.generation
-        if vectors.ntotal != self.store.counts()["items"]:  # e.g. interrupted between commit and mirror
+        counts = self.store.counts()
+        if vectors.ntotal != counts["items"]:  # e.g. interrupted between commit and mirror
             vectors = self._vectors = self._rebuild_vectors()
         manifest = dict(self._manifest)
         manifest["faiss"] = {
@@ -355,7 +347,7 @@ class Index:
             "ntotal": vectors.ntotal,
             "sha256": vectors.save(self.path / manifest["faiss"].get("file", VECTORS)),
         }
-        manifest["counts"] = self.store.counts()
+        manifest["counts"] = counts
         manifest["roots"] = [root.path for root in self.store.roots()]
         manifest["updated"] = _now()
         manifest["location"] = str(self.path.resolve())
@@ -478,10 +470,10 @@ class Index:
         vector = self.query_vector(Query((_image_or_item_term(image),)))
         return classify(vector, labels, self.encoder, templates)
 
-    def query_vector(self, query: Query, downloads: dict[str, bytes] | None = None) -> np.ndarray:
-        """The unit vector a query stands for. `downloads` holds image URLs already fetched."""
-        downloads = downloads or {}
-        self._require_image_support(query)
+    def query_vector(self, query: Query, pictures: dict[str, bytes] | None = None) -> np.ndarray:
+        """The unit vector a query stands for. `pictures` holds the query images' bytes, if read already."""
+        if pictures is None:
+            pictures = self._read_pictures(query)
         needs_model = any(t.kind != ITEM for t in query.terms)
         encoder = self.encoder if needs_model else None
         return combine(
@@ -489,14 +481,26 @@ class Index:
             embed_texts=lambda texts: encoder.embed_texts(texts),  # type: ignore[union-attr]
             embed_images=lambda images: encoder.embed_images(images),  # type: ignore[union-attr,arg-type]
             lookup=self.store.vector,
-            fetch_url=lambda url: downloads[url] if url in downloads else fetch_url(url),
+            read_picture=lambda term: pictures[term.value],
         )
 
-    def _require_image_support(self, query: Query) -> None:
-        if IMAGE not in self.modalities and any(t.kind in ("image", URL) for t in query.terms):
+    def _read_pictures(self, query: Query) -> dict[str, bytes]:
+        """The bytes of every query image (files and URLs), read once for embedding and for hashing."""
+        wanted = [t for t in query.terms if t.kind in (IMAGE_TERM, URL)]
+        if wanted and IMAGE not in self.modalities:
             raise UnsupportedModalityError(
                 f"index {self.name} was built with the text-only model {self.spec}; query it with text"
             )
+        pictures: dict[str, bytes] = {}
+        for term in wanted:
+            if term.kind == URL:
+                pictures[term.value] = fetch_url(term.value)
+                continue
+            try:
+                pictures[term.value] = Path(term.value).read_bytes()
+            except OSError as exc:
+                raise QueryError(f"cannot read query image {term.value} ({exc.strerror or exc})") from exc
+        return pictures
 
     def _search(
         self,
@@ -520,12 +524,11 @@ class Index:
             raise QueryError(f"within is a cosine margin from 0 to 2 (got {within})")
         if min_score is not None and not (-1 <= min_score <= 1):
             raise QueryError(f"min-score is a cosine from -1 to 1 (got {min_score})")
-        self._require_image_support(query)
-        downloads = {t.value: fetch_url(t.value) for t in query.terms if t.kind == URL}
-        vector = self.query_vector(query, downloads)
+        pictures = self._read_pictures(query)
+        vector = self.query_vector(query, pictures)
         vectors = self.vectors
         with self.store.snapshot():
-            exclude = set(query.item_ids) | self._items_of_query_images(query, downloads)
+            exclude = set(query.item_ids) | self._items_with_content(pictures.values())
             allowed = self._allowed_ids(kind, path, under)
         if allowed is not None:
             allowed = np.setdiff1d(allowed, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
@@ -585,15 +588,9 @@ class Index:
             )
         return hits
 
-    def _items_of_query_images(self, query: Query, downloads: dict[str, bytes]) -> set[int]:
+    def _items_with_content(self, contents: Iterable[bytes]) -> set[int]:
         """Image items with the same content as a query image: a query never finds itself."""
         found: set[int] = set()
-        contents = list(downloads.values())
-        for path in query.image_paths:
-            try:
-                contents.append(path.read_bytes())
-            except OSError:
-                continue
         for data in contents:
             digest = hashlib.sha256(data).hexdigest()
             for row in self.store.conn.execute(

@@ -132,7 +132,7 @@ class Crawler:
                 else:
                     scopes = self.roots.scopes_for_all(self._skip)
             walks = [self._walk(scope) for scope in scopes]
-            candidates, protected = self._plan_deletions(scopes, walks)
+            candidates = self._plan_deletions(scopes, walks)
             pending = self._classify(scopes, walks, candidates)
             self._process(pending, candidates)
             self._delete(candidates)
@@ -174,21 +174,17 @@ class Crawler:
             self._skip(skip.path, skip.reason)
         return merged
 
-    def _plan_deletions(
-        self, scopes: list[Scope], walks: list[WalkResult]
-    ) -> tuple[dict[int, FileRow], list[Path]]:
+    def _plan_deletions(self, scopes: list[Scope], walks: list[WalkResult]) -> dict[int, FileRow]:
         """Indexed files in the crawled scopes, to be removed unless seen again. Files under folders
         that could not be listed are kept as they are, and never taken for renames."""
         candidates: dict[int, FileRow] = {}
-        protected: list[Path] = []
         for scope, walked in zip(scopes, walks):
             unlisted = [Path(s.path) for s in walked.skipped if s.reason.startswith("cannot list folder")]
-            protected.extend(unlisted)
             for prefix in scope.prefixes:
                 for row in self.store.files_under(scope.root.id, prefix).values():
                     if not any(is_within(scope.folder / row.relpath, folder) for folder in unlisted):
                         candidates[row.id] = row
-        return candidates, protected
+        return candidates
 
     def _classify(
         self, scopes: list[Scope], walks: list[WalkResult], candidates: dict[int, FileRow]
@@ -462,9 +458,8 @@ class Crawler:
             self._maybe_commit()
 
     def _remove_file(self, file_id: int) -> None:
-        self._begin()
-        self._remove_items(self.store.item_ids(file_ids=[file_id]))
-        self.store.conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        chunk = self._begin()
+        chunk.remove_ids.extend(self.store.delete_file(file_id, chunk.gen))
 
     def _remove_items(self, item_ids: list[int]) -> None:
         chunk = self._begin()
@@ -496,14 +491,9 @@ class Crawler:
         if chunk is None:
             return
         self.store.commit()
-        removed = set(chunk.remove_ids)
-        self.vectors.remove(np.array(sorted(removed), dtype=np.int64))
-        keep = [i for i, item_id in enumerate(chunk.add_ids) if item_id not in removed]
-        if keep:
-            self.vectors.add(
-                np.array([chunk.add_ids[i] for i in keep], dtype=np.int64),
-                np.stack([chunk.add_vectors[i] for i in keep]),
-            )
+        self.vectors.remove(np.array(chunk.remove_ids, dtype=np.int64))
+        if chunk.add_ids:
+            self.vectors.add(np.array(chunk.add_ids, dtype=np.int64), np.stack(chunk.add_vectors))
         self._last_commit = time.monotonic()
 
     def _rollback(self) -> None:
@@ -575,17 +565,7 @@ def _ordered_map(
         yield result
 
 
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NoProgress()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="file", dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=desc, unit="file", dynamic_ncols=True, leave=False, disable=not enabled)

@@ -90,10 +90,6 @@ class Query:
         """Indexed items the query is made of; they are left out of its results."""
         return [t.item_id for t in self.terms if t.kind == ITEM]
 
-    @property
-    def image_paths(self) -> list[Path]:
-        return [Path(t.value) for t in self.terms if t.kind == IMAGE]
-
     def with_terms(self, extra: Iterable[Term]) -> "Query":
         return Query(self.terms + tuple(extra))
 
@@ -186,10 +182,14 @@ def combine(
     embed_texts: TextEmbedder,
     embed_images: ImageEmbedder,
     lookup: VectorLookup,
-    fetch_url: Callable[[str], bytes] | None = None,
+    read_picture: Callable[[Term], bytes] | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ) -> np.ndarray:
-    """The normalised, weighted sum of the terms' embeddings."""
+    """The normalised, weighted sum of the terms' embeddings.
+
+    `read_picture` gives the bytes of an image or URL term; without it, image files are read from
+    disk and URLs are refused.
+    """
     texts = [t for t in query.terms if t.kind == TEXT]
     pictures = [t for t in query.terms if t.kind in (IMAGE, URL)]
     total: np.ndarray | None = None
@@ -207,9 +207,12 @@ def combine(
     if pictures:
         images = []
         for term in pictures:
-            if term.kind == URL and fetch_url is None:
+            if read_picture is not None:
+                source: bytes | str = read_picture(term)
+            elif term.kind == URL:
                 raise QueryError("image URLs need the network, which this call does not allow")
-            source = fetch_url(term.value) if term.kind == URL and fetch_url else term.value
+            else:
+                source = term.value
             try:
                 images.append(load_image(source, max_megapixels=max_megapixels))
             except ImageError as exc:

@@ -159,16 +159,13 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        self.begin()
         try:
             yield
         except BaseException:
-            self._depth = 0
-            self.conn.execute("ROLLBACK")
+            self.rollback()
             raise
-        self._depth = 0
-        self.conn.execute("COMMIT")
+        self.commit()
 
     def begin(self) -> None:
         """Start a long write that the caller ends with commit() or rollback()."""
@@ -304,12 +301,12 @@ class Store:
     def set_sidecar_sig(self, file_id: int, sig: str | None) -> None:
         self.conn.execute("UPDATE files SET sidecar_sig = ? WHERE id = ?", (sig, file_id))
 
-    def delete_file(self, file_id: int, gen: int) -> int:
-        """Remove a file and every item of it; returns how many items went."""
-        ids = [r[0] for r in self.conn.execute("SELECT id FROM items WHERE file_id = ?", (file_id,))]
+    def delete_file(self, file_id: int, gen: int) -> list[int]:
+        """Remove a file and every item of it; returns the ids of the items that went."""
+        ids = self.item_ids(file_ids=[file_id])
         self.delete_items(ids, gen)
         self.conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
-        return len(ids)
+        return ids
 
     def file_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
@@ -460,8 +457,6 @@ class Store:
         rows = self.conn.execute("SELECT item_id FROM removed WHERE gen > ?", (gen,)).fetchall()
         return np.array([int(r[0]) for r in rows], dtype=np.int64)
 
-    def all_vector_ids(self) -> np.ndarray:
-        return np.array([int(r[0]) for r in self.conn.execute("SELECT item_id FROM vectors")], dtype=np.int64)
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:
