@@ -14,6 +14,7 @@ from PIL import Image
 
 from vecsearch import (
     DEFAULT_MODEL,
+    STARTER_MODEL,
     Index,
     ModelNotFoundError,
     ModelSpec,
@@ -499,7 +500,8 @@ def test_list_models_marks_the_default() -> None:
     assert len(defaults) == 1
     assert defaults[0].spec == DEFAULT_MODEL
     assert defaults[0].available_offline is False
-    assert infos[0].spec == DEFAULT_MODEL
+    assert infos[0].spec == STARTER_MODEL and infos[0].available_offline  # the bundled model comes first
+    assert infos[1].spec == DEFAULT_MODEL
     by_spec = {info.spec: info for info in infos}
     assert by_spec[ModelSpec("sentence-transformers", "all-MiniLM-L6-v2")].available_offline is True
     assert by_spec[ModelSpec("sentence-transformers", "clip-ViT-B-32")].available_offline is False
@@ -514,9 +516,11 @@ def test_list_models_all_adds_every_open_clip_pair() -> None:
 
     pairs = set(open_clip.list_pretrained())
     st_count = sum(1 for info in short if info.spec.family == "sentence-transformers")
-    assert len(everything) == len(pairs) + st_count
+    assert len(everything) == len(pairs) + st_count + 1  # + the bundled starter model
     assert len(everything) > len(short) + 100
-    assert {(i.spec.name, i.spec.pretrained) for i in everything if i.spec.family == "open_clip"} == pairs
+    open_clip_pairs = {(i.spec.name, i.spec.pretrained) for i in everything if i.spec.family == "open_clip"}
+    assert open_clip_pairs == pairs | {("starter", None)}
     assert [i.spec for i in everything[: len(short)]] == [i.spec for i in short]
     assert sum(info.default for info in everything) == 1
-    assert not any(info.available_offline for info in everything if info.spec.family == "open_clip")
+    offline = [info.spec for info in everything if info.spec.family == "open_clip" and info.available_offline]
+    assert offline == [STARTER_MODEL]

@@ -185,7 +185,7 @@ def test_indexed_image_queries_equal_brute_force_without_themselves(index: Index
 @pytest.mark.parametrize("pattern", ["sub/*", "*.png", "img1*", "*/sub3.png", str("*photos/img[0-4].png")])
 def test_path_glob_filter_equals_brute_force(index: Index, pattern: str) -> None:
     allowed_files = []
-    for _, root_id, relpath in index.store.all_files():
+    for _, _root_id, relpath in index.store.all_files():
         absolute = (Path(index.store.roots()[0].path) / relpath).as_posix()
         if fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(absolute, pattern):
             allowed_files.append(relpath)

@@ -15,6 +15,7 @@ from .classify import DEFAULT_TEMPLATES  # noqa: E402
 from .classify import classify_image as classify
 from .encoders import (  # noqa: E402
     DEFAULT_MODEL,
+    STARTER_MODEL,
     Encoder,
     ModelInfo,
     ModelSpec,
@@ -66,6 +67,7 @@ __all__ = [
     "ModelUnavailableError",
     "Query",
     "QueryError",
+    "STARTER_MODEL",
     "SkippedFile",
     "Term",
     "UnsupportedModalityError",

@@ -161,8 +161,8 @@ def _dump(data: Any) -> None:
 
 
 model_options = [
-    click.option("--model", "-m", help="Model: open_clip name (ViT-B-32), hf-hub:ORG/REPO, local-dir:DIR, "
-                 "st:NAME for sentence-transformers, or a model folder."),
+    click.option("--model", "-m", help="Model: starter (bundled, offline), open_clip name (ViT-B-32), "
+                 "hf-hub:ORG/REPO, local-dir:DIR, st:NAME for sentence-transformers, or a model folder."),
     click.option("--pretrained", help="open_clip pretrained tag (laion2b_s34b_b79k) or checkpoint file."),
     click.option("--device", help="Where the model runs (cpu, cuda, cuda:1, mps). Default: CUDA when present."),
     click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,

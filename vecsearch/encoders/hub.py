@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from ..errors import ModelNotFoundError, ModelUnavailableError, first_line
 
 OFFLINE_HINT = (
-    "use a model that is already on this machine: a local checkpoint "
+    "use a model that is already on this machine: the bundled one (--model starter), a local checkpoint "
     "(--model ARCH --pretrained /path/to/weights.safetensors), an open_clip directory "
     "(--model local-dir:/path), or a local sentence-transformers directory; "
     "`vecsearch models` lists what is available offline"
