@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
-# The main job, offline: set up, crawl the bundled example folder, and search it.
-#
-# Until a CLIP-style model is on this machine (download one with --model ViT-B-32, or use a local
-# checkpoint), the demo uses the text model that ships with the install (all-MiniLM-L6-v2) and
-# searches the pictures by their captions: text -> text, fully offline.
+# The main job, offline: set up, crawl the bundled example folder with the bundled starter model, then
+# search it four ways: text -> image, image -> text, zero-shot classification and image -> image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export HF_HUB_OFFLINE=1
 VS=".venv/bin/vecsearch"
 HOME_DIR="indexes"
+EXAMPLES="examples/openclipart"
 
-echo "== crawl examples/demo into the index 'demo' (captions, text model, offline)"
-"$VS" --home "$HOME_DIR" index examples/demo --name demo --model st:all-MiniLM-L6-v2 -q
+echo "== crawl $EXAMPLES (300 public-domain clip-art pictures with captions) with the starter model"
+"$VS" --home "$HOME_DIR" index "$EXAMPLES" --name demo --model starter -q
 "$VS" --home "$HOME_DIR" info demo
 echo
-echo "== search: something you can eat"
-"$VS" --home "$HOME_DIR" search demo "something you can eat" -k 5
+echo "== text -> image: \"a tree\""
+"$VS" --home "$HOME_DIR" search demo "a tree" -k 5
 echo
-echo "== refine the prompt: a vehicle +sky (query arithmetic)"
-"$VS" --home "$HOME_DIR" search demo "a vehicle" +sky -k 3
+echo "== refine the prompt: \"a flag\" +red (query arithmetic)"
+"$VS" --home "$HOME_DIR" search demo "a flag" +red -k 3
 echo
-echo "== search: pets, paths only (for pipes)"
-"$VS" --home "$HOME_DIR" search demo "a pet animal" -k 3 --paths
+PICTURE="$EXAMPLES/food/fruit/apple_bw.png"
+echo "== image -> text: describe $PICTURE"
+"$VS" --home "$HOME_DIR" describe demo "$PICTURE" -k 3
 echo
-echo "Image search (text -> image, image -> image, describe, classify) needs a CLIP model, e.g.:"
-echo "  $VS index examples/demo --name demo-clip --model ViT-B-32 --pretrained laion2b_s34b_b79k"
+echo "== zero-shot classification of $PICTURE"
+"$VS" classify "$PICTURE" --index "$HOME_DIR/demo" -l "food,animal,vehicle,flag,computer icon,tool"
+echo
+echo "== image -> image: pictures like $PICTURE"
+"$VS" --home "$HOME_DIR" search demo "$PICTURE" -k 4
+echo
+echo "The starter model knows clip art, icons and simple drawings. For photos, use a real CLIP model:"
+echo "  $VS index ~/Pictures --name photos --model ViT-B-32 --pretrained laion2b_s34b_b79k"

@@ -38,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import starter_data  # noqa: E402
 
 CACHE_SIZE = 72  # letterboxed cache side; the model sees 64 x 64
+WEIGHT_DECAY = 0.1
+TARGET_TEMPERATURE = 0.02  # softness of the caption targets (see clip_loss)
+VIEW_LOSS_WEIGHT = 0.5  # weight of the view-to-view loss beside the CLIP loss
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "weight_decay": WEIGHT_DECAY,
+        "target_temperature": TARGET_TEMPERATURE,
+        "view_loss_weight": VIEW_LOSS_WEIGHT,
         "train_pictures": len(train),
         "val_pictures": len(val),
         "device": device if device != "cpu" else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
@@ -188,7 +194,7 @@ def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_ca
     decay = [p for p in visual.parameters() if p.ndim >= 2]
     no_decay = [p for p in visual.parameters() if p.ndim < 2] + [model.logit_scale]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
     )
     steps_per_epoch = max(1, math.ceil(len(train_pixels) / batch_size))
     total_steps = epochs * steps_per_epoch
@@ -217,7 +223,7 @@ def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_ca
             ids = train_caption_ids[index].to(device)
             scale = model.logit_scale.exp().clamp(max=100)
             loss = 0.5 * (clip_loss(first, ids, text_vectors, scale) + clip_loss(second, ids, text_vectors, scale))
-            loss = loss + 0.5 * view_loss(first, second, scale)
+            loss = loss + VIEW_LOSS_WEIGHT * view_loss(first, second, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -235,7 +241,7 @@ def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_ca
     return curve
 
 
-def clip_loss(image_features, caption_ids, text_vectors, scale, target_temperature: float = 0.02):
+def clip_loss(image_features, caption_ids, text_vectors, scale, target_temperature: float = TARGET_TEMPERATURE):
     """Symmetric CLIP loss over the batch's distinct captions, with soft targets: a picture's target
     over the captions is a sharp softmax of how close each caption is to its own in the text space, so
     a near-synonym of its caption is not punished as a full negative (identical captions are equal
