@@ -20,10 +20,11 @@ from .base import (
     ModelSpec,
     normalize_rows,
 )
+from .starter import STARTER_SPEC
 
 DEFAULT_MODEL = ModelSpec(OPEN_CLIP, "ViT-B-32", "laion2b_s34b_b79k")
 # The bundled model (text: all-MiniLM-L6-v2, image: ours, trained on clip art); works with no network.
-STARTER_MODEL = ModelSpec(OPEN_CLIP, "starter")
+STARTER_MODEL = STARTER_SPEC
 _STARTER_NAMES = {"starter", "vecsearch-starter", "open_clip:starter"}
 
 _FAMILY_PREFIXES = {

