@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="keep an exponential moving average of the weights with this decay (0: off)")
+    parser.add_argument("--strong-aug", action="store_true",
+                        help="wider zoom and shift, and a white square cut out of half the pictures")
     parser.add_argument("--limit", type=int, default=0, help="use only this many training pictures (smoke runs)")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the packaged one)")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "vecsearch" / "starter-data")
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     curve = fit(
         model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_caption_ids,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device, log=log,
+        ema_decay=args.ema, strong=args.strong_aug,
     )
     train_seconds = time.perf_counter() - t0
     total_seconds = time.perf_counter() - started
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "ema": args.ema,
+        "strong_aug": args.strong_aug,
         "weight_decay": WEIGHT_DECAY,
         "target_temperature": TARGET_TEMPERATURE,
         "view_loss_weight": VIEW_LOSS_WEIGHT,
@@ -184,7 +191,7 @@ def embed_captions(model, tokenizer, captions: list[str], device: str):
 
 
 def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_caption_ids, *,
-        epochs, batch_size, lr, seed, device, log) -> list[dict]:
+        epochs, batch_size, lr, seed, device, log, ema_decay: float = 0.0, strong: bool = False) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
@@ -208,6 +215,7 @@ def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_ca
     text_vectors = text_vectors.to(device)
     mean, std = _normalisation(device)
     curve = []
+    ema = {name: tensor.detach().clone() for name, tensor in visual.state_dict().items()} if ema_decay else None
     for epoch in range(epochs):
         order = torch.randperm(len(pixels), generator=generator)
         losses = []
@@ -217,7 +225,7 @@ def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_ca
             if len(index) < 2:
                 continue
             batch = pixels[index].to(device).permute(0, 3, 1, 2).float().div_(255)
-            views = torch.cat([augment(batch, generator), augment(batch, generator)])
+            views = torch.cat([augment(batch, generator, strong), augment(batch, generator, strong)])
             features = F.normalize(visual((views - mean) / std), dim=-1)
             first, second = features.chunk(2)
             ids = train_caption_ids[index].to(device)
@@ -230,8 +238,19 @@ def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_ca
             scheduler.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
+                if ema is not None:
+                    for name, tensor in visual.state_dict().items():
+                        if tensor.is_floating_point():
+                            ema[name].mul_(ema_decay).add_(tensor, alpha=1 - ema_decay)
+                        else:
+                            ema[name].copy_(tensor)
             losses.append(loss.item())
+        if ema is not None:
+            live = {name: tensor.detach().clone() for name, tensor in visual.state_dict().items()}
+            visual.load_state_dict(ema)
         recall = validation_recall(visual, val_pixels, val_caption_ids, text_vectors, device)
+        if ema is not None and epoch + 1 < epochs:
+            visual.load_state_dict(live)  # keep training the live weights; the average is what ships
         visual.train()
         point = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)) if losses else 0.0, 4),
                  "val_text_to_image_r10": round(recall, 4), "seconds": round(time.perf_counter() - t0, 1)}
@@ -269,8 +288,9 @@ def view_loss(first, second, scale):
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
-def augment(batch, generator):
-    """Per-picture random zoom, shift, small rotation, colour change and blur; pads with white."""
+def augment(batch, generator, strong: bool = False):
+    """Per-picture random zoom, shift, small rotation, colour change and blur; pads with white. `strong`
+    widens zoom and shift and cuts a white square out of half the pictures."""
     import torch
     import torch.nn.functional as F
 
@@ -279,9 +299,9 @@ def augment(batch, generator):
     def uniform(low, high, *shape):
         return (torch.rand((n, *shape), generator=generator) * (high - low) + low).to(device)
 
-    zoom = uniform(0.8, 1.15)
+    zoom = uniform(0.7, 1.25) if strong else uniform(0.8, 1.15)
     angle = uniform(-0.2, 0.2)
-    shift = uniform(-0.1, 0.1, 2)
+    shift = uniform(-0.15, 0.15, 2) if strong else uniform(-0.1, 0.1, 2)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, (n, 3, 64, 64), align_corners=False)
@@ -297,6 +317,13 @@ def augment(batch, generator):
     if blurred.any():
         small = F.interpolate(out[blurred], size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
         out[blurred] = F.interpolate(small, size=(64, 64), mode="bilinear", align_corners=False)
+    if strong:
+        cut = (torch.rand(n, generator=generator) < 0.5).tolist()
+        corners = torch.randint(0, 64 - 16, (n, 2), generator=generator).tolist()
+        for i in range(n):
+            if cut[i]:
+                y, x = corners[i]
+                out[i, :, y : y + 16, x : x + 16] = 1.0
     return out.clamp_(0, 1)
 
 

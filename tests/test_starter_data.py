@@ -114,7 +114,8 @@ def test_letterbox_centres_on_white():
     assert (box[0] == 255).all() and (box[20] == 0).all()
 
 
-def test_training_script_runs_a_short_training_and_writes_loadable_weights(tmp_path):
+@pytest.mark.parametrize("options", [[], ["--ema", "0.9", "--strong-aug"]], ids=["default", "ema-strong-aug"])
+def test_training_script_runs_a_short_training_and_writes_loadable_weights(tmp_path, options):
     from vecsearch.encoders import starter
 
     clipart, stamps = _trees(tmp_path)
@@ -122,7 +123,7 @@ def test_training_script_runs_a_short_training_and_writes_loadable_weights(tmp_p
     code = train_starter.main([
         "--epochs", "1", "--batch-size", "8", "--limit", "16", "--out", str(out),
         "--cache-dir", str(tmp_path / "cache"), "--openclipart-dir", str(clipart),
-        "--tuxpaint-dir", str(stamps), "--device", "cpu", "--quiet",
+        "--tuxpaint-dir", str(stamps), "--device", "cpu", "--quiet", *options,
     ])
     assert code == 0 and out.is_file()
     from safetensors import safe_open
