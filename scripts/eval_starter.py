@@ -26,7 +26,6 @@ written as JSON (--out) for the README and the quality test.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import starter_data  # noqa: E402
 
 import vecsearch  # noqa: E402
+from vecsearch.crawl import file_sha256, read_sidecar  # noqa: E402
 from vecsearch.images import is_image_path, load_image  # noqa: E402
 from vecsearch.query import TEXT  # noqa: E402
 
@@ -109,16 +109,15 @@ def subset(pictures: list[Picture], limit: int, seed: int = 0) -> list[Picture]:
 
 
 def folder_pictures(folder: Path) -> list[Picture]:
-    """Pictures with a sidecar caption under `folder` (a `category.txt` beside them names a category)."""
+    """Pictures under `folder` with a sidecar caption (its first line), read as the crawler reads them."""
     pictures = []
     for image in sorted(folder.rglob("*")):
-        if not is_image_path(image):
-            continue
         sidecar = image.with_suffix(".txt")
-        if not sidecar.is_file():
+        if not is_image_path(image) or not sidecar.is_file():
             continue
-        caption = sidecar.read_text(encoding="utf-8").splitlines()[0].strip()
-        pictures.append(Picture(image.resolve(), caption, None))
+        captions, _ = read_sidecar(sidecar)
+        if captions:
+            pictures.append(Picture(image.resolve(), captions[0], None))
     return pictures
 
 
@@ -248,7 +247,7 @@ def image_to_image(index, copies: list[Path], out: Path, seed: int) -> dict:
     """A hit is the original, or a byte-identical copy of it (the index keeps duplicates as twins)."""
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    content = {hit_key(str(copy)): hashlib.sha256(copy.read_bytes()).hexdigest() for copy in copies}
+    content = {hit_key(str(copy)): file_sha256(copy)[0] for copy in copies}
     hits1 = hits5 = 0
     for i, original in enumerate(copies):
         edited = out / f"{i:05d}.jpg"

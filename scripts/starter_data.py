@@ -30,6 +30,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from vecsearch.images import to_rgb
+
 OPENCLIPART_DIR = Path("/usr/share/openclipart/png")
 TUXPAINT_DIR = Path("/usr/share/tuxpaint/stamps")
 DEBIAN_PACKAGES = ("openclipart-png", "tuxpaint-stamps-default")
@@ -123,11 +125,21 @@ def _openclipart_records(root: Path) -> Iterable[Record]:
         )
 
 
-def _png_text(path: Path, key: str) -> str:
-    Image.MAX_IMAGE_PIXELS = None  # headers only: nothing is decoded here
+def _header(path: str | Path) -> tuple[tuple[int, int], dict]:
+    """A picture's size and text fields, read from its header only. PIL's decompression-bomb limit guards
+    decoding, which never happens here, so it is lifted for this read alone (the largest PNG is 623 MP)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as image:
-            value = image.info.get(key, "")
+            return image.size, dict(image.info)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _png_text(path: Path, key: str) -> str:
+    try:
+        value = _header(path)[1].get(key, "")
     except OSError:
         return ""
     return value if isinstance(value, str) else ""
@@ -209,15 +221,14 @@ def assign_splits(records: Sequence[Record], seed: int = 0) -> dict[str, str]:
 def decode_thumbnail(path: str | Path, size: int) -> Image.Image:
     """The picture as RGB on white, its longer side `size`, decoded with bounded memory: huge PNGs are
     shrunk by libvips while they stream in, never held at full size."""
-    with Image.open(path) as probe:
-        width, height = probe.size
+    (width, height), _ = _header(path)
     if width * height > STREAM_DECODE_PIXELS:
         image = _vips_thumbnail(path, size)
     else:
         with Image.open(path) as opened:
             image = opened.convert("RGBA")
         image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return _on_white(image)
+    return to_rgb(image)
 
 
 def _vips_thumbnail(path: str | Path, size: int) -> Image.Image:
@@ -231,14 +242,6 @@ def _vips_thumbnail(path: str | Path, size: int) -> Image.Image:
         buffer=thumb.write_to_memory(), dtype=np.uint8, shape=(thumb.height, thumb.width, thumb.bands)
     )
     return Image.fromarray(pixels.squeeze(-1) if thumb.bands == 1 else pixels, mode)
-
-
-def _on_white(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def letterbox(image: Image.Image, size: int) -> np.ndarray:

@@ -45,7 +45,7 @@ def load_image(source: ImageSource, max_megapixels: float = DEFAULT_MAX_MEGAPIXE
                     f"image too large ({width}x{height}, {megapixels:.0f} MP > limit {max_megapixels:g} MP)"
                 )
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -60,7 +60,8 @@ def load_image(source: ImageSource, max_megapixels: float = DEFAULT_MAX_MEGAPIXE
         raise ImageError(f"cannot decode image ({first_line(exc)})") from exc
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB, transparent parts on white: what every model here is shown."""
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
