@@ -39,14 +39,36 @@ from .manifest import (
     write_manifest,
 )
 from .pathutil import is_within
+from .plan import (
+    EXACT,
+    EXACT_MAX_VECTORS,
+    INDEX_TYPES,
+    MIN_PQ_TRAINING,
+    TUNE_K,
+    TUNE_QUERIES,
+    BudgetError,
+    Plan,
+    Tuning,
+    choose,
+    exact_top_k,
+    outgrown,
+    training_sample,
+    tune,
+)
 from .query import IMAGE as IMAGE_TERM
 from .query import ITEM, URL, Query, Term, combine, fetch_url, parse_term
 from .results import CrawlReport, Hit, LabelScore
 from .store import RootRow, Store
-from .vectors import EXACT, VectorIndex
+from .vectors import VectorIndex
 
 KINDS = ("image", "caption", "any")
 MAX_K = 10_000
+# An approximate index answers a narrow filter (a folder, a glob) by an exact scan of the allowed items'
+# stored vectors up to this many: cheaper than probing lists that hold few of them, and exact.
+EXACT_FILTER_MAX = 20_000
+# A kind filter (images or captions) whose kind is at least this share of the items is applied to the
+# results rather than given to FAISS as a list of every allowed id.
+POST_FILTER_SHARE = 0.2
 
 
 class Index:
@@ -76,6 +98,7 @@ class Index:
         self._batch_size = batch_size
         self._cache_dir = cache_dir
         self._vectors_unsaved = False
+        self._replan_forced = False
         if encoder is not None:
             self._check_model(encoder)
 
@@ -92,9 +115,16 @@ class Index:
         device: str | None = None,
         batch_size: int = 32,
         cache_dir: str | None = None,
+        max_memory: int | None = None,
+        index_type: str = "auto",
     ) -> "Index":
-        """Make a new, empty index for a model (an Encoder you pass, or one loaded by name)."""
+        """Make a new, empty index for a model (an Encoder you pass, or one loaded by name).
+
+        `index_type` (auto, exact, ivf-flat, ivf-sq8, ivf-pq) and `max_memory` (bytes, default half this
+        machine's memory) decide the FAISS index as the collection grows; see `vecsearch.plan`.
+        """
         folder = Path(path).expanduser()
+        _check_index_settings(index_type, max_memory)
         _require_free(folder)  # before a model is loaded for nothing
         if encoder is None:
             encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size, cache_dir=cache_dir)
@@ -125,11 +155,21 @@ class Index:
                 },
                 "dim": encoder.dim,
                 "metric": "cosine",
-                "faiss": {"type": EXACT, "file": VECTORS, "generation": 0, "ntotal": 0, "sha256": None},
+                "faiss": {
+                    "type": EXACT,
+                    "family": "exact",
+                    "requested": index_type,
+                    "max_memory": max_memory,
+                    "file": VECTORS,
+                    "generation": 0,
+                    "ntotal": 0,
+                    "sha256": None,
+                },
                 "counts": store.counts(),
                 "roots": [],
             }
             manifest["faiss"]["sha256"] = vectors.save(folder / VECTORS)
+            manifest["faiss"]["bytes"] = (folder / VECTORS).stat().st_size
             write_manifest(folder, manifest)
         except BaseException as exc:
             if store is not None:
@@ -291,11 +331,23 @@ class Index:
         """Load the FAISS file and bring it up to the database's generation.
 
         The file may lag the database after a crash between the two writes; the missing changes are
-        replayed from the database. A damaged file is an error for readers and rebuilt by writers.
+        replayed from the database. A damaged file is an error for readers and rebuilt by writers
+        (`repair`). Readers memory-map large files, so one query does not read the whole index.
         """
         info = self._manifest["faiss"]
+        path = self.path / info.get("file", VECTORS)
+        kind = info.get("type", EXACT)
+
+        def load(mmap: bool) -> VectorIndex:
+            vectors = VectorIndex.load(
+                path, kind, expected_sha256=info.get("sha256"), expected_bytes=info.get("bytes"), mmap=mmap
+            )
+            vectors.nprobe = int(info.get("nprobe") or 1)
+            vectors.rerank = int(info.get("rerank") or 1)
+            return vectors
+
         try:
-            vectors = VectorIndex.load(self.path / info.get("file", VECTORS), expected_sha256=info.get("sha256"))
+            vectors = load(mmap=not repair)
         except IndexCorruptError as exc:
             if repair:
                 return self._rebuild_vectors()
@@ -310,6 +362,8 @@ class Index:
                     return self._rebuild_vectors()
                 raise self._damaged(f"vector file is newer than the database at {self.path}")
             if file_gen < db_gen:
+                if vectors.mapped:  # a mapped index is read-only: read it whole to replay into it
+                    vectors = load(mmap=False)
                 self._vectors_unsaved = True
                 removed = self.store.removed_since(file_gen)
                 ids, vecs = self.store.vectors_since(file_gen)
@@ -329,23 +383,48 @@ class Index:
         )
 
     def _rebuild_vectors(self) -> VectorIndex:
+        """The FAISS index of the recorded type, built again from the vectors in the database."""
         self._vectors_unsaved = True
-        ids, vecs = self.store.vectors_since(-1)
-        return VectorIndex.from_vectors(self.dim, ids, vecs if len(ids) else np.zeros((0, self.dim), np.float32))
+        info = self._manifest["faiss"]
+        vectors = self._build(info.get("type", EXACT), int(info.get("nlist") or 0))
+        vectors.nprobe = int(info.get("nprobe") or 1)
+        vectors.rerank = int(info.get("rerank") or 1)
+        return vectors
 
-    def save_vectors(self) -> None:
-        """Write the FAISS file and the manifest for the database's current generation."""
+    def _build(self, factory: str, nlist: int = 0) -> VectorIndex:
+        ids, vecs = self.store.vectors_since(-1)
+        if len(ids) == 0:
+            vecs = np.zeros((0, self.dim), np.float32)
+        if factory != EXACT and len(ids) == 0:
+            factory = EXACT  # nothing to train on: exact until there are vectors
+        vectors = VectorIndex.create(self.dim, factory)
+        if factory != EXACT:
+            vectors.train(vecs[training_sample(ids, nlist or vectors.nlist)])
+        vectors.add(ids, vecs)
+        return vectors
+
+    def save_vectors(self) -> str | None:
+        """Write the FAISS file and the manifest for the database's current generation.
+
+        First re-plan the FAISS index for the collection's size and memory budget: rebuild it when it
+        has outgrown its type, retune it when its size changed much. Returns a sentence saying what was
+        done to the index type, or None.
+        """
         vectors = self.vectors
         generation = self.store.generation
         counts = self.store.counts()
         if vectors.ntotal != counts["items"]:  # e.g. interrupted between commit and mirror
             vectors = self._vectors = self._rebuild_vectors()
+        faiss_info, note = self._replan(vectors)
+        vectors = self.vectors
+        path = self.path / faiss_info.get("file", VECTORS)
         manifest = dict(self._manifest)
         manifest["faiss"] = {
-            **manifest["faiss"],
+            **faiss_info,
             "generation": generation,
             "ntotal": vectors.ntotal,
-            "sha256": vectors.save(self.path / manifest["faiss"].get("file", VECTORS)),
+            "sha256": vectors.save(path),
+            "bytes": path.stat().st_size,
         }
         manifest["counts"] = counts
         manifest["roots"] = [root.path for root in self.store.roots()]
@@ -356,16 +435,84 @@ class Index:
         write_manifest(self.path, manifest)
         self._manifest = manifest
         self._vectors_unsaved = False
+        self._replan_forced = False
         # The file holds every removal up to now. Keep one saved generation of history, so that the file
         # saved before this one can still be brought up to date; forget what is older.
         with self.store.transaction():
             self.store.conn.execute("DELETE FROM removed WHERE gen <= ?", (min(previous, generation),))
+        return note
+
+    def _replan(self, vectors: VectorIndex) -> tuple[dict[str, Any], str | None]:
+        """The manifest's FAISS settings for the collection as it is now, rebuilding what must be."""
+        info = dict(self._manifest["faiss"])
+        count = vectors.ntotal
+        requested = info.get("requested") or "auto"
+        current = info.get("family") or ("exact" if info.get("type", EXACT) == EXACT else "")
+        try:
+            plan = choose(count, self.dim, info.get("max_memory"), requested)
+        except BudgetError as exc:
+            return info, f"warning: {exc}; keeping the {info.get('type')} index"
+        if plan.approximate and count < (MIN_PQ_TRAINING if plan.reranks else 1):
+            plan = Plan(
+                "exact", EXACT, 0, 0, 0, f"exact until there are {MIN_PQ_TRAINING:,} vectors to train {requested} on"
+            )
+        if current != "exact" and plan.family == "exact" and requested == "auto" and count > EXACT_MAX_VECTORS // 2:
+            # Hysteresis: a collection that shrinks a little below the threshold keeps its index.
+            plan = Plan(current, info["type"], int(info.get("nlist") or 0), 0, 0, "")
+        rebuild = self._replan_forced and plan.factory != info.get("type")
+        rebuild = rebuild or plan.family != current
+        rebuild = rebuild or (plan.approximate and outgrown(int(info.get("trained_on") or 0), count))
+        note = None
+        if rebuild:
+            self._vectors = vectors = self._build(plan.factory, plan.nlist)
+            self._vectors_unsaved = True
+            info.update(
+                type=vectors.kind, family=plan.family if vectors.approximate else "exact", nlist=vectors.nlist,
+                trained_on=count if vectors.approximate else 0, reason=plan.reason,
+            )
+            for key in ("nprobe", "rerank", "recall@10", "tuned_on", "tuning_queries"):
+                info.pop(key, None)
+            note = f"vector index is now {vectors.kind}: {plan.reason}"
+        if not vectors.approximate:
+            return info, note
+        tuned_on = int(info.get("tuned_on") or 0)
+        if rebuild or count >= 2 * tuned_on or 2 * count <= tuned_on:
+            tuning = self._tune(vectors, reranks=info.get("family") == "ivf-pq")
+            vectors.nprobe, vectors.rerank = tuning.nprobe, tuning.rerank
+            info.update(
+                {"nprobe": tuning.nprobe, "rerank": tuning.rerank, "recall@10": round(tuning.recall, 4),
+                 "tuned_on": count, "tuning_queries": tuning.queries}
+            )
+            tuned = f"nprobe {tuning.nprobe}" + (f", re-rank depth {tuning.rerank}" if tuning.rerank > 1 else "")
+            note = (note + "; " if note else f"vector index {vectors.kind} retuned: ") + (
+                f"{tuned} gives recall@10 {tuning.recall:.3f} against exact search"
+            )
+        return info, note
+
+    def _tune(self, vectors: VectorIndex, reranks: bool) -> Tuning:
+        """Search parameters measured against exact search, with the index's own vectors as queries."""
+        query_ids, queries = self.store.vectors_of(self.store.sample_item_ids(TUNE_QUERIES))
+        truth = exact_top_k(self.store.iter_vectors(), queries, query_ids, TUNE_K)
+
+        def run(batch: np.ndarray, k: int, nprobe: int, depth: int) -> np.ndarray:
+            found = np.full((len(batch), k), -1, dtype=np.int64)
+            _, ids = vectors.search(batch, k * depth + 1, nprobe=nprobe)
+            for row, (vector, own, candidates) in enumerate(zip(batch, query_ids, ids)):
+                candidates = candidates[(candidates >= 0) & (candidates != own)]
+                if depth > 1:
+                    cand_ids, cand_vectors = self.store.vectors_of(candidates)
+                    candidates = cand_ids[np.argsort(-(cand_vectors @ vector), kind="stable")] if len(cand_ids) else cand_ids
+                found[row, : min(k, len(candidates))] = candidates[:k]
+            return found
+
+        return tune(run, queries, truth, vectors.nlist, reranks)
 
     def needs_saving(self) -> bool:
         """Does the vector file or manifest on disk lag what this writer holds?"""
         faiss_info = self._manifest["faiss"]
         return (
             self._vectors_unsaved
+            or self._replan_forced
             or faiss_info.get("generation") != self.store.generation
             or (self._vectors is not None and faiss_info.get("ntotal") != self._vectors.ntotal)
             or self._manifest.get("location") != str(self.path.resolve())
@@ -384,11 +531,14 @@ class Index:
         progress: bool = False,
         workers: int | None = None,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        max_memory: int | None = None,
+        index_type: str | None = None,
     ) -> CrawlReport:
         """Crawl folders (or files) into the index; with no paths, re-crawl every recorded root.
 
         Only new or changed files are embedded; renamed or duplicated files reuse their vectors; files
-        gone from disk leave the index. Bad files are skipped and listed in the report.
+        gone from disk leave the index. Bad files are skipped and listed in the report. A new
+        `max_memory` or `index_type` is recorded and the FAISS index re-planned for it.
         """
         from .indexer import Crawler
 
@@ -400,6 +550,7 @@ class Index:
             self.store.check_schema()
             self._manifest = read_manifest(self.path)
             self._vectors = self._load_vectors(repair=True)
+            self._set_index_settings(max_memory, index_type)
             crawler = Crawler(
                 self,
                 progress=progress,
@@ -409,6 +560,18 @@ class Index:
             return crawler.run(
                 [Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden
             )
+
+    def _set_index_settings(self, max_memory: int | None, index_type: str | None) -> None:
+        _check_index_settings(index_type or "auto", max_memory)
+        faiss_info = dict(self._manifest["faiss"])
+        changed = False
+        if max_memory is not None and faiss_info.get("max_memory") != max_memory:
+            faiss_info["max_memory"], changed = max_memory, True
+        if index_type is not None and (faiss_info.get("requested") or "auto") != index_type:
+            faiss_info["requested"], changed = index_type, True
+        if changed:
+            self._manifest = {**self._manifest, "faiss": faiss_info}
+            self._replan_forced = True
 
     def root_path(self, root: RootRow) -> Path:
         """Where a crawl root is now: its recorded path, or the same place relative to the index
@@ -527,22 +690,25 @@ class Index:
         pictures = self._read_pictures(query)
         vector = self.query_vector(query, pictures)
         vectors = self.vectors
+        post_kind = self._post_filter_kind(kind, path, under)
         with self.store.snapshot():
             exclude = set(query.item_ids) | self._items_with_content(pictures.values())
-            allowed = self._allowed_ids(kind, path, under)
+            allowed = self._allowed_ids("any" if post_kind else kind, path, under)
         if allowed is not None:
             allowed = np.setdiff1d(allowed, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
             if len(allowed) == 0:
                 return []
-        fetch = k * (4 if distinct_text else 1) + (len(exclude) if allowed is None else 0)
+        share = self._kind_share(post_kind) if post_kind else 1.0
+        fetch = int(np.ceil(k * (4 if distinct_text else 1) / share)) + (len(exclude) if allowed is None else 0)
+        available = vectors.ntotal if allowed is None else len(allowed)
         while True:
-            scores, ids = vectors.search(vector, fetch, allowed)
-            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
-            exhausted = len(ids[0]) < fetch or ids[0][-1] < 0 or fetch >= vectors.ntotal
-            hits = self._hits(pairs, distinct_text)
+            candidates = self._candidates(vectors, vector, fetch, allowed)
+            pairs = [(i, s) for i, s in candidates if i not in exclude]
+            exhausted = len(candidates) < fetch or fetch >= available
+            hits = self._hits(pairs, distinct_text, post_kind)
             if len(hits) >= k or exhausted:
                 break
-            fetch = min(fetch * 4, vectors.ntotal)
+            fetch = min(fetch * 4, available)
         hits = hits[:k]
         if min_score is not None:
             hits = [h for h in hits if h.score >= min_score]
@@ -551,7 +717,52 @@ class Index:
             hits = [h for h in hits if h.score >= best - within]
         return [_rerank(h, rank) for rank, h in enumerate(hits, start=1)]
 
-    def _hits(self, pairs: list[tuple[int, float]], distinct_text: bool) -> list[Hit]:
+    def _candidates(
+        self, vectors: VectorIndex, vector: np.ndarray, fetch: int, allowed: np.ndarray | None
+    ) -> list[tuple[int, float]]:
+        """Up to `fetch` (id, cosine) pairs nearest the query, best first, among the allowed ids."""
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if not vectors.approximate:
+            scores, ids = vectors.search(vector, fetch, allowed)
+            return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
+            with self.store.snapshot():
+                ids, stored = self.store.vectors_of(allowed)
+            return _top(ids, stored @ vector if len(ids) else np.zeros(0, np.float32), fetch)
+        available = vectors.ntotal if allowed is None else len(allowed)
+        wanted = min(fetch * vectors.rerank, available)
+        nprobe = vectors.nprobe
+        if allowed is not None:  # fewer allowed items per list: probe proportionally more lists
+            nprobe = min(vectors.nlist, nprobe * int(np.ceil(vectors.ntotal / max(1, len(allowed)))))
+        while True:
+            scores, ids = vectors.search(vector, wanted, allowed, nprobe)
+            keep = ids[0] >= 0
+            if keep.sum() >= wanted or nprobe >= vectors.nlist:
+                break
+            nprobe = min(vectors.nlist, nprobe * 2)  # the probed lists held too few: widen the search
+        ids, scores = ids[0][keep], scores[0][keep]
+        if vectors.rerank > 1:  # PQ scores are approximate: re-score the candidates exactly
+            with self.store.snapshot():
+                ids, stored = self.store.vectors_of(ids)
+            scores = stored @ vector if len(ids) else np.zeros(0, np.float32)
+        return _top(ids, scores, fetch)
+
+    def _post_filter_kind(self, kind: str, path: str | None, under: object) -> str | None:
+        """The kind to filter results by, when handing FAISS every id of that kind would cost more."""
+        if kind == "any" or path is not None or under is not None:
+            return None
+        return kind if self._kind_share(kind) >= POST_FILTER_SHARE else None
+
+    def _kind_share(self, kind: str) -> float:
+        """The share of items of a kind, from the counts of the last save (an estimate that only sets
+        how many candidates to fetch first, never which results are right)."""
+        counts = self._manifest.get("counts") or {}
+        total = int(counts.get("items") or 0)
+        if total <= 0:
+            return 1.0
+        return max(int(counts.get(f"{kind}s") or 0) / total, 1e-6)
+
+    def _hits(self, pairs: list[tuple[int, float]], distinct_text: bool, kind: str | None = None) -> list[Hit]:
         with self.store.snapshot():
             rows = self.store.items(i for i, _ in pairs)
             file_ids = [row.file_id for row in rows.values()]
@@ -563,6 +774,8 @@ class Index:
         for item_id, score in pairs:
             row = rows.get(item_id)
             if row is None:  # removed by a writer since the vectors were loaded
+                continue
+            if kind is not None and row.kind != kind:
                 continue
             if distinct_text and row.text is not None:
                 if row.text in seen_texts:
@@ -644,6 +857,13 @@ def _with_resolved_prefix(pattern: str) -> list[str]:
     return patterns
 
 
+def _check_index_settings(index_type: str, max_memory: int | None) -> None:
+    if index_type not in INDEX_TYPES:
+        raise VecsearchError(f"unknown index type {index_type!r} (choose from {', '.join(INDEX_TYPES)})")
+    if max_memory is not None and max_memory <= 0:
+        raise VecsearchError(f"max memory must be a positive number of bytes (got {max_memory})")
+
+
 def _require_free(folder: Path) -> None:
     if (folder / MANIFEST).exists():
         raise IndexExistsError(f"an index already exists at {folder}")
@@ -675,6 +895,11 @@ def _sidecar_path(image_path: Path) -> str:
             return str(candidate)
     return str(image_path.with_name(image_path.stem + SIDECAR_SUFFIXES[0]))
 
+
+
+def _top(ids: np.ndarray, scores: np.ndarray, count: int) -> list[tuple[int, float]]:
+    order = np.argsort(-scores, kind="stable")[:count]
+    return [(int(ids[i]), float(scores[i])) for i in order]
 
 
 def _rerank(hit: Hit, rank: int) -> Hit:

@@ -453,6 +453,36 @@ class Store:
         ).fetchall()
         return _stack_rows(rows)
 
+    def vectors_of(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the given items that exist, in id order: the exact vectors to re-score with."""
+        rows: list[sqlite3.Row] = []
+        for chunk in _chunks(sorted({int(i) for i in item_ids}), 500):
+            marks = ",".join("?" * len(chunk))
+            rows.extend(
+                self.conn.execute(f"SELECT item_id, data FROM vectors WHERE item_id IN ({marks})", chunk)
+            )
+        rows.sort(key=lambda r: int(r[0]))
+        return _stack_rows(rows)
+
+    def iter_vectors(self, chunk_size: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (ids, vectors) in chunks, so a scan of a large index never holds all of it."""
+        last = -1
+        while True:
+            rows = self.conn.execute(
+                "SELECT item_id, data FROM vectors WHERE item_id > ? ORDER BY item_id LIMIT ?", (last, chunk_size)
+            ).fetchall()
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            yield _stack_rows(rows)
+
+    def sample_item_ids(self, count: int, seed: int = 0) -> np.ndarray:
+        """A seeded sample of item ids (all of them when there are fewer)."""
+        ids = np.array([int(r[0]) for r in self.conn.execute("SELECT item_id FROM vectors")], dtype=np.int64)
+        if len(ids) <= count:
+            return np.sort(ids)
+        return np.sort(np.random.default_rng(seed).choice(ids, size=count, replace=False))
+
     def removed_since(self, gen: int) -> np.ndarray:
         rows = self.conn.execute("SELECT item_id FROM removed WHERE gen > ?", (gen,)).fetchall()
         return np.array([int(r[0]) for r in rows], dtype=np.int64)

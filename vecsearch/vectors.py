@@ -1,8 +1,9 @@
 """The FAISS side of an index: vectors keyed by database item id, saved atomically.
 
-Vectors are L2-normalised, so inner product is cosine similarity. The exact index (`IDMap2,Flat`) is
-the default; `search` accepts the set of ids a filter allows and FAISS skips the rest while scanning,
-so a filtered top-k is still the exact top-k among the allowed items.
+Vectors are L2-normalised, so inner product is cosine similarity. Small indexes are exact
+(`IDMap2,Flat`); large ones are IVF indexes chosen by `plan.choose` (their ids live in the inverted
+lists, so they need no id map). `search` accepts the set of ids a filter allows and FAISS skips the rest
+while scanning, so a filtered top-k of the exact index is still the exact top-k among the allowed items.
 """
 
 from __future__ import annotations
@@ -15,30 +16,41 @@ from typing import Any
 import numpy as np
 
 from .errors import IndexCorruptError
+from .plan import EXACT
 
-EXACT = "IDMap2,Flat"
+# Files at least this big are memory-mapped by readers where the index type allows it.
+MMAP_MIN_BYTES = 64 << 20
 
 
 class VectorIndex:
-    """A FAISS index whose ids are item ids."""
+    """A FAISS index whose ids are item ids, with its search parameters."""
 
-    def __init__(self, index: Any, kind: str = EXACT) -> None:
+    def __init__(self, index: Any, kind: str = EXACT, nprobe: int = 1, rerank: int = 1) -> None:
         self.index = index
         self.kind = kind
+        self.nprobe = nprobe
+        self.rerank = rerank  # PQ indexes: candidates per wanted hit, re-scored exactly by the caller
+        self.mapped = False
 
     @classmethod
     def create(cls, dim: int, kind: str = EXACT) -> "VectorIndex":
-        import faiss
+        faiss = _faiss()
 
-        if kind != EXACT:
-            raise ValueError(f"unsupported FAISS index type {kind!r} (supported: {EXACT})")
-        return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), kind)
+        if kind == EXACT:
+            return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), kind)
+        if not kind.startswith(("IVF", "OPQ")):
+            raise ValueError(f"unsupported FAISS index type {kind!r}")
+        return cls(faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT), kind)
 
     @classmethod
     def from_vectors(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, kind: str = EXACT) -> "VectorIndex":
         index = cls.create(dim, kind)
         index.add(ids, vectors)
         return index
+
+    @property
+    def approximate(self) -> bool:
+        return self.kind != EXACT
 
     @property
     def dim(self) -> int:
@@ -48,6 +60,26 @@ class VectorIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
+    @property
+    def nlist(self) -> int:
+        faiss = _faiss()
+
+        return int(faiss.extract_index_ivf(self.index).nlist) if self.approximate else 0
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def train(self, vectors: np.ndarray, iterations: int = 10, seed: int = 0) -> None:
+        """k-means for the lists (and the rotation and codebooks of PQ), seeded."""
+        faiss = _faiss()
+
+        ivf = faiss.extract_index_ivf(self.index)
+        ivf.cp.niter = iterations
+        ivf.cp.seed = seed
+        ivf.cp.min_points_per_centroid = 1  # a small sample is a choice, not a mistake: no warnings
+        self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
@@ -55,62 +87,134 @@ class VectorIndex:
         self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> int:
-        import faiss
+        faiss = _faiss()
 
         if len(ids) == 0:
             return 0
         return int(self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))))
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        nprobe: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the k best per query; missing slots have id -1."""
-        import faiss
+        faiss = _faiss()
 
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(int(k), max(self.ntotal, 1)))
-        params = None
+        selector = None
         if allowed is not None:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        params: Any = None
+        if self.approximate:
+            params = faiss.SearchParametersIVF(nprobe=min(nprobe or self.nprobe, self.nlist))
+            if selector is not None:
+                params.sel = selector
+            if isinstance(self.index, faiss.IndexPreTransform):
+                params = faiss.SearchParametersPreTransform(index_params=params)
+        elif selector is not None:
+            params = faiss.SearchParameters(sel=selector)
         scores, ids = self.index.search(queries, k, params=params)
         return scores, ids
 
     def ids(self) -> np.ndarray:
-        import faiss
+        """The ids held, in no particular order."""
+        faiss = _faiss()
 
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
-
-    def to_bytes(self) -> bytes:
-        import faiss
-
-        return faiss.serialize_index(self.index).tobytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, kind: str = EXACT) -> "VectorIndex":
-        import faiss
-
-        try:
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        except RuntimeError as exc:
-            raise IndexCorruptError(f"vector file unreadable ({str(exc).splitlines()[0][:200]})") from exc
-        return cls(index, kind)
+        if not self.approximate:
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        invlists = faiss.extract_index_ivf(self.index).invlists
+        parts = [
+            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+            for i in range(invlists.nlist)
+            if invlists.list_size(i)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
     def save(self, path: Path) -> str:
         """Write atomically (temporary file, fsync, rename); returns the file's SHA-256."""
-        data = self.to_bytes()
-        atomic_write(path, data)
-        return hashlib.sha256(data).hexdigest()
+        faiss = _faiss()
+
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            faiss.write_index(self.index, str(tmp))
+            digest = file_sha256(tmp, fsync=True)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        fsync_dir(path.parent)
+        return digest
 
     @classmethod
-    def load(cls, path: Path, kind: str = EXACT, expected_sha256: str | None = None) -> "VectorIndex":
+    def load(
+        cls,
+        path: Path,
+        kind: str = EXACT,
+        expected_sha256: str | None = None,
+        *,
+        expected_bytes: int | None = None,
+        mmap: bool = False,
+    ) -> "VectorIndex":
+        """Read a saved index, verified against the manifest.
+
+        With `mmap`, a large file is mapped rather than read (FAISS pages in what a search touches) and
+        read-only; its size is checked instead of its checksum, which would read all of it.
+        """
+        faiss = _faiss()
+
         try:
-            data = path.read_bytes()
+            size = path.stat().st_size
         except FileNotFoundError as exc:
             raise IndexCorruptError(f"vector file missing: {path}") from exc
-        if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
+        if expected_bytes is not None and size != expected_bytes:
+            raise IndexCorruptError(f"vector file has {size} bytes, the manifest says {expected_bytes}: {path}")
+        mapped = mmap and size >= MMAP_MIN_BYTES and expected_bytes is not None
+        if not mapped and expected_sha256 and file_sha256(path) != expected_sha256:
             raise IndexCorruptError(f"vector file checksum mismatch: {path}")
-        return cls.from_bytes(data, kind)
+        flags = 0
+        if mapped:
+            flags = faiss.IO_FLAG_READ_ONLY | (faiss.IO_FLAG_MMAP if kind != EXACT else faiss.IO_FLAG_MMAP_IFC)
+        try:
+            index = faiss.read_index(str(path), flags)
+        except RuntimeError as exc:
+            raise IndexCorruptError(f"vector file unreadable ({str(exc).splitlines()[0][:200]})") from exc
+        if not _holds_kind(index, kind):
+            raise IndexCorruptError(f"vector file {path} does not hold the {kind} index the manifest names")
+        vectors = cls(index, kind)
+        vectors.mapped = mapped
+        return vectors
+
+
+def _holds_kind(index: Any, kind: str) -> bool:
+    faiss = _faiss()
+    if kind == EXACT:
+        return isinstance(index, faiss.IndexIDMap2) and isinstance(faiss.downcast_index(index.index), faiss.IndexFlat)
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _faiss() -> Any:
+    """FAISS, imported on first use (importing it costs time a text query may not need)."""
+    import faiss
+
+    return faiss
+
+
+def file_sha256(path: Path, fsync: bool = False) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+        if fsync:
+            os.fsync(handle.fileno())
+    return digest.hexdigest()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -1,0 +1,262 @@
+"""Which FAISS index an index should use, for its size and a memory budget, and how to tune it.
+
+Small collections get exact search: it is fast enough and always right. Larger ones get an inverted
+file (IVF) index, whose codes shrink as the memory budget demands: full vectors (Flat), 8-bit scalar
+quantisation (SQ8), then rotated product quantisation (OPQ + PQ) whose candidates are re-scored from the
+exact vectors kept in the database. The search parameters (nprobe, and the re-rank depth for PQ) are the
+smallest that reach a recall@10 target against exact search, measured on the index's own vectors.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import VecsearchError
+
+EXACT = "IDMap2,Flat"
+INDEX_TYPES = ("auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq")
+# Exact search while the whole scan stays short: 50k x 512 floats is ~100 MB and a few ms a query.
+EXACT_MAX_VECTORS = 50_000
+RECALL_TARGET = 0.95
+TUNE_QUERIES = 200
+TUNE_K = 10
+# k-means is trained on a sample: this many points per list, at most (and at least, where there are).
+TRAIN_POINTS_PER_LIST = 32
+TRAIN_ITERATIONS = 10
+# Re-plan when the collection is this many times larger or smaller than when the index was trained.
+OUTGROWN_FACTOR = 4.0
+HNSW_QUANTIZER_FROM_LISTS = 4096  # many lists: find the nearest ones through a graph, not a scan
+PQ_SUBQUANTIZERS = (64, 32, 16)
+MIN_PQ_TRAINING = 256 * 16  # 8-bit PQ codebooks need a few thousand points to train on
+
+
+class BudgetError(VecsearchError):
+    """No index type fits the memory budget."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A FAISS index for `count` vectors: its factory string and why it was chosen."""
+
+    family: str  # exact, ivf-flat, ivf-sq8 or ivf-pq
+    factory: str
+    nlist: int
+    bytes_per_vector: float
+    fixed_bytes: int
+    reason: str
+
+    @property
+    def approximate(self) -> bool:
+        return self.family != "exact"
+
+    @property
+    def reranks(self) -> bool:
+        return self.family == "ivf-pq"
+
+    def memory(self, count: int) -> int:
+        return int(self.fixed_bytes + self.bytes_per_vector * count)
+
+
+def nlist_for(count: int) -> int:
+    """About 4·√n lists (a power of two), with enough points per list to train and fill them."""
+    if count < 2:
+        return 1
+    wanted = 4 * math.sqrt(count)
+    nlist = 2 ** round(math.log2(wanted))
+    nlist = min(nlist, max(1, count // TRAIN_POINTS_PER_LIST), 65536)
+    return max(1, 2 ** int(math.log2(nlist)))
+
+
+def _ivf_prefix(nlist: int) -> str:
+    return f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_FROM_LISTS else f"IVF{nlist}"
+
+
+def candidate(family: str, count: int, dim: int, pq_size: int | None = None) -> Plan:
+    """The plan of one index family for `count` vectors of `dim` dimensions."""
+    if family == "exact":
+        # Raw vectors, plus the id map and its reverse hash table.
+        return Plan("exact", EXACT, 0, 4 * dim + 40, 0, "")
+    nlist = nlist_for(count)
+    quantizer = nlist * dim * 4 + (nlist * 32 * 2 * 4 if nlist >= HNSW_QUANTIZER_FROM_LISTS else 0)
+    prefix = _ivf_prefix(nlist)
+    if family == "ivf-flat":
+        return Plan(family, f"{prefix},Flat", nlist, 4 * dim + 8, quantizer, "")
+    if family == "ivf-sq8":
+        return Plan(family, f"{prefix},SQ8", nlist, dim + 8, quantizer, "")
+    if family == "ivf-pq":
+        m = pq_size or next((m for m in PQ_SUBQUANTIZERS if dim % m == 0 and m <= dim // 2), None)
+        if m is None or dim % m:
+            raise BudgetError(f"no product quantiser splits dimension {dim}")
+        rotation = dim * dim * 4
+        return Plan(family, f"OPQ{m},{prefix},PQ{m}", nlist, m + 8, quantizer + rotation, "")
+    raise ValueError(f"unknown index type {family!r} (choose from {', '.join(INDEX_TYPES)})")
+
+
+def largest_fitting_pq(count: int, dim: int, budget: int) -> Plan | None:
+    """IVF-PQ with the most sub-quantisers (the best recall) that fits the budget."""
+    for m in PQ_SUBQUANTIZERS:
+        if dim % m or m > dim // 2:
+            continue
+        plan = candidate("ivf-pq", count, dim, m)
+        if plan.memory(count) <= budget:
+            return plan
+    return None
+
+
+def default_budget() -> int:
+    """Half of this machine's memory: room for the model, the database cache and everything else."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def choose(count: int, dim: int, max_memory: int | None = None, requested: str = "auto") -> Plan:
+    """The index for `count` vectors within `max_memory` bytes (default: half this machine's memory)."""
+    if requested not in INDEX_TYPES:
+        raise ValueError(f"unknown index type {requested!r} (choose from {', '.join(INDEX_TYPES)})")
+    budget = max_memory if max_memory is not None else default_budget()
+    size = human_bytes(budget)
+    if requested != "auto":
+        plan = candidate(requested, count, dim)
+        return _with_reason(plan, f"{requested} was asked for")
+    exact = candidate("exact", count, dim)
+    if count <= EXACT_MAX_VECTORS and exact.memory(count) <= budget:
+        return _with_reason(exact, f"{count:,} vectors: exact search is fast at this size")
+    for family in ("ivf-flat", "ivf-sq8", "ivf-pq"):
+        if family == "ivf-pq":
+            fitting = largest_fitting_pq(count, dim, budget) if count >= MIN_PQ_TRAINING else None
+            if fitting is None:
+                break
+            plan = fitting
+        else:
+            plan = candidate(family, count, dim)
+        if plan.memory(count) <= budget:
+            detail = (
+                f"{count:,} vectors (more than {EXACT_MAX_VECTORS:,} for exact search)"
+                if count > EXACT_MAX_VECTORS
+                else f"{count:,} vectors: exact search needs {human_bytes(exact.memory(count))}"
+            )
+            return _with_reason(plan, f"{detail}; {human_bytes(plan.memory(count))} fits the {size} budget")
+    smallest = human_bytes(candidate("ivf-pq", count, dim).fixed_bytes + (16 + 8) * count)
+    raise BudgetError(
+        f"no index for {count:,} vectors of dimension {dim} fits in {size} (the smallest, IVF-PQ16, needs "
+        f"about {smallest}); raise --max-memory"
+    )
+
+
+def _with_reason(plan: Plan, reason: str) -> Plan:
+    return Plan(plan.family, plan.factory, plan.nlist, plan.bytes_per_vector, plan.fixed_bytes, reason)
+
+
+def outgrown(trained_on: int, count: int) -> bool:
+    """Has the collection grown or shrunk so much that the lists no longer suit it?"""
+    if trained_on <= 0:
+        return True
+    return count > trained_on * OUTGROWN_FACTOR or count * OUTGROWN_FACTOR < trained_on
+
+
+def training_sample(ids: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
+    """Positions of the vectors k-means trains on: a seeded sample, enough for every list."""
+    wanted = max(nlist * TRAIN_POINTS_PER_LIST, MIN_PQ_TRAINING)
+    if len(ids) <= wanted:
+        return np.arange(len(ids))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(len(ids), size=wanted, replace=False))
+
+
+@dataclass(frozen=True)
+class Tuning:
+    nprobe: int
+    rerank: int  # candidates fetched per wanted hit before exact re-scoring; 1 = none
+    recall: float
+    queries: int
+
+
+SearchFn = Callable[[np.ndarray, int, int, int], np.ndarray]  # (queries, k, nprobe, rerank) -> ids
+
+
+def tune(
+    search: SearchFn,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    nlist: int,
+    reranks: bool,
+    target: float = RECALL_TARGET,
+) -> Tuning:
+    """The cheapest (nprobe, re-rank depth) whose recall@k against `truth` reaches `target`.
+
+    Tries nprobe in powers of two; for re-ranked indexes each nprobe with growing depth. Returns the
+    best it saw when nothing reaches the target, so the recall recorded is always the one measured.
+    """
+    k = truth.shape[1]
+    depths = (4, 8, 16, 32) if reranks else (1,)
+    best = Tuning(1, depths[0], -1.0, len(queries))
+    for nprobe in _powers_of_two(nlist):
+        for depth in depths:
+            found = search(queries, k, nprobe, depth)
+            score = recall_at_k(found, truth)
+            if score > best.recall + 1e-9:
+                best = Tuning(nprobe, depth, score, len(queries))
+            if score >= target:
+                return Tuning(nprobe, depth, score, len(queries))
+    return best
+
+
+def _powers_of_two(limit: int) -> Iterable[int]:
+    value = 1
+    while value < limit:
+        yield value
+        value *= 2
+    yield max(1, limit)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the true top-k ids that the approximate top-k holds, over all queries."""
+    hits = sum(len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) for f, t in zip(found, truth))
+    total = int((truth >= 0).sum())
+    return hits / total if total else 1.0
+
+
+def exact_top_k(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]], queries: np.ndarray, query_ids: np.ndarray, k: int
+) -> np.ndarray:
+    """Exact top-k ids by inner product over vectors streamed in chunks, each query's own id left out."""
+    best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for ids, vectors in chunks:
+        scores = queries @ vectors.T
+        scores[query_ids[:, None] == ids[None, :]] = -np.inf
+        if scores.shape[1] > k:  # keep each chunk's own top k before the (small) merge
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            scores = np.take_along_axis(scores, part, axis=1)
+            ids = np.take_along_axis(np.broadcast_to(ids, (len(queries), len(ids))), part, axis=1)
+        merged_scores = np.concatenate([best_scores, scores], axis=1)
+        merged_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        top = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(merged_scores, top, axis=1)
+        best_ids = np.take_along_axis(merged_ids, top, axis=1)
+    return best_ids
+
+
+def parse_size(text: str) -> int:
+    """'8G', '512MiB', '2.5GB' or a plain number of bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    if not match or not match.group(1):
+        raise ValueError(f"not a size: {text!r} (examples: 8G, 512M, 2.5GB)")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2)]
+    return int(float(match.group(1)) * scale)
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
