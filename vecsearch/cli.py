@@ -160,6 +160,20 @@ def _dump(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def _size_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    from .sizes import parse_size
+
+    if value is None:
+        return None
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if size <= 0:
+        raise click.BadParameter("must be more than 0 bytes")
+    return size
+
+
 model_options = [
     click.option("--model", "-m", help="Model: starter (bundled, offline), open_clip name (ViT-B-32), "
                  "hf-hub:ORG/REPO, local-dir:DIR, st:NAME for sentence-transformers, or a model folder."),
@@ -215,6 +229,11 @@ def main(ctx: click.Context, home: str | None, quiet: bool, verbose: bool) -> No
 @click.option("--exclude", "-x", multiple=True, help="Glob of names or relative paths to skip; repeatable.")
 @click.option("--include-hidden", is_flag=True, help="Also crawl files and folders whose names start with '.'.")
 @click.option("--workers", type=click.IntRange(1, 64), help="Threads that read and decode images.")
+@click.option("--max-memory", callback=_size_callback,
+              help="Memory budget of the vector index (8G, 512M); picks a compressed index when needed. "
+                   "Default: half this machine's memory.")
+@click.option("--index-type", type=click.Choice(["auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq"]),
+              help="FAISS index family (default auto: exact while small, then IVF within --max-memory).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def index_command(
@@ -230,6 +249,8 @@ def index_command(
     exclude: tuple[str, ...],
     include_hidden: bool,
     workers: int | None,
+    max_memory: int | None,
+    index_type: str | None,
     as_json: bool,
 ) -> None:
     """Crawl folders of images (and their captions) into an index, or update it.
@@ -260,11 +281,15 @@ def index_command(
         else:
             if not paths:
                 raise IndexNotFoundError(f"no index at {folder} yet: give the folders to crawl into it")
-            index = Index.create(folder, model, pretrained, device=device, batch_size=batch_size)
+            index = Index.create(
+                folder, model, pretrained, device=device, batch_size=batch_size, max_memory=max_memory,
+                index_type=index_type or "auto",
+            )
         with index:
             report = index.add(
                 list(paths), captions=list(captions), exclude=list(exclude), include_hidden=include_hidden,
-                progress=not settings.quiet and not as_json, workers=workers,
+                progress=not settings.quiet and not as_json, workers=workers, max_memory=max_memory,
+                index_type=index_type,
             )
             return report, index.counts()
 
@@ -297,6 +322,8 @@ def _print_report(report: Any, counts: dict[str, int] | None, folder: Path, quie
         f"{len(report.skipped)} skipped"
     )
     click.echo(f"captions: {report.captions_added} added, {report.captions_removed} removed")
+    if report.vector_index:
+        click.echo(report.vector_index)
     if counts is not None:
         click.echo(
             f"index holds {counts['images']} images and {counts['captions']} captions "
@@ -513,6 +540,7 @@ def info_command(settings: Settings, index_ref: str, as_json: bool) -> None:
         ("fingerprint", info["model"]["fingerprint"]),
         ("dimension", f"{info['dim']} ({info['metric']})"),
         ("vectors", f"{faiss_info['type']}, {faiss_info['ntotal']} vectors, generation {faiss_info['generation']}"),
+        ("search", _search_settings(faiss_info)),
         ("items", f"{counts['items']} ({counts['images']} images, {counts['captions']} captions)"),
         ("files", str(counts["files"])),
         ("size", _human_bytes(info["bytes"])),
@@ -593,13 +621,22 @@ def models_command(show_all: bool, offline: bool, as_json: bool) -> None:
     _table(("--model", "--pretrained", "offline", "note"), rows)
 
 
+def _search_settings(faiss_info: dict[str, Any]) -> str:
+    budget = faiss_info.get("max_memory")
+    text = f"{faiss_info.get('requested') or 'auto'} index type, memory budget "
+    text += _human_bytes(budget) if budget else "half of this machine's memory"
+    if faiss_info.get("nprobe"):
+        text += f"; nprobe {faiss_info['nprobe']}"
+        if int(faiss_info.get("rerank") or 1) > 1:
+            text += f", re-rank depth {faiss_info['rerank']}"
+        text += f", recall@10 {faiss_info.get('recall@10')} against exact search"
+    return text
+
+
 def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    from .sizes import human_bytes
+
+    return human_bytes(size)
 
 
 if __name__ == "__main__":

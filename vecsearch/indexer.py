@@ -154,7 +154,9 @@ class Crawler:
 
     def _save(self) -> None:
         if self.index.needs_saving():
-            self.index.save_vectors()
+            note = self.index.save_vectors()
+            if note:
+                self.report.vector_index = note
 
     # --- walking and planning ------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ class CrawlReport:
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    vector_index: str | None = None  # what was done to the FAISS index type (rebuilt, retuned), if anything
 
     @property
     def changed(self) -> bool:

@@ -38,7 +38,7 @@ class VectorIndex:
 
         if kind == EXACT:
             return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), kind)
-        if not kind.startswith(("IVF", "OPQ")):
+        if not kind.startswith("IVF"):
             raise ValueError(f"unsupported FAISS index type {kind!r}")
         return cls(faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT), kind)
 
@@ -74,10 +74,14 @@ class VectorIndex:
         """k-means for the lists (and the rotation and codebooks of PQ), seeded."""
         faiss = _faiss()
 
-        ivf = faiss.extract_index_ivf(self.index)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
         ivf.cp.niter = iterations
         ivf.cp.seed = seed
         ivf.cp.min_points_per_centroid = 1  # a small sample is a choice, not a mistake: no warnings
+        if isinstance(ivf, faiss.IndexIVFPQ):
+            ivf.pq.cp.min_points_per_centroid = 1
+            ivf.pq.cp.seed = seed
+            ivf.do_polysemous_training = False  # only for Hamming filtering, which we do not use; slow
         self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:

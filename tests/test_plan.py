@@ -1,0 +1,284 @@
+"""Choosing, building and tuning the FAISS index: real FAISS, real SQLite, checked against exact search."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import vecsearch.plan as plan_module
+import vecsearch.vectors as vectors_module
+from vecsearch import Index
+from vecsearch.cli import main
+from vecsearch.errors import IndexCorruptError
+from vecsearch.index import brute_force_search
+from vecsearch.plan import (
+    EXACT,
+    BudgetError,
+    choose,
+    exact_top_k,
+    nlist_for,
+    outgrown,
+    recall_at_k,
+    tune,
+)
+from vecsearch.sizes import human_bytes, parse_size
+from vecsearch.vectors import VectorIndex
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from synthetic_vectors import ClusteredVectors, fill_index  # noqa: E402
+
+GiB = 1 << 30
+
+
+def test_small_collections_are_searched_exactly() -> None:
+    plan = choose(10_000, 512, 4 * GiB)
+    assert plan.family == "exact" and plan.factory == EXACT and not plan.approximate
+    assert "exact search is fast" in plan.reason
+
+
+def test_larger_collections_get_an_ivf_index_that_fits_the_budget() -> None:
+    flat = choose(1_000_000, 512, 8 * GiB)
+    assert flat.family == "ivf-flat" and flat.factory.startswith("IVF4096")
+    assert flat.memory(1_000_000) <= 8 * GiB
+    sq8 = choose(1_000_000, 512, 1 * GiB)
+    assert sq8.family == "ivf-sq8" and sq8.factory.endswith(",SQ8")
+    pq = choose(10_000_000, 512, 1 * GiB)
+    assert pq.family == "ivf-pq" and pq.reranks and ",PQ" in pq.factory
+    assert pq.memory(10_000_000) <= 1 * GiB
+    # 10M vectors of 512 dimensions fit in 8 GiB as 8-bit scalar codes
+    assert choose(10_000_000, 512, 8 * GiB).family == "ivf-sq8"
+
+
+def test_many_lists_are_found_through_a_graph() -> None:
+    assert "_HNSW32" in choose(10_000_000, 512, 8 * GiB).factory
+    assert "_HNSW32" not in choose(200_000, 512, 8 * GiB).factory
+
+
+def test_a_budget_too_small_for_any_index_is_an_error_that_says_so() -> None:
+    with pytest.raises(BudgetError, match="raise --max-memory"):
+        choose(10_000_000, 512, 50 << 20)
+
+
+def test_exact_search_that_does_not_fit_falls_back_to_compressed_codes() -> None:
+    plan = choose(40_000, 512, 30 << 20)
+    assert plan.family in ("ivf-sq8", "ivf-pq")
+    assert "exact search needs" in plan.reason
+
+
+def test_requested_types_are_honoured() -> None:
+    for family in ("exact", "ivf-flat", "ivf-sq8", "ivf-pq"):
+        assert choose(100_000, 384, 4 * GiB, family).family == family
+    with pytest.raises(ValueError):
+        choose(10, 8, None, "hnsw-magic")
+
+
+def test_list_counts_grow_with_the_square_root_and_stay_trainable() -> None:
+    assert nlist_for(1_000_000) == 4096
+    assert nlist_for(100) <= 100 // 32 + 1
+    counts = [nlist_for(n) for n in (10, 1_000, 100_000, 10_000_000)]
+    assert counts == sorted(counts)
+    assert outgrown(1000, 5000) and outgrown(1000, 200) and not outgrown(1000, 3000)
+
+
+def test_sizes_parse_and_print() -> None:
+    assert parse_size("8G") == 8 * GiB
+    assert parse_size("512MiB") == 512 << 20
+    assert parse_size("1.5gb") == int(1.5 * GiB)
+    assert parse_size("1000") == 1000
+    with pytest.raises(ValueError):
+        parse_size("lots")
+    assert human_bytes(1536) == "1.5 KiB"
+
+
+def test_exact_top_k_matches_a_full_sort_and_leaves_each_query_out() -> None:
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((3000, 16)).astype(np.float32)
+    ids = np.arange(3000, dtype=np.int64) * 7
+    query_ids = ids[:20]
+    queries = data[:20]
+    chunks = [(ids[i : i + 700], data[i : i + 700]) for i in range(0, 3000, 700)]
+    found = exact_top_k(chunks, queries, query_ids, 10)
+    scores = queries @ data.T
+    scores[np.arange(20), np.arange(20)] = -np.inf
+    expected = ids[np.argsort(-scores, axis=1, kind="stable")[:, :10]]
+    assert np.array_equal(found, expected)
+    assert recall_at_k(found, expected) == 1.0
+    assert recall_at_k(found[:, ::-1], expected) == 1.0  # order inside the top k does not matter
+
+
+def test_tuning_returns_the_first_setting_that_reaches_the_target() -> None:
+    truth = np.arange(20).reshape(2, 10)
+    tried: list[int] = []
+
+    def search(queries: np.ndarray, k: int, nprobe: int, depth: int) -> np.ndarray:
+        tried.append(nprobe)
+        found = truth.copy()
+        found[:, : max(0, 8 - nprobe)] = -1  # recall grows with nprobe: 0.2, 0.3, 0.5, 0.9, 1.0
+        return found
+
+    result = tune(search, np.zeros((2, 4)), truth, nlist=64, reranks=False, target=0.95)
+    assert result.nprobe == 8 and result.recall == 1.0
+    assert tried == [1, 2, 4, 8]
+
+
+def test_tuning_reports_the_best_it_saw_when_the_target_is_out_of_reach() -> None:
+    truth = np.arange(10).reshape(1, 10)
+
+    def search(queries: np.ndarray, k: int, nprobe: int, depth: int) -> np.ndarray:
+        found = truth.copy()
+        found[0, :3] = -1
+        return found
+
+    result = tune(search, np.zeros((1, 4)), truth, nlist=4, reranks=True, target=0.95)
+    assert result.recall == pytest.approx(0.7)
+
+
+@pytest.fixture(scope="module")
+def clustered() -> tuple[np.ndarray, np.ndarray]:
+    generator = ClusteredVectors(dim=64, topics=50, subtopics=5, seed=3)
+    return generator.chunk(0, 6000), generator.queries(100)
+
+
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "IVF64,SQ8", "IVF64,PQ16"])
+def test_ivf_indexes_add_remove_save_and_memory_map(
+    factory: str, clustered: tuple[np.ndarray, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, queries = clustered
+    ids = np.arange(len(data), dtype=np.int64) * 3 + 5
+    index = VectorIndex.create(64, factory)
+    index.train(data)
+    index.add(ids, data)
+    assert index.approximate and index.nlist == 64 and index.ntotal == len(data)
+    assert index.remove(ids[:100]) == 100
+    assert set(index.ids().tolist()) == set(ids[100:].tolist())
+    index.nprobe = 64
+    _, found = index.search(queries, 10)
+    assert not np.isin(found, ids[:100]).any()
+    allowed = ids[100:600]
+    _, filtered = index.search(queries, 10, allowed)
+    assert np.isin(filtered[filtered >= 0], allowed).all()
+
+    path = tmp_path / "vectors.faiss"
+    digest = index.save(path)
+    size = path.stat().st_size
+    monkeypatch.setattr(vectors_module, "MMAP_MIN_BYTES", 1)
+    mapped = VectorIndex.load(path, factory, digest, expected_bytes=size, mmap=True)
+    read = VectorIndex.load(path, factory, digest, expected_bytes=size)
+    assert mapped.mapped and not read.mapped
+    for loaded in (mapped, read):
+        loaded.nprobe = 64
+        assert np.array_equal(loaded.search(queries, 10)[1], found)
+    with pytest.raises(IndexCorruptError, match="bytes"):
+        VectorIndex.load(path, factory, digest, expected_bytes=size + 1, mmap=True)
+    with pytest.raises(IndexCorruptError, match="does not hold"):
+        VectorIndex.load(path, EXACT, digest)
+
+
+def test_full_probing_of_an_ivf_flat_index_is_exact(clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    data, queries = clustered
+    ids = np.arange(len(data), dtype=np.int64)
+    ivf = VectorIndex.create(64, "IVF32,Flat")
+    ivf.train(data)
+    ivf.add(ids, data)
+    exact = VectorIndex.from_vectors(64, ids, data)
+    _, approx_ids = ivf.search(queries, 10, nprobe=32)
+    _, exact_ids = exact.search(queries, 10)
+    assert recall_at_k(approx_ids, exact_ids) == 1.0
+
+
+# --- the Index: building, re-planning and searching approximate indexes ------------------------------
+
+
+def _synthetic_index(tmp_path: Path, encoder: object, count: int, **settings: object) -> Index:
+    index = Index.create(tmp_path / "idx", encoder=encoder, **settings)  # type: ignore[arg-type]
+    generator = ClusteredVectors(dim=index.dim, topics=40, subtopics=5, seed=7)
+    fill_index(index, generator.chunk(0, count), caption_every=5)
+    return index
+
+
+def test_an_index_outgrowing_exact_search_is_rebuilt_tuned_and_recorded(
+    tmp_path: Path, tiny_encoder: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plan_module, "EXACT_MAX_VECTORS", 1000)
+    monkeypatch.setattr("vecsearch.index.EXACT_MAX_VECTORS", 1000)
+    index = _synthetic_index(tmp_path, tiny_encoder, 3000)
+    faiss_info = index.manifest["faiss"]
+    assert faiss_info["family"] == "ivf-flat" and faiss_info["type"].startswith("IVF")
+    assert faiss_info["recall@10"] >= 0.95 and faiss_info["tuning_queries"] == 200
+    assert faiss_info["trained_on"] == 3000 and faiss_info["nprobe"] >= 1
+    assert "more than 1,000" in faiss_info["reason"]
+
+    reopened = Index.open(index.path)
+    assert reopened.vectors.approximate and reopened.vectors.nprobe == faiss_info["nprobe"]
+    stored_ids, stored = reopened.store.vectors_of(reopened.store.sample_item_ids(30, seed=5))
+    found = 0
+    for item_id, vector in zip(stored_ids, stored):
+        hits = reopened.search(f"id:{item_id}", k=10, kind="any")
+        truth = [i for i, _ in brute_force_search(reopened, vector, 11) if i != item_id][:10]
+        found += len({h.id for h in hits} & set(truth))
+    assert found / (30 * 10) >= 0.9
+    reopened.close()
+    index.close()
+
+
+def test_kind_and_path_filters_on_an_approximate_index_return_only_allowed_items(
+    tmp_path: Path, tiny_encoder: object
+) -> None:
+    index = _synthetic_index(tmp_path, tiny_encoder, 2000, index_type="ivf-flat")
+    assert index.vectors.approximate
+    vector = index.store.vector(1)
+    captions = index.search("id:1", k=15, kind="caption")
+    assert len(captions) == 15 and all(h.kind == "caption" for h in captions)
+    truth = brute_force_search(index, vector, 16, index.store.item_ids("caption"))
+    assert [h.id for h in captions] == [i for i, _ in truth if i != 1][:15]  # narrow filter: exact scan
+    images = index.search("id:1", k=10, kind="image")
+    assert len(images) == 10 and all(h.kind == "image" for h in images)
+    narrow = index.search("id:1", k=5, path="*/0000001*")
+    assert narrow and all(h.relpath.startswith("0000001") for h in narrow)
+    index.close()
+
+
+def test_pq_indexes_rescore_candidates_with_the_stored_vectors(tmp_path: Path, tiny_encoder: object) -> None:
+    index = _synthetic_index(tmp_path, tiny_encoder, 5000, index_type="ivf-pq")
+    info = index.manifest["faiss"]
+    assert info["family"] == "ivf-pq" and info["rerank"] >= 4
+    hits = index.search("id:10", k=5, kind="any")
+    stored = {i: v for i, v in zip(*index.store.vectors_of(np.array([h.id for h in hits])))}
+    query = index.store.vector(10)
+    for hit in hits:  # scores are exact cosines, not PQ estimates
+        assert hit.score == pytest.approx(float(stored[hit.id] @ query), abs=1e-5)
+    index.close()
+
+
+def test_the_cli_records_a_memory_budget_and_index_type(
+    tmp_path: Path, tiny_model_dir: Path, make_images: object
+) -> None:
+    folder = tmp_path / "pics"
+    make_images(folder, 12)  # type: ignore[operator]
+    target = tmp_path / "idx"
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["index", str(folder), "--index", str(target), "--model", str(tiny_model_dir), "--max-memory", "2G",
+               "--index-type", "ivf-flat", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert "IVF" in report["vector_index"] and "recall@10" in report["vector_index"]
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["faiss"]["max_memory"] == 2 * GiB and manifest["faiss"]["requested"] == "ivf-flat"
+    info = runner.invoke(main, ["info", str(target)])
+    assert "ivf-flat index type, memory budget 2.0 GiB" in info.output and "recall@10" in info.output
+    search = runner.invoke(main, ["search", str(target), "red circle", "--json"])
+    assert search.exit_code == 0 and len(json.loads(search.output)) == 10
+
+    back = runner.invoke(main, ["index", "--index", str(target), "--index-type", "exact", "--json"])
+    assert back.exit_code == 0, back.output
+    assert json.loads((target / "manifest.json").read_text())["faiss"]["type"] == EXACT
+
+    bad = runner.invoke(main, ["index", "--index", str(target), "--max-memory", "lots"])
+    assert bad.exit_code == 2 and "not a size" in bad.output
