@@ -298,3 +298,26 @@ def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_reduced_jpeg_decoding_keeps_every_side_at_least_the_asked_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(rng.integers(0, 255, (1200, 1700, 3), dtype=np.uint8)).save(big, quality=85)
+    full = load_image(big)
+    reduced = load_image(big, min_size=224)
+    assert full.size == (1700, 1200)
+    assert reduced.size == (425, 300)  # decoded at 1/4: the largest reduction that keeps 224 on each side
+    assert load_image(big, min_size=2000).size == (1700, 1200)  # never smaller than asked, never upscaled
+    png = tmp_path / "big.png"
+    Image.fromarray(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)).save(png)
+    assert load_image(png, min_size=100).size == (800, 600)  # only JPEG decoders can scale
+
+
+def test_reduced_decoding_follows_the_exif_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    Image.new("RGB", (1600, 800), "red").save(path, exif=exif)
+    assert load_image(path).size == (800, 1600)
+    assert load_image(path, min_size=200).size == (200, 400)

@@ -56,7 +56,7 @@ def test_larger_collections_get_an_ivf_index_that_fits_the_budget() -> None:
 
 def test_many_lists_are_found_through_a_graph() -> None:
     assert "_HNSW32" in choose(10_000_000, 512, 8 * GiB).factory
-    assert "_HNSW32" not in choose(200_000, 512, 8 * GiB).factory
+    assert "_HNSW32" not in choose(1_000_000, 512, 8 * GiB).factory
 
 
 def test_a_budget_too_small_for_any_index_is_an_error_that_says_so() -> None:

@@ -234,6 +234,10 @@ def main(ctx: click.Context, home: str | None, quiet: bool, verbose: bool) -> No
                    "Default: half this machine's memory.")
 @click.option("--index-type", type=click.Choice(["auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq"]),
               help="FAISS index family (default auto: exact while small, then IVF within --max-memory).")
+@click.option("--inference", type=click.Choice(["auto", "fp32", "bf16", "onnx-int8"]), default="auto",
+              show_default=True,
+              help="How the image model runs on the CPU: auto picks the fastest mode whose vectors match fp32 "
+                   "(cosine >= 0.999) on the first batch; fp32 is exact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def index_command(
@@ -251,6 +255,7 @@ def index_command(
     workers: int | None,
     max_memory: int | None,
     index_type: str | None,
+    inference: str,
     as_json: bool,
 ) -> None:
     """Crawl folders of images (and their captions) into an index, or update it.
@@ -277,13 +282,15 @@ def index_command(
             if not path.expanduser().exists():
                 raise VecsearchError(f"path not found: {path}")
         if (folder / MANIFEST).is_file():
-            index = Index.open(folder, model=model, pretrained=pretrained, device=device, batch_size=batch_size)
+            index = Index.open(
+                folder, model=model, pretrained=pretrained, device=device, batch_size=batch_size, inference=inference
+            )
         else:
             if not paths:
                 raise IndexNotFoundError(f"no index at {folder} yet: give the folders to crawl into it")
             index = Index.create(
                 folder, model, pretrained, device=device, batch_size=batch_size, max_memory=max_memory,
-                index_type=index_type or "auto",
+                index_type=index_type or "auto", inference=inference,
             )
         with index:
             report = index.add(
@@ -324,6 +331,8 @@ def _print_report(report: Any, counts: dict[str, int] | None, folder: Path, quie
     click.echo(f"captions: {report.captions_added} added, {report.captions_removed} removed")
     if report.vector_index:
         click.echo(report.vector_index)
+    if report.inference:
+        click.echo(_inference_line(report.inference))
     if counts is not None:
         click.echo(
             f"index holds {counts['images']} images and {counts['captions']} captions "
@@ -619,6 +628,18 @@ def models_command(show_all: bool, offline: bool, as_json: bool) -> None:
             ("(default) " if info.default else "") + info.note,
         ))
     _table(("--model", "--pretrained", "offline", "note"), rows)
+
+
+def _inference_line(inference: dict[str, Any]) -> str:
+    checks = inference.get("checks") or []
+    fp32 = next((c for c in checks if c["mode"] == "fp32"), None)
+    tried = [
+        f"{c['mode']} cosine {c['min_cosine']:.4f}"
+        + (f", {fp32['seconds'] / c['seconds']:.1f}x fp32's speed" if fp32 and c["seconds"] else "")
+        for c in checks if c["mode"] != "fp32"
+    ]
+    detail = f" (checked on {checks[0]['images']} pictures: {'; '.join(tried)})" if tried and checks else ""
+    return f"image model ran in {inference.get('mode')}{detail}"
 
 
 def _search_settings(faiss_info: dict[str, Any]) -> str:

@@ -31,8 +31,15 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def load_image(source: ImageSource, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Image.Image:
-    """Open, orient and convert an image to RGB; transparent parts become white (clip art reads better)."""
+def load_image(
+    source: ImageSource, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, min_size: int | None = None
+) -> Image.Image:
+    """Open, orient and convert an image to RGB; transparent parts become white (clip art reads better).
+
+    With `min_size`, a JPEG is decoded at the smallest of 1/8, 1/4, 1/2 or full scale whose sides are
+    all at least that many pixels (libjpeg scales while it decodes): a 12 MP photo meant for a 224-pixel
+    model decodes several times faster and in a fraction of the memory.
+    """
     stream: str | Path | BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with warnings.catch_warnings():
@@ -44,6 +51,8 @@ def load_image(source: ImageSource, max_megapixels: float = DEFAULT_MAX_MEGAPIXE
                 raise ImageError(
                     f"image too large ({width}x{height}, {megapixels:.0f} MP > limit {max_megapixels:g} MP)"
                 )
+            if min_size and image.format == "JPEG":
+                image.draft(None, (min_size, min_size))
             image.load()
             return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:

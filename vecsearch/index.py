@@ -88,8 +88,10 @@ class Index:
         device: str | None = None,
         batch_size: int = 32,
         cache_dir: str | None = None,
+        inference: str = "auto",
     ) -> None:
         self.path = folder
+        self._inference = inference
         self._manifest = manifest
         self.store = store
         self._encoder = encoder
@@ -117,6 +119,7 @@ class Index:
         cache_dir: str | None = None,
         max_memory: int | None = None,
         index_type: str = "auto",
+        inference: str = "auto",
     ) -> "Index":
         """Make a new, empty index for a model (an Encoder you pass, or one loaded by name).
 
@@ -127,7 +130,9 @@ class Index:
         _check_index_settings(index_type, max_memory)
         _require_free(folder)  # before a model is loaded for nothing
         if encoder is None:
-            encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size, cache_dir=cache_dir)
+            encoder = load_encoder(
+                model, pretrained, device=device, batch_size=batch_size, cache_dir=cache_dir, inference=inference
+            )
         elif model is not None and resolve_spec(model, pretrained) != encoder.spec:
             raise ModelMismatchError(f"model {model} given together with a different encoder {encoder.spec}")
         created_folder = not folder.exists()
@@ -183,7 +188,10 @@ class Index:
             raise
         finally:
             lock.release()
-        index = cls(folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir)
+        index = cls(
+            folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir,
+            inference=inference,
+        )
         index._vectors = vectors
         return index
 
@@ -199,6 +207,7 @@ class Index:
         device: str | None = None,
         batch_size: int = 32,
         cache_dir: str | None = None,
+        inference: str = "auto",
     ) -> "Index":
         """Open an index by name (in the home folder) or path.
 
@@ -216,10 +225,15 @@ class Index:
                         f"index {folder.name} was built with {recorded}, not {wanted}; leave out --model to "
                         "use the index's own model, or build a separate index for the other model"
                     )
-                encoder = load_encoder(wanted, device=device, batch_size=batch_size, cache_dir=cache_dir)
+                encoder = load_encoder(
+                    wanted, device=device, batch_size=batch_size, cache_dir=cache_dir, inference=inference
+                )
         store = Store.open(folder / DATABASE)
         try:
-            return cls(folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir)
+            return cls(
+                folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir,
+                inference=inference,
+            )
         except BaseException:
             store.close()
             raise
@@ -288,7 +302,8 @@ class Index:
         """The index's model, loaded on first use and checked against the recorded fingerprint."""
         if self._encoder is None:
             encoder = load_encoder(
-                self.spec, device=self._device, batch_size=self._batch_size, cache_dir=self._cache_dir
+                self.spec, device=self._device, batch_size=self._batch_size, cache_dir=self._cache_dir,
+                inference=self._inference,
             )
             self._check_model(encoder)
             self._encoder = encoder

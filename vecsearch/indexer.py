@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 SIDECAR = "sidecar"
 COMMIT_EVERY_ITEMS = 500
 COMMIT_EVERY_SECONDS = 10.0
+DECODE_OVERSAMPLE = 2
 _COUNTERS = [f.name for f in dataclasses.fields(CrawlReport) if f.type == "int"]
 
 
@@ -114,6 +115,7 @@ class Crawler:
         self._captions: list[CaptionJob] = []
         self._new_hashes: dict[str, int] = {}
         self._text_vectors: dict[str, np.ndarray] = {}
+        self._decode_size: int | None = None
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -150,6 +152,9 @@ class Crawler:
             raise
         self._save()
         self.report.seconds = time.monotonic() - started
+        inference = getattr(self.index._encoder, "inference", None)
+        if inference is not None and inference.checks:
+            self.report.inference = inference.describe()
         return self.report
 
     def _save(self) -> None:
@@ -232,6 +237,7 @@ class Crawler:
                 # or broken files never loads it.
                 if prepare is None:
                     prepare = self.index.encoder.prepare_image
+                    self._decode_size = decode_size(self.index.encoder)
                 _prepare(item, prepare)
             if item.error:
                 failed[item.sha256] = item.error
@@ -259,7 +265,9 @@ class Crawler:
                     twins.append(item)  # same content as a file on its way to the model
                 else:
                     in_flight.add(item.sha256)
-                    decoding.append(pool.submit(_decode, item, prepare, self.max_megapixels))
+                    decoding.append(
+                        pool.submit(_decode, item, prepare, self.max_megapixels, self._decode_size)
+                    )
                     while len(decoding) > window:
                         take(decoding.popleft().result())
             while decoding:
@@ -525,11 +533,23 @@ def _hash_file(item: Pending) -> Pending:
     return item
 
 
-def _decode(item: Pending, prepare: Callable[[Any], Any] | None, max_megapixels: float) -> Pending:
+def decode_size(encoder: Any) -> int | None:
+    """The smallest side a picture must keep when decoded for this encoder (None: decode at full size).
+
+    Twice the model's input: reduced JPEG decoding then leaves the model's own resize to do the last
+    step, so the vectors match full decoding (scripts/bench_indexing.py measures the cosines).
+    """
+    size = getattr(encoder, "input_size", None)
+    return DECODE_OVERSAMPLE * int(size) if size else None
+
+
+def _decode(
+    item: Pending, prepare: Callable[[Any], Any] | None, max_megapixels: float, min_size: int | None = None
+) -> Pending:
     """Decode (and, once the model is loaded, preprocess) one picture on a worker thread."""
     try:
         source = item.data if item.data is not None else item.found.path
-        item.prepared = load_image(source, max_megapixels)
+        item.prepared = load_image(source, max_megapixels, min_size)
         item.raw = True
     except ImageError as exc:
         item.error = str(exc)

@@ -65,6 +65,7 @@ class CrawlReport:
     seconds: float = 0.0
     interrupted: bool = False
     vector_index: str | None = None  # what was done to the FAISS index type (rebuilt, retuned), if anything
+    inference: dict[str, Any] | None = None  # the image tower's inference mode and its check against fp32
 
     @property
     def changed(self) -> bool:

@@ -67,6 +67,10 @@ class VectorIndex:
         return int(faiss.extract_index_ivf(self.index).nlist) if self.approximate else 0
 
     @property
+    def _graph_quantizer(self) -> bool:
+        return self.approximate and "_HNSW" in self.kind
+
+    @property
     def is_trained(self) -> bool:
         return bool(self.index.is_trained)
 
@@ -114,7 +118,11 @@ class VectorIndex:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         params: Any = None
         if self.approximate:
-            params = faiss.SearchParametersIVF(nprobe=min(nprobe or self.nprobe, self.nlist))
+            probes = min(nprobe or self.nprobe, self.nlist)
+            params = faiss.SearchParametersIVF(nprobe=probes)
+            if self._graph_quantizer:
+                # The graph must explore well beyond the lists it returns, or it misses near ones.
+                params.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * probes))
             if selector is not None:
                 params.sel = selector
             if isinstance(self.index, faiss.IndexPreTransform):

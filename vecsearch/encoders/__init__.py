@@ -112,18 +112,27 @@ def load_encoder(
     device: str | None = None,
     batch_size: int = 32,
     cache_dir: str | None = None,
+    inference: str = "auto",
 ) -> Encoder:
-    """Load a model for embedding; reaches the network only if its weights are not cached yet."""
+    """Load a model for embedding; reaches the network only if its weights are not cached yet.
+
+    `inference` (auto, fp32, bf16, onnx-int8) is how open_clip image towers run on the CPU: see
+    `vecsearch.encoders.inference`. Sentence-transformers models always run in fp32.
+    """
+    from .inference import MODES
+
+    if inference not in MODES:
+        raise ValueError(f"unknown inference mode {inference!r} (choose from {', '.join(MODES)})")
     spec = resolve_spec(model, pretrained)
     cache = hub.cache_dir(cache_dir)
     if spec == STARTER_MODEL:
         from .starter import load_starter
 
-        return load_starter(device=device, batch_size=batch_size)
+        return load_starter(device=device, batch_size=batch_size, inference=inference, cache_dir=cache)
     if spec.family == OPEN_CLIP:
         from .open_clip_encoder import load_open_clip
 
-        return load_open_clip(spec, device=device, batch_size=batch_size, cache=cache)
+        return load_open_clip(spec, device=device, batch_size=batch_size, cache=cache, inference=inference)
     if spec.family == SENTENCE_TRANSFORMERS:
         from .st_encoder import load_sentence_transformer
 

@@ -20,6 +20,7 @@ from . import hub
 from .base import IMAGE, TEXT, ModelSpec, batched, fingerprint_tensors, pick_device
 
 HF_HUB_PREFIX = "hf-hub:"
+SETTLE_BATCH = 8  # pictures needed to choose an inference mode: enough to trust the cosine check
 LOCAL_DIR_PREFIX = "local-dir:"
 _TAG_PREPROCESS_KEYS = {
     "mean": "image_mean",
@@ -42,8 +43,12 @@ class OpenClipEncoder:
         spec: ModelSpec,
         device: str = "cpu",
         batch_size: int = 32,
+        inference: str = "auto",
+        cache_dir: str | None = None,
     ) -> None:
         import torch
+
+        from .inference import ImageInference
 
         self.model = model.eval()
         self.preprocess = preprocess
@@ -53,6 +58,8 @@ class OpenClipEncoder:
         self.batch_size = batch_size
         self._torch = torch
         self._hf_pad_token_id = _hf_pad_token_id(model)
+        image_size = getattr(getattr(model, "visual", None), "image_size", None)
+        self.input_size = max(image_size) if isinstance(image_size, (tuple, list)) else image_size
         with torch.inference_mode():
             self.logit_scale = float(model.logit_scale.exp().item())
         preprocess_cfg = _preprocess_cfg(model)
@@ -60,6 +67,7 @@ class OpenClipEncoder:
             model.state_dict().items(), extra=json.dumps(preprocess_cfg, sort_keys=True, default=str)
         )
         self.dim = int(self.embed_texts([""]).shape[1])
+        self.inference = ImageInference(model, device, self.fingerprint, inference, cache_dir)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
@@ -83,12 +91,16 @@ class OpenClipEncoder:
         return self.preprocess(image)
 
     def embed_prepared_images(self, prepared: Sequence[Any]) -> np.ndarray:
+        """Unit vectors of preprocessed pictures, in the inference mode that `self.inference` settled on
+        (a batch of at least SETTLE_BATCH pictures settles `auto`; smaller ones before that run fp32)."""
         torch = self._torch
         chunks = []
-        with torch.inference_mode():
-            for chunk in batched(list(prepared), self.batch_size):
-                pixels = torch.stack(list(chunk)).to(self.device)
-                chunks.append(self.model.encode_image(pixels, normalize=True).float().cpu().numpy())
+        for chunk in batched(list(prepared), self.batch_size):
+            pixels = torch.stack(list(chunk))
+            if self.inference.mode is None and len(chunk) < SETTLE_BATCH:
+                chunks.append(self.inference.run_fp32(pixels))
+            else:
+                chunks.append(self.inference.run(pixels))
         return _stack(chunks, self.dim)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -96,7 +108,11 @@ class OpenClipEncoder:
 
 
 def load_open_clip(
-    spec: ModelSpec, device: str | None = None, batch_size: int = 32, cache: str | None = None
+    spec: ModelSpec,
+    device: str | None = None,
+    batch_size: int = 32,
+    cache: str | None = None,
+    inference: str = "auto",
 ) -> OpenClipEncoder:
     """Build the model named by `spec`, fetching weights into the cache only when they are missing."""
     import open_clip
@@ -120,7 +136,9 @@ def load_open_clip(
         ) from exc
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ModelNotFoundError(f"could not load {spec}: {first_line(exc)}") from exc
-    return OpenClipEncoder(model, preprocess, tokenizer, spec, device=device, batch_size=batch_size)
+    return OpenClipEncoder(
+        model, preprocess, tokenizer, spec, device=device, batch_size=batch_size, inference=inference, cache_dir=cache
+    )
 
 
 def _resolve(spec: ModelSpec, cache: str | None) -> tuple[str, dict[str, Any]]:

@@ -75,7 +75,8 @@ def build_model(weights: str | Path | None = WEIGHTS_PATH, device: str = "cpu") 
     return model, preprocess, tokenizer
 
 
-def load_starter(device: str | None = None, batch_size: int = 32) -> Any:
+def load_starter(device: str | None = None, batch_size: int = 32, inference: str = "auto",
+                 cache_dir: str | None = None) -> Any:
     """The starter model behind the Encoder interface."""
     from ..open_clip_encoder import OpenClipEncoder
 
@@ -86,7 +87,10 @@ def load_starter(device: str | None = None, batch_size: int = 32) -> Any:
         )
     device = pick_device(device)
     model, preprocess, tokenizer = build_model(WEIGHTS_PATH, device=device)
-    return OpenClipEncoder(model, preprocess, tokenizer, STARTER_SPEC, device=device, batch_size=batch_size)
+    return OpenClipEncoder(
+        model, preprocess, tokenizer, STARTER_SPEC, device=device, batch_size=batch_size, inference=inference,
+        cache_dir=cache_dir,
+    )
 
 
 def save_image_tower(model: Any, path: str | Path, metadata: dict[str, str] | None = None) -> None:

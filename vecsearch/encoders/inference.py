@@ -1,0 +1,254 @@
+"""Faster CPU inference for image towers, each mode checked against exact fp32 before it is trusted.
+
+Modes: `fp32` (PyTorch, exact), `bf16` (PyTorch autocast; only where the CPU computes bf16 natively) and
+`onnx-int8` (the image tower exported to ONNX once per weights, cached, and run by ONNX Runtime with
+dynamically quantised int8 weights). With `auto`, the first batch a crawl
+embeds is run in fp32 and in each faster mode, fastest first; the first mode whose vectors all have a
+cosine of at least 0.999 with fp32 on those very pictures embeds the rest (the first batch keeps its exact
+fp32 vectors). Nothing passes: fp32. The check is recorded, so the choice can be read back.
+
+Only matrix products are quantised (convolutions stay fp32: quantising them cost ResNet towers more than
+the bar allows). Activations are quantised per batch, so a picture's int8 vector moves slightly with its
+batch-mates; every such vector is still checked to be within the bar of fp32 on the first batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+MODES = ("auto", "fp32", "bf16", "onnx-int8")
+COSINE_BAR = 0.999
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModeCheck:
+    """How a mode compared with fp32 on the pictures of the first batch."""
+
+    mode: str
+    min_cosine: float
+    images: int
+    seconds: float
+    passed: bool
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 only pays where the CPU multiplies it natively (AVX-512 BF16 or AMX); elsewhere it is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ImageInference:
+    """Runs an open_clip image tower in the chosen mode; `auto` settles on a mode at the first batch."""
+
+    def __init__(
+        self,
+        model: Any,
+        device: str,
+        fingerprint: str,
+        mode: str = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown inference mode {mode!r} (choose from {', '.join(MODES)})")
+        self.model = model
+        self.device = device
+        self.fingerprint = fingerprint
+        self.requested = mode
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.checks: list[ModeCheck] = []
+        self._runners: dict[str, Callable[[Any], np.ndarray]] = {"fp32": self._fp32}
+        on_cpu = str(device).startswith("cpu")
+        if mode == "auto":
+            self.mode = None if on_cpu else "fp32"  # accelerators: exact fp32, already fast
+        else:
+            self.mode = mode
+
+    # --- the modes -------------------------------------------------------------------------------
+
+    def candidates(self) -> list[str]:
+        """Faster modes worth trying here, fastest first (as measured by scripts/bench_indexing.py)."""
+        found = []
+        if onnxruntime_available():
+            found.append("onnx-int8")
+        if cpu_has_native_bf16():
+            found.append("bf16")
+        return found
+
+    def run_fp32(self, pixels: Any) -> np.ndarray:
+        return self._fp32(pixels)
+
+    def _fp32(self, pixels: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model.encode_image(pixels.to(self.device), normalize=True).float().cpu().numpy()
+
+    def _bf16(self, pixels: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            vectors = self.model.encode_image(pixels, normalize=False).float()
+        return _unit(vectors.numpy())
+
+    def _runner(self, mode: str) -> Callable[[Any], np.ndarray]:
+        if mode not in self._runners:
+            if mode == "bf16":
+                self._runners[mode] = self._bf16
+            elif mode == "onnx-int8":
+                self._runners[mode] = OnnxImageTower(self.model, self.fingerprint, self.cache_dir).run
+            else:
+                raise ValueError(f"unknown inference mode {mode!r}")
+        return self._runners[mode]
+
+    # --- running -------------------------------------------------------------------------------
+
+    def run(self, pixels: Any) -> np.ndarray:
+        """Unit vectors for a batch of preprocessed pictures."""
+        if self.mode is None:
+            return self._settle(pixels)
+        return self._runner(self.mode)(pixels)
+
+    def _settle(self, pixels: Any) -> np.ndarray:
+        started = time.perf_counter()
+        exact = self._fp32(pixels)
+        fp32_seconds = time.perf_counter() - started
+        self.checks.append(ModeCheck("fp32", 1.0, len(exact), fp32_seconds, True))
+        self.mode = "fp32"
+        for mode in self.candidates():
+            try:
+                runner = self._runner(mode)
+                runner(pixels[:1])  # warm-up: one-off set-up must not count as its speed
+                started = time.perf_counter()
+                fast = runner(pixels)
+                seconds = time.perf_counter() - started
+            except Exception as exc:  # a mode that cannot run here is skipped, never fatal
+                log.info("inference mode %s unavailable: %s", mode, exc)
+                continue
+            cosine = float(np.min(np.sum(fast * exact, axis=1)))
+            passed = cosine >= COSINE_BAR and seconds < fp32_seconds
+            self.checks.append(ModeCheck(mode, cosine, len(exact), seconds, passed))
+            if passed:
+                self.mode = mode
+                break
+        return exact
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "mode": self.mode,
+            "checks": [check.__dict__ for check in self.checks],
+        }
+
+
+class OnnxImageTower:
+    """The image tower as an int8 ONNX Runtime session, exported once per weights and cached."""
+
+    def __init__(self, model: Any, fingerprint: str, cache_dir: Path | None) -> None:
+        import onnxruntime
+
+        path = self._export(model, fingerprint, cache_dir)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    @staticmethod
+    def _export(model: Any, fingerprint: str, cache_dir: Path | None) -> Path:
+        import torch
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        from . import hub
+
+        folder = Path(cache_dir or hub.cache_dir(None) or Path.home() / ".cache" / "vecsearch") / "onnx"
+        folder.mkdir(parents=True, exist_ok=True)
+        key = hashlib.blake2b(f"{fingerprint}:{torch.__version__}".encode(), digest_size=8).hexdigest()
+        target = folder / f"image-tower-{key}-int8.onnx"
+        if target.is_file():
+            return target
+        size = model.visual.image_size
+        height, width = size if isinstance(size, (tuple, list)) else (size, size)
+        fp32_path = folder / f".{target.stem}.{os.getpid()}.fp32.onnx"
+        tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+        try:
+            with torch.inference_mode(), warnings.catch_warnings(), _quiet_root_logger():
+                warnings.simplefilter("ignore")  # tracer chatter about shapes that are fixed anyway
+                torch.onnx.export(
+                    _ImageTower(model).eval(),
+                    (torch.zeros(1, 3, height, width),),
+                    str(fp32_path),
+                    input_names=["pixels"],
+                    output_names=["vectors"],
+                    dynamic_axes={"pixels": {0: "batch"}, "vectors": {0: "batch"}},
+                    dynamo=False,
+                )
+                quantize_dynamic(
+                    str(fp32_path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+                )
+            os.replace(tmp, target)
+        finally:
+            for leftover in (fp32_path, tmp):
+                leftover.unlink(missing_ok=True)
+        return target
+
+    def run(self, pixels: Any) -> np.ndarray:
+        array = pixels.numpy() if hasattr(pixels, "numpy") else np.asarray(pixels)
+        (vectors,) = self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})
+        return _unit(vectors)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantiser logs advice to the root logger; a user indexing photos needs none of it."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _image_tower_module() -> Any:
+    import torch
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels: Any) -> Any:
+            return self.model.encode_image(pixels, normalize=False)
+
+    return ImageTower
+
+
+def _ImageTower(model: Any) -> Any:  # noqa: N802 - a class made on first use, so torch loads lazily
+    return _image_tower_module()(model)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
