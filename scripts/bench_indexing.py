@@ -82,11 +82,13 @@ def gemm_gflops() -> float:
 
     a = torch.randn(2048, 2048)
     b = torch.randn(2048, 2048)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(5):
-        a @ b
-    return 5 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for _ in range(6):  # the best of several runs: the rate the hardware reaches, not a noisy sample
+        start = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        best = max(best, 3 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def main() -> None:
@@ -150,8 +152,16 @@ def run(work: Path, count: int) -> None:
             encoder.prepare_image(load_image(path, min_size=min_size))
         return (time.perf_counter() - start) / 8 * 1000
 
-    print(f"decode + preprocess of one 12 MP JPEG, one thread: full {decode_ms(None):.0f} ms, "
-          f"reduced {decode_ms(2 * 224):.0f} ms")
+    print(f"decode + preprocess of one 12 MP JPEG, one thread: full {decode_ms(None):.0f} ms, reduced to "
+          f">= 672 px (vecsearch's choice) {decode_ms(672):.0f} ms, to >= 224 px {decode_ms(224):.0f} ms")
+    full = exact[:16]
+    for min_size in (672, 224):
+        reduced = ImageInference(model, "cpu", encoder.fingerprint, "fp32").run(
+            torch.stack([encoder.prepare_image(load_image(p, min_size=min_size)) for p in photos[:16]])
+        )
+        cosine = np.sum(reduced * full, axis=1)
+        print(f"  vectors from reduced decoding (>= {min_size} px) against full decoding: cosine min "
+              f"{cosine.min():.5f}, mean {cosine.mean():.5f}")
 
     # --- the plain loop and vecsearch index, each as a new process ----------------------------------
     out = subprocess.run([sys.executable, "-c", PLAIN_LOOP, str(checkpoint), str(work / "photos"),

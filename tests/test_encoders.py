@@ -524,3 +524,25 @@ def test_list_models_all_adds_every_open_clip_pair() -> None:
     assert sum(info.default for info in everything) == 1
     offline = [info.spec for info in everything if info.spec.family == "open_clip" and info.available_offline]
     assert offline == [STARTER_MODEL]
+
+
+def test_checkpoints_load_without_random_initialisation_and_equal_open_clips_own_load(vit_b32) -> None:
+    """The fast path (modules on the meta device, tensors assigned) gives open_clip's exact model."""
+    import torch
+
+    from vecsearch.encoders.open_clip_encoder import _create_without_random_init
+
+    built = _create_without_random_init("ViT-B-32", {"pretrained": str(vit_b32["checkpoint"])}, "cpu")
+    assert built is not None
+    model, _, preprocess = built
+    reference = vit_b32["model"].state_dict()
+    ours = model.state_dict()
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[k], reference[k]) for k in reference)
+    assert torch.equal(model.attn_mask, vit_b32["model"].attn_mask)
+    assert str(preprocess) == str(vit_b32["preprocess"])
+    assert vit_b32["encoder"].fingerprint == load_encoder(
+        "ViT-B-32", pretrained=str(vit_b32["checkpoint"]), device="cpu"
+    ).fingerprint
+    # Not a plain CLIP checkpoint: the usual path.
+    assert _create_without_random_init("ViT-B-32", {}, "cpu") is None

@@ -72,9 +72,10 @@ def test_auto_keeps_exact_vectors_for_the_first_batch_and_records_its_checks(
     auto = ImageInference(model, "cpu", "fp", "auto", cache_dir=tmp_path)
     assert auto.mode is None
     first = auto.run(pixels)
-    assert np.array_equal(first, exact)
+    assert np.array_equal(first[:16], exact[:16])  # the checked pictures keep their exact vectors
+    assert _cosines(first, exact).min() >= COSINE_BAR
     checks = auto.describe()["checks"]
-    assert checks[0]["mode"] == "fp32" and checks[0]["images"] == 32
+    assert checks[0]["mode"] == "fp32" and checks[0]["images"] == 16
     chosen = next(c for c in checks if c["mode"] == auto.mode)
     assert chosen["passed"] and chosen["min_cosine"] >= COSINE_BAR
     for check in checks[1:]:
@@ -118,7 +119,7 @@ def test_reduced_decoding_of_large_jpegs_gives_the_same_vectors(tmp_path: Path, 
         field = np.stack([127 + 100 * np.sin(xs / (50 + 30 * i)), 127 + 100 * np.cos(ys / 70), 127 + 90 * np.sin((xs + ys) / 90)], -1)
         pixels = np.clip(field + rng.normal(0, 10, field.shape), 0, 255).astype("uint8")
         Image.fromarray(pixels).save(folder / f"photo{i}.jpg", quality=90)
-    assert decode_size(starter) == 2 * 64
+    assert decode_size(starter) == 3 * 64
     index = vecsearch.Index.create(tmp_path / "idx", encoder=starter)
     index.add(folder)
     full = starter.embed_images([load_image(p) for p in sorted(folder.glob("*.jpg"))])  # type: ignore[attr-defined]

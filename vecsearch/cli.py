@@ -237,7 +237,7 @@ def main(ctx: click.Context, home: str | None, quiet: bool, verbose: bool) -> No
 @click.option("--inference", type=click.Choice(["auto", "fp32", "bf16", "onnx-int8"]), default="auto",
               show_default=True,
               help="How the image model runs on the CPU: auto picks the fastest mode whose vectors match fp32 "
-                   "(cosine >= 0.999) on the first batch; fp32 is exact.")
+                   "(cosine >= 0.999) on the first 16 pictures; fp32 is exact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def index_command(

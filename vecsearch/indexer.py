@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 SIDECAR = "sidecar"
 COMMIT_EVERY_ITEMS = 500
 COMMIT_EVERY_SECONDS = 10.0
-DECODE_OVERSAMPLE = 2
+DECODE_OVERSAMPLE = 3
 _COUNTERS = [f.name for f in dataclasses.fields(CrawlReport) if f.type == "int"]
 
 
@@ -231,13 +231,9 @@ class Crawler:
 
         def take(item: Pending) -> None:
             nonlocal batch, prepare
-            if item.raw:
-                # Decoded before the model was loaded. It loads now, in this thread, on the first
-                # picture that decodes: errors reach the caller, and a crawl that meets only known
-                # or broken files never loads it.
+            if item.raw:  # decoded without the model's preprocess (a model without one): prepare it here
                 if prepare is None:
                     prepare = self.index.encoder.prepare_image
-                    self._decode_size = decode_size(self.index.encoder)
                 _prepare(item, prepare)
             if item.error:
                 failed[item.sha256] = item.error
@@ -265,6 +261,12 @@ class Crawler:
                     twins.append(item)  # same content as a file on its way to the model
                 else:
                     in_flight.add(item.sha256)
+                    if prepare is None:
+                        # The first picture to decode loads the model, in this thread (its errors reach
+                        # the caller), so that every picture is decoded at the size the model needs and
+                        # preprocessed on the workers. A crawl of known files never loads it.
+                        prepare = self.index.encoder.prepare_image
+                        self._decode_size = decode_size(self.index.encoder)
                     decoding.append(
                         pool.submit(_decode, item, prepare, self.max_megapixels, self._decode_size)
                     )
@@ -536,8 +538,9 @@ def _hash_file(item: Pending) -> Pending:
 def decode_size(encoder: Any) -> int | None:
     """The smallest side a picture must keep when decoded for this encoder (None: decode at full size).
 
-    Twice the model's input: reduced JPEG decoding then leaves the model's own resize to do the last
-    step, so the vectors match full decoding (scripts/bench_indexing.py measures the cosines).
+    Three times the model's input: reduced JPEG decoding then leaves the model's own resize enough
+    pixels to filter, so the vectors match full decoding (at twice, a fine-textured test picture fell to
+    cosine 0.998; tests/test_inference.py and scripts/bench_indexing.py measure it).
     """
     size = getattr(encoder, "input_size", None)
     return DECODE_OVERSAMPLE * int(size) if size else None
