@@ -4,6 +4,7 @@ exact output and error lines)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,25 @@ def test_query_image_by_url_from_a_local_server(runner: CliRunner, built: Path, 
     assert str(photo_tree / "car.jpg") not in [h["path"] for h in json.loads(by_url.stdout)]
     assert missing.exit_code == 1
     assert "Error: cannot download query image" in missing.stderr
+
+
+def test_the_installed_command_prints_everything_and_keeps_its_exit_codes(tmp_path: Path, tiny_model_dir: Path,
+                                                                            make_images) -> None:
+    """`python -m vecsearch` ends the process itself once torch is loaded: output and status must survive."""
+    make_images(tmp_path / "pics", 5)
+    index = tmp_path / "idx"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    built = subprocess.run([sys.executable, "-m", "vecsearch", "index", str(tmp_path / "pics"), "--index", str(index),
+                            "--model", str(tiny_model_dir), "--json"], capture_output=True, text=True, env=env)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["added"] == 5
+    found = subprocess.run([sys.executable, "-m", "vecsearch", "search", str(index), "red circle", "-k", "3", "--json"],
+                           capture_output=True, text=True, env=env)
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)) == 3
+    bad = subprocess.run([sys.executable, "-m", "vecsearch", "search", str(index), "./no-such.jpg"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "no-such.jpg" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "vecsearch", "info", str(tmp_path / "nothing")],
+                             capture_output=True, text=True, env=env)
+    assert missing.returncode == 3 and "no index at" in missing.stderr

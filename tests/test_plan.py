@@ -282,3 +282,49 @@ def test_the_cli_records_a_memory_budget_and_index_type(
 
     bad = runner.invoke(main, ["index", "--index", str(target), "--max-memory", "lots"])
     assert bad.exit_code == 2 and "not a size" in bad.output
+
+
+def test_readers_memory_map_large_vector_files_and_writers_read_them_whole(
+    tmp_path: Path, tiny_encoder: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = _synthetic_index(tmp_path, tiny_encoder, 2000, index_type="ivf-flat")
+    expected = [h.id for h in index.search("id:3", k=10, kind="any")]
+    index.close()
+    monkeypatch.setattr(vectors_module, "MMAP_MIN_BYTES", 1)
+    reader = Index.open(tmp_path / "idx")
+    assert reader.vectors.mapped  # the size is checked instead of reading the file for its checksum
+    assert [h.id for h in reader.search("id:3", k=10, kind="any")] == expected
+    reader.close()
+    writer = Index.open(tmp_path / "idx")
+    writer.add([])  # a writer loads the file whole (it must be able to change it)
+    assert not writer.vectors.mapped
+    writer.close()
+    manifest_path = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["faiss"]["bytes"] += 1
+    manifest_path.write_text(json.dumps(manifest))
+    damaged = Index.open(tmp_path / "idx")
+    with pytest.raises(IndexCorruptError, match="bytes"):
+        damaged.search("id:3")
+    damaged.close()
+
+
+def test_later_crawls_add_to_the_lists_without_retraining(
+    tmp_path: Path, tiny_encoder: object, make_images: object
+) -> None:
+    make_images(tmp_path / "a", 16, prefix="a")  # type: ignore[operator]
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder, index_type="ivf-flat")  # type: ignore[arg-type]
+    first = index.add(tmp_path / "a")
+    assert first.vector_index and "IVF" in first.vector_index
+    trained = index.manifest["faiss"]
+    make_images(tmp_path / "b", 10, prefix="b")  # type: ignore[operator]
+    second = index.add(tmp_path / "b")
+    after = index.manifest["faiss"]
+    assert second.added + second.reused == 10 and index.vectors.ntotal == 26
+    assert after["type"] == trained["type"] and after["trained_on"] == trained["trained_on"] == 16
+    assert second.vector_index is None or "retuned" in second.vector_index  # never "is now": no rebuild
+    new_id = max(index.store.item_ids("image"))
+    vector = index.store.vector(new_id)
+    _, ids = index.vectors.search(vector, 2, nprobe=index.vectors.nlist)
+    assert new_id in ids[0]  # the new vector is in the lists (beside its duplicate's, which is the same)
+    index.close()

@@ -230,11 +230,7 @@ class Crawler:
         prepare: Callable[[Any], Any] | None = None
 
         def take(item: Pending) -> None:
-            nonlocal batch, prepare
-            if item.raw:  # decoded without the model's preprocess (a model without one): prepare it here
-                if prepare is None:
-                    prepare = self.index.encoder.prepare_image
-                _prepare(item, prepare)
+            nonlocal batch
             if item.error:
                 failed[item.sha256] = item.error
                 self._skip(str(item.found.path), item.error)
