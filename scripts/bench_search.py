@@ -188,6 +188,12 @@ def measure_streaming(size: int, dim: int, budget: int, results: list[dict[str, 
     setting = tune(lambda q, k, p, d: run(q, k, p, d, exclude=tuning_ids), tuning, best["tuning"][1],
                    index.nlist, False)
     recalls = {name: recall_at_k(run(q, TUNE_K, setting.nprobe, 1), best[name][1]) for name, q in queries.items()}
+    curve = [
+        (nprobe, recall_at_k(run(queries["text-like"], TUNE_K, nprobe, 1), best["text-like"][1]))
+        for nprobe in (1, 4, 16, 64, 256)
+    ]
+    print("  recall@10 of text-like queries by nprobe: "
+          + ", ".join(f"{nprobe}: {recall:.3f}" for nprobe, recall in curve), flush=True)
     latencies = []
     for query in queries["text-like"]:
         began = time.perf_counter()
@@ -205,7 +211,7 @@ def measure_streaming(size: int, dim: int, budget: int, results: list[dict[str, 
         "process_rss_bytes": memory, "nprobe": setting.nprobe, "recall@10_tuning": round(setting.recall, 4),
         "recall@10_image_like": round(recalls["image-like"], 4), "recall@10_text_like": round(recalls["text-like"], 4),
         "p50_ms": round(latencies[len(latencies) // 2], 3), "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3),
-        "batch_qps": round(qps, 1),
+        "batch_qps": round(qps, 1), "text_like_recall_by_nprobe": dict(curve),
     }
     results.append(row)
     print(f"  {plan.factory}: build {build:.0f} s (training {trained:.0f} s, generation excluded), index "

@@ -328,3 +328,19 @@ def test_later_crawls_add_to_the_lists_without_retraining(
     _, ids = index.vectors.search(vector, 2, nprobe=index.vectors.nlist)
     assert new_id in ids[0]  # the new vector is in the lists (beside its duplicate's, which is the same)
     index.close()
+
+
+def test_tuning_stops_where_recall_plateaus_and_takes_the_cheapest_setting_near_the_best() -> None:
+    truth = np.arange(1000).reshape(1, 1000)
+    tried: list[int] = []
+    ceiling = {1: 600, 2: 800, 4: 900, 8: 940, 16: 941, 32: 941, 64: 941}
+
+    def search(queries: np.ndarray, k: int, nprobe: int, depth: int) -> np.ndarray:
+        tried.append(nprobe)
+        found = truth.copy()
+        found[0, ceiling.get(nprobe, 941):] = -1  # the codes cap recall at 0.941
+        return found
+
+    result = tune(search, np.zeros((1, 4)), truth, nlist=4096, reranks=False)
+    assert tried == [1, 2, 4, 8, 16, 32]  # two doublings without gain: stop, never scan 4,096 lists
+    assert result.nprobe == 8 and result.recall == pytest.approx(0.940)

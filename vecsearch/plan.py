@@ -29,6 +29,7 @@ RECALL_TARGET = 0.95
 # sit in the lists they came from. Tuning to a higher recall on them leaves new queries at the target
 # (scripts/bench_search.py measures both).
 TUNE_TARGET = 0.98
+PLATEAU = 0.002  # recall gains smaller than this do not pay for doubling the work
 TUNE_QUERIES = 200
 TUNE_K = 10
 # k-means is trained on a sample: this many points per list, at most (and at least, where there are).
@@ -199,21 +200,29 @@ def tune(
 ) -> Tuning:
     """The cheapest (nprobe, re-rank depth) whose recall@k against `truth` reaches `target`.
 
-    Tries nprobe in powers of two; for re-ranked indexes each nprobe with growing depth. Returns the
-    best it saw when nothing reaches the target, so the recall recorded is always the one measured.
+    Tries nprobe in powers of two; for re-ranked indexes each nprobe with growing depth. When the target
+    is out of reach (compressed codes cap the recall, however many lists are probed), it stops once two
+    doublings of nprobe gained less than PLATEAU and returns the cheapest setting within PLATEAU of the
+    best it saw, so the recall recorded is always one that was measured.
     """
-    k = truth.shape[1]
     depths = (4, 8, 16, 32) if reranks else (1,)
-    best = Tuning(1, depths[0], -1.0, len(queries))
+    seen: list[Tuning] = []
+    previous: float | None = None
+    flat = 0
     for nprobe in _powers_of_two(nlist):
+        best_here = -1.0
         for depth in depths:
-            found = search(queries, k, nprobe, depth)
-            score = recall_at_k(found, truth)
-            if score > best.recall + 1e-9:
-                best = Tuning(nprobe, depth, score, len(queries))
+            score = recall_at_k(search(queries, truth.shape[1], nprobe, depth), truth)
+            seen.append(Tuning(nprobe, depth, score, len(queries)))
             if score >= target:
-                return Tuning(nprobe, depth, score, len(queries))
-    return best
+                return seen[-1]
+            best_here = max(best_here, score)
+        flat = flat + 1 if previous is not None and best_here - previous < PLATEAU else 0
+        if flat >= 2:
+            break
+        previous = best_here
+    best = max(t.recall for t in seen)
+    return next(t for t in seen if t.recall >= best - PLATEAU)
 
 
 def _powers_of_two(limit: int) -> Iterable[int]:
