@@ -87,6 +87,9 @@ def test_auto_keeps_exact_vectors_for_the_first_batch_and_records_its_checks(
 def test_accelerators_and_unknown_modes(starter: object) -> None:
     model = starter.model  # type: ignore[attr-defined]
     assert ImageInference(model, "cuda", "fp", "auto").mode == "fp32"
+    for cpu_only in ("bf16", "onnx-int8"):
+        with pytest.raises(ValueError, match="runs on the CPU"):
+            ImageInference(model, "cuda", "fp", cpu_only)
     with pytest.raises(ValueError, match="unknown inference mode"):
         ImageInference(model, "cpu", "fp", "fp8")
     with pytest.raises(ValueError, match="unknown inference mode"):

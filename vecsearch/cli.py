@@ -679,12 +679,15 @@ def run() -> None:
     if "torch" not in sys.modules:
         raise SystemExit(code)
     logging.shutdown()
+    if code is not None and not isinstance(code, int):  # SystemExit("message"): the message, status 1
+        try:
+            print(code, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+        code = 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
-            pass
-    if isinstance(code, str):  # SystemExit("message") prints the message and exits with 1
-        print(code, file=sys.stderr, flush=True)
-        code = 1
+            code = code or 120  # output lost (a full disk, a closed pipe): never report success
     os._exit(code or 0)

@@ -407,15 +407,17 @@ class Index:
         return vectors
 
     def _build(self, factory: str, nlist: int = 0) -> VectorIndex:
-        ids, vecs = self.store.vectors_since(-1)
-        if len(ids) == 0:
-            vecs = np.zeros((0, self.dim), np.float32)
-        if factory != EXACT and len(ids) == 0:
+        """A FAISS index of the given type over every stored vector, read in chunks (so a compressed index
+        never needs all the raw vectors in memory at once), trained on a seeded sample."""
+        all_ids = self.store.vector_ids()
+        if factory != EXACT and len(all_ids) == 0:
             factory = EXACT  # nothing to train on: exact until there are vectors
         vectors = VectorIndex.create(self.dim, factory)
         if factory != EXACT:
-            vectors.train(vecs[training_sample(ids, nlist or vectors.nlist)])
-        vectors.add(ids, vecs)
+            sample = all_ids[training_sample(all_ids, nlist or vectors.nlist)]
+            vectors.train(self.store.vectors_of(sample)[1])
+        for ids, vecs in self.store.iter_vectors():
+            vectors.add(ids, vecs)
         return vectors
 
     def save_vectors(self) -> str | None:
@@ -463,10 +465,13 @@ class Index:
         count = vectors.ntotal
         requested = info.get("requested") or "auto"
         current = info.get("family") or ("exact" if info.get("type", EXACT) == EXACT else "")
+        warning = None
         try:
             plan = choose(count, self.dim, info.get("max_memory"), requested)
         except BudgetError as exc:
-            return info, f"warning: {exc}; keeping the {info.get('type')} index"
+            # Nothing fits: keep the index type (still retrained when outgrown, and retuned), and say so.
+            warning = f"warning: {exc}; keeping the {info.get('type')} index"
+            plan = Plan(current or "exact", info.get("type", EXACT), int(info.get("nlist") or 0), 0, 0, warning)
         if plan.approximate and count < (MIN_PQ_TRAINING if plan.reranks else 1):
             plan = Plan(
                 "exact", EXACT, 0, 0, 0, f"exact until there are {MIN_PQ_TRAINING:,} vectors to train {requested} on"
@@ -502,6 +507,8 @@ class Index:
             note = (note + "; " if note else f"vector index {vectors.kind} retuned: ") + (
                 f"{tuned} gives recall@10 {tuning.recall:.3f} against exact search"
             )
+        if warning and (note is None or warning not in note):
+            note = f"{warning}; {note}" if note else warning
         return info, note
 
     def _tune(self, vectors: VectorIndex, reranks: bool) -> Tuning:

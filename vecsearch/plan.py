@@ -117,11 +117,20 @@ def largest_fitting_pq(count: int, dim: int, budget: int) -> Plan | None:
 
 
 def default_budget() -> int:
-    """Half of this machine's memory: room for the model, the database cache and everything else."""
+    """Half of the memory this process may use (the machine's, or a container's limit if lower): room
+    for the model, the database cache and everything else."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+        total = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        return 8 << 30
+        total = 16 << 30
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total // 2
 
 
 def choose(count: int, dim: int, max_memory: int | None = None, requested: str = "auto") -> Plan:

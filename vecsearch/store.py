@@ -476,9 +476,14 @@ class Store:
             last = int(rows[-1][0])
             yield _stack_rows(rows)
 
+    def vector_ids(self) -> np.ndarray:
+        """Every item id that has a vector, in id order."""
+        rows = self.conn.execute("SELECT item_id FROM vectors ORDER BY item_id")
+        return np.array([int(r[0]) for r in rows], dtype=np.int64)
+
     def sample_item_ids(self, count: int, seed: int = 0) -> np.ndarray:
         """A seeded sample of item ids (all of them when there are fewer)."""
-        ids = np.array([int(r[0]) for r in self.conn.execute("SELECT item_id FROM vectors")], dtype=np.int64)
+        ids = self.vector_ids()
         if len(ids) <= count:
             return np.sort(ids)
         return np.sort(np.random.default_rng(seed).choice(ids, size=count, replace=False))

@@ -121,8 +121,10 @@ class VectorIndex:
             probes = min(nprobe or self.nprobe, self.nlist)
             params = faiss.SearchParametersIVF(nprobe=probes)
             if self._graph_quantizer:
-                # The graph must explore well beyond the lists it returns, or it misses near ones.
-                params.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * probes))
+                # The graph must explore well beyond the lists it returns, or it misses near ones. (Held in
+                # a local as well: older FAISS builds do not keep nested parameters alive on their own.)
+                quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * probes))
+                params.quantizer_params = quantizer_params
             if selector is not None:
                 params.sel = selector
             if isinstance(self.index, faiss.IndexPreTransform):
@@ -184,16 +186,24 @@ class VectorIndex:
             raise IndexCorruptError(f"vector file missing: {path}") from exc
         if expected_bytes is not None and size != expected_bytes:
             raise IndexCorruptError(f"vector file has {size} bytes, the manifest says {expected_bytes}: {path}")
-        mapped = mmap and size >= MMAP_MIN_BYTES and expected_bytes is not None
+        mmap_flag = getattr(faiss, "IO_FLAG_MMAP" if kind != EXACT else "IO_FLAG_MMAP_IFC", None)
+        mapped = (
+            mmap and size >= MMAP_MIN_BYTES and expected_bytes is not None and mmap_flag is not None
+            and os.name != "nt"  # FAISS cannot map inverted lists on Windows
+        )
+        index = None
+        if mapped:
+            try:
+                index = faiss.read_index(str(path), faiss.IO_FLAG_READ_ONLY | mmap_flag)
+            except RuntimeError:
+                mapped = False  # this build of FAISS cannot map it: read it whole (and check it whole)
         if not mapped and expected_sha256 and file_sha256(path) != expected_sha256:
             raise IndexCorruptError(f"vector file checksum mismatch: {path}")
-        flags = 0
-        if mapped:
-            flags = faiss.IO_FLAG_READ_ONLY | (faiss.IO_FLAG_MMAP if kind != EXACT else faiss.IO_FLAG_MMAP_IFC)
-        try:
-            index = faiss.read_index(str(path), flags)
-        except RuntimeError as exc:
-            raise IndexCorruptError(f"vector file unreadable ({str(exc).splitlines()[0][:200]})") from exc
+        if index is None:
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError as exc:
+                raise IndexCorruptError(f"vector file unreadable ({str(exc).splitlines()[0][:200]})") from exc
         if not _holds_kind(index, kind):
             raise IndexCorruptError(f"vector file {path} does not hold the {kind} index the manifest names")
         vectors = cls(index, kind)

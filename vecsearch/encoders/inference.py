@@ -82,6 +82,8 @@ class ImageInference:
         self.checks: list[ModeCheck] = []
         self._runners: dict[str, Callable[[Any], np.ndarray]] = {"fp32": self._fp32}
         on_cpu = str(device).startswith("cpu")
+        if mode in ("bf16", "onnx-int8") and not on_cpu:
+            raise ValueError(f"inference mode {mode} runs on the CPU; on {device} use fp32 (or auto)")
         if mode == "auto":
             self.mode = None if on_cpu else "fp32"  # accelerators: exact fp32, already fast
         else:
@@ -135,6 +137,7 @@ class ImageInference:
     def _settle(self, pixels: Any) -> np.ndarray:
         """Check the faster modes on the first CHECK_PICTURES pictures; embed the batch with the winner."""
         sample = pixels[:CHECK_PICTURES]
+        self._fp32(sample[:1])  # warm-up, as every mode gets: compare speeds, not first-call set-up
         started = time.perf_counter()
         exact = self._fp32(sample)
         fp32_seconds = time.perf_counter() - started
@@ -149,6 +152,7 @@ class ImageInference:
                 seconds = time.perf_counter() - started
             except Exception as exc:  # a mode that cannot run here is skipped, never fatal
                 log.info("inference mode %s unavailable: %s", mode, exc)
+                self._runners.pop(mode, None)
                 continue
             cosine = float(np.min(np.sum(fast * exact, axis=1)))
             passed = cosine >= COSINE_BAR and seconds < fp32_seconds
@@ -156,6 +160,7 @@ class ImageInference:
             if passed:
                 self.mode = mode
                 break
+            self._runners.pop(mode, None)  # not used: free its session
         if len(pixels) <= len(sample):
             return exact
         return np.concatenate([exact, self._runner(self.mode)(pixels[len(sample):])])

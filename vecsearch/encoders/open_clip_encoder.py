@@ -187,8 +187,9 @@ def _create_without_random_init(name: str, kwargs: dict[str, Any], device: str) 
     except (TypeError, ValueError, RuntimeError, KeyError, NotImplementedError):
         return None
     # The one tensor that is not in a checkpoint: the text tower's causal mask, as open_clip builds it.
-    length = int(model.context_length)
-    model.attn_mask = torch.empty(length, length).fill_(float("-inf")).triu_(1)
+    if getattr(model, "attn_mask", None) is not None:
+        length = int(model.context_length)
+        model.attn_mask = torch.empty(length, length).fill_(float("-inf")).triu_(1)
     if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
         return None
     return model.float().to(device), train_transform, preprocess
