@@ -71,7 +71,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_encoder(tiny_model_dir: Path):
     from vecsearch import load_encoder
 
-    return load_encoder(f"local-dir:{tiny_model_dir}", device="cpu", batch_size=8)
+    # Exact fp32: these tests compare stored vectors with fresh embeddings to 1e-5. The faster modes,
+    # which move vectors by up to cosine 0.001, are tested in test_inference.py and test_plan.py.
+    return load_encoder(f"local-dir:{tiny_model_dir}", device="cpu", batch_size=8, inference="fp32")
 
 
 @pytest.fixture(scope="session")

@@ -230,7 +230,14 @@ class Crawler:
         prepare: Callable[[Any], Any] | None = None
 
         def take(item: Pending) -> None:
-            nonlocal batch
+            nonlocal batch, prepare
+            if item.raw:
+                # The first picture that decodes loads the model, in this thread: its errors reach the
+                # caller, and a crawl that meets only known or broken files never loads it.
+                if prepare is None:
+                    prepare = self.index.encoder.prepare_image
+                    self._decode_size = decode_size(self.index.encoder)
+                _prepare(item, prepare)
             if item.error:
                 failed[item.sha256] = item.error
                 self._skip(str(item.found.path), item.error)
@@ -257,15 +264,14 @@ class Crawler:
                     twins.append(item)  # same content as a file on its way to the model
                 else:
                     in_flight.add(item.sha256)
-                    if prepare is None:
-                        # The first picture to decode loads the model, in this thread (its errors reach
-                        # the caller), so that every picture is decoded at the size the model needs and
-                        # preprocessed on the workers. A crawl of known files never loads it.
-                        prepare = self.index.encoder.prepare_image
-                        self._decode_size = decode_size(self.index.encoder)
                     decoding.append(
                         pool.submit(_decode, item, prepare, self.max_megapixels, self._decode_size)
                     )
+                    # Until the model is loaded, take each picture as it decodes: once one decodes the
+                    # model loads, and every later picture is decoded at the size the model needs and
+                    # preprocessed on the workers, not on this thread.
+                    while decoding and prepare is None:
+                        take(decoding.popleft().result())
                     while len(decoding) > window:
                         take(decoding.popleft().result())
             while decoding:
