@@ -98,33 +98,19 @@ def cold_query(work: Path, items: int, runs: int) -> None:
     print("  rclip, published: 3.7 s a query (65 % model loading); 1.9 s once it loaded only its text tower")
 
 
-TINY = {
-    "model_cfg": {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    },
-    "preprocess_cfg": {},
-}
-
-
 def recrawl(work: Path, files: int) -> None:
     import numpy as np
-    import open_clip
-    import torch
     from PIL import Image
-    from safetensors.torch import save_file
 
     import vecsearch
 
+    # The test suite's tiny open_clip model, saved the same way.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import write_tiny_model
+
     model_dir = work / "tiny-model"
     if not model_dir.exists():
-        model_dir.mkdir(parents=True)
-        (model_dir / "open_clip_config.json").write_text(json.dumps(TINY))
-        torch.manual_seed(0)
-        model = open_clip.CLIP(**TINY["model_cfg"])
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(model_dir / "open_clip_model.safetensors"))
+        write_tiny_model(model_dir)
     tree = work / f"tree-{files}"
     if not tree.exists():
         rng = np.random.default_rng(0)

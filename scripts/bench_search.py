@@ -57,7 +57,7 @@ def build(family: str, data: np.ndarray, ids: np.ndarray) -> tuple[VectorIndex, 
     start = time.perf_counter()
     index = VectorIndex.create(data.shape[1], plan.factory)
     if index.approximate:
-        index.train(data[training_sample(ids, plan.nlist)])
+        index.train(data[training_sample(len(ids), plan.nlist)])
     for begin in range(0, len(data), 100_000):
         index.add(ids[begin : begin + 100_000], data[begin : begin + 100_000])
     return index, time.perf_counter() - start, plan
@@ -156,9 +156,9 @@ def measure_streaming(size: int, dim: int, budget: int, results: list[dict[str, 
     tuning_ids = np.arange(TUNE_QUERIES, dtype=np.int64)
     start = time.perf_counter()
     index = VectorIndex.create(dim, plan.factory)
-    sample_chunks = max(1, -(-len(training_sample(np.arange(size), plan.nlist)) // 100_000))
+    sample_chunks = max(1, -(-len(training_sample(size, plan.nlist)) // 100_000))
     sample = np.concatenate([generator.chunk(n) for n in range(sample_chunks)])
-    index.train(sample[training_sample(np.arange(len(sample)), plan.nlist)])
+    index.train(sample[training_sample(len(sample), plan.nlist)])
     del sample
     trained = time.perf_counter() - start
     print(f"  trained in {trained:.0f} s", flush=True)

@@ -414,7 +414,7 @@ class Index:
             factory = EXACT  # nothing to train on: exact until there are vectors
         vectors = VectorIndex.create(self.dim, factory)
         if factory != EXACT:
-            sample = all_ids[training_sample(all_ids, nlist or vectors.nlist)]
+            sample = all_ids[training_sample(len(all_ids), nlist or vectors.nlist)]
             vectors.train(self.store.vectors_of(sample)[1])
         for ids, vecs in self.store.iter_vectors():
             vectors.add(ids, vecs)

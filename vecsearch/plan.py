@@ -178,13 +178,12 @@ def outgrown(trained_on: int, count: int) -> bool:
     return count > trained_on * OUTGROWN_FACTOR or count * OUTGROWN_FACTOR < trained_on
 
 
-def training_sample(ids: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
-    """Positions of the vectors k-means trains on: a seeded sample, enough for every list."""
+def training_sample(count: int, nlist: int, seed: int = 0) -> np.ndarray:
+    """Positions (of `count` vectors) that k-means trains on: a seeded sample, enough for every list."""
     wanted = min(max(nlist * TRAIN_POINTS_PER_LIST, MIN_PQ_TRAINING), MAX_TRAIN_POINTS)
-    if len(ids) <= wanted:
-        return np.arange(len(ids))
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(len(ids), size=wanted, replace=False))
+    if count <= wanted:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=wanted, replace=False))
 
 
 @dataclass(frozen=True)

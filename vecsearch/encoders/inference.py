@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .base import normalize_rows
+
 MODES = ("auto", "fp32", "bf16", "onnx-int8")
 COSINE_BAR = 0.999
 CHECK_PICTURES = 16  # pictures of the first batch that every mode embeds for the check against fp32
@@ -80,7 +82,7 @@ class ImageInference:
         self.requested = mode
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.checks: list[ModeCheck] = []
-        self._runners: dict[str, Callable[[Any], np.ndarray]] = {"fp32": self._fp32}
+        self._runners: dict[str, Callable[[Any], np.ndarray]] = {"fp32": self.run_fp32}
         on_cpu = str(device).startswith("cpu")
         if mode in ("bf16", "onnx-int8") and not on_cpu:
             raise ValueError(f"inference mode {mode} runs on the CPU; on {device} use fp32 (or auto)")
@@ -101,9 +103,6 @@ class ImageInference:
         return found
 
     def run_fp32(self, pixels: Any) -> np.ndarray:
-        return self._fp32(pixels)
-
-    def _fp32(self, pixels: Any) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
@@ -114,7 +113,7 @@ class ImageInference:
 
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             vectors = self.model.encode_image(pixels, normalize=False).float()
-        return _unit(vectors.numpy())
+        return normalize_rows(vectors.numpy())
 
     def _runner(self, mode: str) -> Callable[[Any], np.ndarray]:
         if mode not in self._runners:
@@ -137,9 +136,9 @@ class ImageInference:
     def _settle(self, pixels: Any) -> np.ndarray:
         """Check the faster modes on the first CHECK_PICTURES pictures; embed the batch with the winner."""
         sample = pixels[:CHECK_PICTURES]
-        self._fp32(sample[:1])  # warm-up, as every mode gets: compare speeds, not first-call set-up
+        self.run_fp32(sample[:1])  # warm-up, as every mode gets: compare speeds, not first-call set-up
         started = time.perf_counter()
-        exact = self._fp32(sample)
+        exact = self.run_fp32(sample)
         fp32_seconds = time.perf_counter() - started
         self.checks.append(ModeCheck("fp32", 1.0, len(exact), fp32_seconds, True))
         self.mode = "fp32"
@@ -233,7 +232,7 @@ class OnnxImageTower:
     def run(self, pixels: Any) -> np.ndarray:
         array = pixels.numpy() if hasattr(pixels, "numpy") else np.asarray(pixels)
         (vectors,) = self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})
-        return _unit(vectors)
+        return normalize_rows(vectors)
 
 
 @contextlib.contextmanager
@@ -246,25 +245,16 @@ def _quiet_root_logger() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-def _image_tower_module() -> Any:
+def _ImageTower(model: Any) -> Any:  # noqa: N802 - a module class defined on use, so torch loads lazily
+    """open_clip's `encode_image` as a module's forward: the graph that is exported."""
     import torch
 
     class ImageTower(torch.nn.Module):
-        def __init__(self, model: Any) -> None:
+        def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, pixels: Any) -> Any:
             return self.model.encode_image(pixels, normalize=False)
 
-    return ImageTower
-
-
-def _ImageTower(model: Any) -> Any:  # noqa: N802 - a class made on first use, so torch loads lazily
-    return _image_tower_module()(model)
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    return ImageTower()
