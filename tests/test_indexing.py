@@ -706,7 +706,8 @@ def test_stale_vector_file_is_caught_up_from_the_database(indexed, tmp_path: Pat
     index, root = indexed
     aside = tmp_path / "aside"
     aside.mkdir()
-    shutil.copy2(index.path / "vectors.faiss", aside / "vectors.faiss")
+    old_file = vector_file(index)
+    shutil.copy2(old_file, aside / old_file.name)
     shutil.copy2(index.path / "manifest.json", aside / "manifest.json")
     old_generation = index.store.generation
 
@@ -724,7 +725,8 @@ def test_stale_vector_file_is_caught_up_from_the_database(indexed, tmp_path: Pat
     index.close()
 
     # the crash: the database committed, the FAISS file and manifest never got written
-    shutil.copy2(aside / "vectors.faiss", index.path / "vectors.faiss")
+    assert not old_file.exists()  # the writer removed the file that its manifest no longer names
+    shutil.copy2(aside / old_file.name, old_file)
     shutil.copy2(aside / "manifest.json", index.path / "manifest.json")
     assert read_manifest_file(index.path)["faiss"]["generation"] == old_generation
 
@@ -750,6 +752,20 @@ def test_stale_vector_file_is_caught_up_from_the_database(indexed, tmp_path: Pat
     writer.close()
 
 
+def vector_file(index: Index) -> Path:
+    return index.path / read_manifest_file(index.path)["faiss"]["file"]
+
+
+def test_saves_never_replace_the_file_the_manifest_names(indexed, tmp_path: Path) -> None:
+    index, root = indexed
+    first = vector_file(index)
+    make_image(root / "later.png", "white", seed=60)
+    index.add()
+    second = vector_file(index)
+    assert second != first and second.is_file() and not first.exists()
+    assert sorted(p.name for p in index.path.glob("*.faiss")) == [second.name]
+
+
 def test_search_matches_brute_force(indexed) -> None:
     index, _ = indexed
     for text in ("a red apple", "something else entirely"):
@@ -769,7 +785,7 @@ def test_truncated_vector_file_is_an_error_for_readers_and_rebuilt_by_writers(
     index, _ = indexed
     expected = [h.id for h in all_hits(index)]
     index.close()
-    vectors_file = index.path / "vectors.faiss"
+    vectors_file = vector_file(index)
     data = vectors_file.read_bytes()
     vectors_file.write_bytes(data[: len(data) // 2])
 
@@ -794,7 +810,7 @@ def test_missing_vector_file_is_rebuilt_by_a_writer(indexed, tiny_encoder) -> No
     index, _ = indexed
     expected = [h.id for h in all_hits(index)]
     index.close()
-    (index.path / "vectors.faiss").unlink()
+    vector_file(index).unlink()
     reader = Index.open(index.path, encoder=tiny_encoder)
     with pytest.raises(IndexCorruptError, match="vector file missing"):
         reader.search("a red apple")

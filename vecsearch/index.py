@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import __version__
+from . import __version__, faults
 from .classify import DEFAULT_TEMPLATES, classify
 from .encoders import IMAGE, TEXT, Encoder, ModelSpec, load_encoder, resolve_spec
 from .errors import (
@@ -35,7 +35,9 @@ from .manifest import (
     LOCK,
     MANIFEST,
     VECTORS,
+    leftover_files,
     read_manifest,
+    vector_file_name,
     write_manifest,
 )
 from .pathutil import is_within
@@ -144,6 +146,7 @@ class Index:
             _require_free(folder)  # again, now that no one else can be writing here
             store = Store.open(folder / DATABASE, create=True)
             vectors = VectorIndex.create(encoder.dim)
+            vector_file = vector_file_name(0)
             now = _now()
             manifest: dict[str, Any] = {
                 "format": FORMAT,
@@ -165,7 +168,7 @@ class Index:
                     "family": "exact",
                     "requested": index_type,
                     "max_memory": max_memory,
-                    "file": VECTORS,
+                    "file": vector_file,
                     "generation": 0,
                     "ntotal": 0,
                     "sha256": None,
@@ -173,8 +176,8 @@ class Index:
                 "counts": store.counts(),
                 "roots": [],
             }
-            manifest["faiss"]["sha256"] = vectors.save(folder / VECTORS)
-            manifest["faiss"]["bytes"] = (folder / VECTORS).stat().st_size
+            manifest["faiss"]["sha256"] = vectors.save(folder / vector_file)
+            manifest["faiss"]["bytes"] = (folder / vector_file).stat().st_size
             write_manifest(folder, manifest)
         except BaseException as exc:
             if store is not None:
@@ -183,7 +186,7 @@ class Index:
                 if created_folder:
                     shutil.rmtree(folder, ignore_errors=True)
                 else:
-                    for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", VECTORS):
+                    for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", vector_file):
                         (folder / name).unlink(missing_ok=True)
             raise
         finally:
@@ -434,10 +437,12 @@ class Index:
             vectors = self._vectors = self._rebuild_vectors()
         faiss_info, note = self._replan(vectors)
         vectors = self.vectors
-        path = self.path / faiss_info.get("file", VECTORS)
+        file_name = vector_file_name(generation)
+        path = self.path / file_name
         manifest = dict(self._manifest)
         manifest["faiss"] = {
             **faiss_info,
+            "file": file_name,
             "generation": generation,
             "ntotal": vectors.ntotal,
             "sha256": vectors.save(path),
@@ -449,8 +454,11 @@ class Index:
         manifest["location"] = str(self.path.resolve())
         manifest["vecsearch_version"] = __version__
         previous = int(self._manifest["faiss"].get("generation") or 0)
+        faults.point("faiss-renamed")
         write_manifest(self.path, manifest)
+        faults.point("manifest-written")
         self._manifest = manifest
+        self._remove_leftovers()
         self._vectors_unsaved = False
         self._replan_forced = False
         # The file holds every removal up to now. Keep one saved generation of history, so that the file
@@ -458,6 +466,15 @@ class Index:
         with self.store.transaction():
             self.store.conn.execute("DELETE FROM removed WHERE gen <= ?", (min(previous, generation),))
         return note
+
+    def _remove_leftovers(self) -> None:
+        """Delete vector files the manifest no longer names (a reader that still maps one keeps its
+        copy on POSIX; where the system refuses, the next save tries again)."""
+        for path in leftover_files(self.path, keep=self._manifest["faiss"]["file"]):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
     def _replan(self, vectors: VectorIndex) -> tuple[dict[str, Any], str | None]:
         """The manifest's FAISS settings for the collection as it is now, rebuilding what must be."""

@@ -12,6 +12,7 @@ the open chunk and keeps the committed ones, and the next run picks up from ther
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sqlite3
 import time
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from . import faults
 from .crawl import (
     FoundFile,
     WalkResult,
@@ -47,6 +49,7 @@ SIDECAR = "sidecar"
 COMMIT_EVERY_ITEMS = 500
 COMMIT_EVERY_SECONDS = 10.0
 DECODE_OVERSAMPLE = 3
+_log = logging.getLogger(__name__)
 _COUNTERS = [f.name for f in dataclasses.fields(CrawlReport) if f.type == "int"]
 
 
@@ -173,6 +176,7 @@ class Crawler:
                 continue
             result = walk(scope.folder, start, scope.exclude, scope.include_hidden)
             for found in result.files:
+                faults.point("walk")
                 if found.relpath not in seen:
                     seen.add(found.relpath)
                     merged.files.append(found)
@@ -342,6 +346,7 @@ class Crawler:
 
     def _embed(self, batch: list[Pending]) -> None:
         vectors = self.index.encoder.embed_prepared_images([item.prepared for item in batch])
+        faults.point("embed")
         for item, vector in zip(batch, vectors):
             item.prepared = None
             self._write_file(item, vector)
@@ -504,7 +509,11 @@ class Crawler:
         chunk, self._chunk = self._chunk, None
         if chunk is None:
             return
+        faults.point("commit")
         self.store.commit()
+        if _log.isEnabledFor(logging.INFO):  # the fault-injection tests read what was committed here
+            _log.info("committed generation %d: %d items", chunk.gen, self.store.counts()["items"])
+        faults.point("committed")
         self.vectors.remove(np.array(chunk.remove_ids, dtype=np.int64))
         if chunk.add_ids:
             self.vectors.add(np.array(chunk.add_ids, dtype=np.int64), np.stack(chunk.add_vectors))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,32 @@ FORMAT = "vecsearch-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASE = "items.sqlite"
-VECTORS = "vectors.faiss"
+VECTORS = "vectors.faiss"  # the name before vector files were versioned; still read
 LOCK = ".lock"
+_VECTOR_FILE = re.compile(r"vectors[A-Za-z0-9_.-]*\.faiss")
+
+
+def vector_file_name(generation: int) -> str:
+    """A name no earlier save used, so that a new file never replaces the one the manifest names:
+    a crash between writing the file and writing the manifest leaves the old pair intact."""
+    return f"vectors-g{generation}-{secrets.token_hex(4)}.faiss"
+
+
+def leftover_files(folder: Path, keep: str) -> list[Path]:
+    """Vector files no manifest names any more, and temporary files of writers that died.
+
+    Only a writer holding the index's lock may delete these: no other writer can be using them then.
+    """
+    found = []
+    for path in folder.iterdir():
+        name = path.name
+        if name == keep or not path.is_file():
+            continue
+        if (name.startswith("vectors") and name.endswith(".faiss")) or (
+            name.startswith(".") and name.endswith(".tmp")
+        ):
+            found.append(path)
+    return sorted(found)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -36,6 +62,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     for key in ("model", "dim", "faiss"):
         if key not in data:
             raise IndexCorruptError(f"index manifest {path} lacks '{key}'")
+    if not isinstance(data["dim"], int) or isinstance(data["dim"], bool) or data["dim"] <= 0:
+        raise IndexCorruptError(f"index manifest {path} has an invalid dimension {data['dim']!r}")
+    faiss_info = data["faiss"]
+    if not isinstance(faiss_info, dict):
+        raise IndexCorruptError(f"index manifest {path} has an invalid 'faiss' section")
+    name = faiss_info.get("file", VECTORS)
+    if not isinstance(name, str) or not _VECTOR_FILE.fullmatch(name):
+        # A manifest only ever names a file inside its own folder; anything else is tampering.
+        raise IndexCorruptError(f"index manifest {path} names a vector file outside the index: {name!r}")
     return data
 
 

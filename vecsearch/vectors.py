@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import faults
 from .errors import IndexCorruptError
 from .plan import EXACT
 
@@ -155,6 +156,7 @@ class VectorIndex:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             faiss.write_index(self.index, str(tmp))
+            faults.point("faiss-write")
             digest = file_sha256(tmp, fsync=True)
             os.replace(tmp, path)
         finally:
