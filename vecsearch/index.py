@@ -7,6 +7,7 @@ import fnmatch
 import hashlib
 import os
 import shutil
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -143,7 +144,8 @@ class Index:
         lock.acquire()  # another process creating the same index owns it: leave its files alone
         store: Store | None = None
         try:
-            _require_free(folder)  # again, now that no one else can be writing here
+            for leftover in _require_free(folder):  # again, now that no one else can be writing here
+                leftover.unlink()  # a creation that died before its manifest: start it again
             store = Store.open(folder / DATABASE, create=True)
             vectors = VectorIndex.create(encoder.dim)
             vector_file = vector_file_name(0)
@@ -588,6 +590,7 @@ class Index:
         with WriterLock(self.path / LOCK, self.name):
             self.store.check_schema()
             self._manifest = read_manifest(self.path)
+            self._remove_leftovers()  # of a writer that died; no other writer can be using them now
             self._vectors = self._load_vectors(repair=True)
             self._set_index_settings(max_memory, index_type)
             crawler = Crawler(
@@ -903,11 +906,45 @@ def _check_index_settings(index_type: str, max_memory: int | None) -> None:
         raise VecsearchError(f"max memory must be a positive number of bytes (got {max_memory})")
 
 
-def _require_free(folder: Path) -> None:
+def _require_free(folder: Path) -> list[Path]:
+    """Refuse a folder that holds anything but the leftovers of a creation that died before its
+    manifest was written (the manifest is written last); returns those leftovers."""
     if (folder / MANIFEST).exists():
         raise IndexExistsError(f"an index already exists at {folder}")
-    if folder.exists() and (not folder.is_dir() or any(p.name != LOCK for p in folder.iterdir())):
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
         raise IndexExistsError(f"{folder} exists and is not an empty folder")
+    entries = [p for p in folder.iterdir() if p.name != LOCK]
+    leftovers = set(leftover_files(folder, keep=""))
+    for name in (DATABASE, DATABASE + "-wal", DATABASE + "-shm", DATABASE + "-journal"):
+        if (folder / name).is_file():
+            leftovers.add(folder / name)
+    if any(p not in leftovers for p in entries) or not _empty_database(folder / DATABASE):
+        raise IndexExistsError(f"{folder} exists and is not an empty folder")
+    return sorted(leftovers)
+
+
+def _empty_database(path: Path) -> bool:
+    """True when there is no database, or one that holds no file and no item (all that create writes
+    before its manifest); a database that cannot be read is never taken for empty."""
+    if not path.exists():
+        return True
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return all(
+            conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+            for table in ("files", "items", "vectors")
+            if table in tables
+        )
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
 
 
 def _names_local_files(spec: ModelSpec) -> bool:
