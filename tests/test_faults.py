@@ -25,6 +25,7 @@ import pytest
 from conftest import make_image
 
 from vecsearch import Index, Query
+from vecsearch.check import check_index
 from vecsearch.faults import ENV
 from vecsearch.index import brute_force_search
 from vecsearch.manifest import read_manifest
@@ -143,6 +144,8 @@ def _killed_run(scenario, tmp_path: Path, tiny_model_dir: Path, fault: str | Non
 
 def _check_survivors_and_resume(scenario, index_dir: Path, stderr: str, tiny_encoder, fresh: bool) -> None:
     commits = _commits(stderr)
+    survived = check_index(index_dir)  # items and vectors agree, files are intact
+    assert survived.ok, survived.to_dict()
     with Index.open(index_dir, encoder=tiny_encoder) as survivor:
         if commits:
             generation, items = commits[-1]
@@ -166,6 +169,8 @@ def _check_survivors_and_resume(scenario, index_dir: Path, stderr: str, tiny_enc
     manifest = read_manifest(index_dir)
     assert sorted(p.name for p in index_dir.glob("*.faiss")) == [manifest["faiss"]["file"]]
     assert not list(index_dir.glob(".*.tmp"))
+    finished = check_index(index_dir)
+    assert finished.ok and not finished.leftovers and not finished.notes, finished.to_dict()
 
 
 # Every named point, at the first and at a later hit: walking, embedding a batch, just before and just

@@ -563,6 +563,38 @@ def info_command(settings: Settings, index_ref: str, as_json: bool) -> None:
         click.echo(f"{key.ljust(width)}  {value}")
 
 
+@main.command("check")
+@click.argument("index_ref", metavar="INDEX")
+@click.option("--repair", is_flag=True, help="Rebuild what is damaged from what is intact, then check again.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def check_command(settings: Settings, index_ref: str, repair: bool, as_json: bool) -> None:
+    """Verify an index's files and that its items and vectors agree (exit 3 if not)."""
+    from .check import check_index
+
+    report = _run(lambda: check_index(index_ref, home=settings.home, repair=repair))
+    if as_json:
+        _dump(report.to_dict())
+    else:
+        for finding in report.findings:
+            if finding.repaired:
+                click.echo(f"repaired [{finding.area}] {finding.problem}: {finding.repair}")
+            else:
+                hint = f" (--repair would {finding.repair})" if finding.repair and not repair else ""
+                click.echo(f"problem  [{finding.area}] {finding.problem}{hint}")
+        for note in report.notes:
+            click.echo(f"note     {note}")
+        counts = report.counts
+        summary = (
+            f"{counts['items']} items ({counts['images']} images, {counts['captions']} captions), "
+            f"{counts['files']} files" if counts else "contents unknown"
+        )
+        state = "ok" if report.ok else "damaged"
+        click.echo(f"{state}: {report.path}: {summary} ({report.seconds:.2f} s)")
+    if not report.ok:
+        sys.exit(EXIT_INDEX)
+
+
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj

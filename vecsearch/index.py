@@ -178,6 +178,8 @@ class Index:
                 "counts": store.counts(),
                 "roots": [],
             }
+            with store.transaction():
+                store.set_identity(_identity(manifest))
             manifest["faiss"]["sha256"] = vectors.save(folder / vector_file)
             manifest["faiss"]["bytes"] = (folder / vector_file).stat().st_size
             write_manifest(folder, manifest)
@@ -467,6 +469,7 @@ class Index:
         # saved before this one can still be brought up to date; forget what is older.
         with self.store.transaction():
             self.store.conn.execute("DELETE FROM removed WHERE gen <= ?", (min(previous, generation),))
+            self.store.set_identity(_identity(manifest))
         return note
 
     def _remove_leftovers(self) -> None:
@@ -616,15 +619,8 @@ class Index:
             self._replan_forced = True
 
     def root_path(self, root: RootRow) -> Path:
-        """Where a crawl root is now: its recorded path, or the same place relative to the index
-        when the index was moved (or copied) together with the tree."""
-        absolute = Path(root.path)
-        relative = Path(os.path.normpath(self.path.resolve() / root.relpath))
-        moved = self._manifest.get("location") != str(self.path.resolve())
-        for candidate in ((relative, absolute) if moved else (absolute, relative)):
-            if candidate.is_dir():
-                return candidate
-        return absolute
+        """Where a crawl root is now (see `locate_root`)."""
+        return locate_root(self.path, self._manifest.get("location"), root)
 
     # --- searching -----------------------------------------------------------------------------
 
@@ -897,6 +893,22 @@ def _with_resolved_prefix(pattern: str) -> list[str]:
         if expanded != pattern:
             patterns.append(expanded)
     return patterns
+
+
+def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {key: manifest[key] for key in ("model", "dim", "metric", "created", "location") if key in manifest}
+
+
+def locate_root(index_path: Path, location: str | None, root: RootRow) -> Path:
+    """Where a crawl root is now: its recorded path, or the same place relative to the index when the
+    index was moved (or copied) together with the tree (`location` is where the index was saved)."""
+    absolute = Path(root.path)
+    relative = Path(os.path.normpath(index_path.resolve() / root.relpath))
+    moved = location != str(index_path.resolve())
+    for candidate in ((relative, absolute) if moved else (absolute, relative)):
+        if candidate.is_dir():
+            return candidate
+    return absolute
 
 
 def _check_index_settings(index_type: str, max_memory: int | None) -> None:

@@ -134,6 +134,13 @@ class Store:
                 (str(SCHEMA_VERSION),),
             )
 
+    def set_identity(self, identity: dict[str, Any]) -> None:
+        """Keep a copy of what the manifest says the index is (its model, dimension), so that a lost or
+        damaged manifest can be written again from the database."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('identity', ?)", (json.dumps(identity, sort_keys=True),)
+        )
+
     def check_schema(self) -> None:
         try:
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
