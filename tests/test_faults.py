@@ -228,3 +228,30 @@ def test_full_disk_while_saving_keeps_the_previous_state(scenario, tmp_path: Pat
     assert (index_dir / "manifest.json").read_bytes() == manifest_before
     assert not list(index_dir.glob(".*.tmp"))
     _check_survivors_and_resume(scenario, index_dir, done.stderr, tiny_encoder, fresh=False)
+
+
+def test_ctrl_c_mid_crawl_exits_promptly_and_keeps_what_was_committed(scenario, tmp_path: Path,
+                                                                      tiny_model_dir: Path, tiny_encoder) -> None:
+    """A real SIGINT, as a terminal sends it, in the middle of a crawl."""
+    index_dir = tmp_path / "index"
+    shutil.copytree(scenario["before"], index_dir)
+    process = subprocess.Popen(_index_command(scenario["tree"], index_dir, tiny_model_dir), stderr=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, env=_environment(None))
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if COMMITTED.search(line):
+            break
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, rest = process.communicate(timeout=60)
+    waited = time.monotonic() - sent
+    stderr = "".join(lines) + rest
+    assert process.returncode == 130, stderr[-2000:]
+    assert waited < 10, f"took {waited:.1f} s to stop"
+    assert "the work done so far is saved" in stderr and "Traceback" not in stderr
+    # A clean stop saves the vector file and manifest of the last commit on its way out.
+    manifest = read_manifest(index_dir)
+    assert manifest["faiss"]["generation"] == _commits(stderr)[-1][0]
+    _check_survivors_and_resume(scenario, index_dir, stderr, tiny_encoder, fresh=False)

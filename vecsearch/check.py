@@ -31,6 +31,7 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
+from .pathutil import is_safe_relpath
 from .plan import EXACT
 from .vectors import VectorIndex
 
@@ -180,16 +181,14 @@ def _check_rows(store: Any, dim: int | None, modalities: list[str] | None, repor
             "SELECT COUNT(*) FROM items WHERE file_id NOT IN (SELECT id FROM files)",
         "files of a crawled folder that is not recorded":
             "SELECT COUNT(*) FROM files WHERE root_id NOT IN (SELECT id FROM roots)",
-        "files outside their folder (absolute or '..' paths)":
-            "SELECT COUNT(*) FROM files WHERE relpath LIKE '/%' OR relpath LIKE '%:%' OR relpath = '..' "
-            "OR relpath LIKE '../%' OR relpath LIKE '%/../%' OR relpath LIKE '%/..'",
     }
     if modalities is not None and "image" in modalities:
         queries["files without an image item"] = (
             "SELECT COUNT(*) FROM files WHERE id NOT IN (SELECT file_id FROM items WHERE kind = 'image')"
         )
-    for problem, sql in queries.items():
-        count = int(conn.execute(sql).fetchone()[0])
+    counts = {problem: int(conn.execute(sql).fetchone()[0]) for problem, sql in queries.items()}
+    counts[_OUTSIDE] = len(_unsafe_files(store))
+    for problem, count in counts.items():
         if count:
             report.findings.append(Finding("items", f"{count} {problem}", _ROW_REPAIRS[problem]))
     if dim:
@@ -199,16 +198,22 @@ def _check_rows(store: Any, dim: int | None, modalities: list[str] | None, repor
                                            "not unit length", _ROW_REPAIRS["bad vectors"]))
 
 
+_OUTSIDE = "files outside their folder (absolute or '..' paths)"
 _FORGET = "forget their files, so that the next `vecsearch index` indexes them again"
 _ROW_REPAIRS = {
     "items without a vector": _FORGET,
     "vectors without an item": "drop those vectors",
     "items of a file that is not recorded": "drop those items",
     "files of a crawled folder that is not recorded": "forget those files",
-    "files outside their folder (absolute or '..' paths)": "forget those files",
+    _OUTSIDE: "forget those files",
     "files without an image item": _FORGET,
     "bad vectors": _FORGET,
 }
+
+
+def _unsafe_files(store: Any) -> list[int]:
+    return [file_id for file_id, relpath in store.conn.execute("SELECT id, relpath FROM files")
+            if not is_safe_relpath(relpath)]
 
 
 def _bad_vectors(store: Any, dim: int) -> list[int]:
@@ -438,9 +443,7 @@ def _repair_rows(store: Any, dim: int, modalities: list[str]) -> None:
             "SELECT id FROM files WHERE id NOT IN (SELECT file_id FROM items WHERE kind = 'image')")} \
             if "image" in modalities else set()
         forget |= {r[0] for r in conn.execute("SELECT id FROM files WHERE root_id NOT IN (SELECT id FROM roots)")}
-        forget |= {r[0] for r in conn.execute(
-            "SELECT id FROM files WHERE relpath LIKE '/%' OR relpath LIKE '%:%' OR relpath = '..' "
-            "OR relpath LIKE '../%' OR relpath LIKE '%/../%' OR relpath LIKE '%/..'")}
+        forget |= set(_unsafe_files(store))
         bad = _bad_vectors(store, dim)
         for chunk in (bad[i:i + 500] for i in range(0, len(bad), 500)):
             marks = ",".join("?" * len(chunk))

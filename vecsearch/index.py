@@ -41,7 +41,7 @@ from .manifest import (
     vector_file_name,
     write_manifest,
 )
-from .pathutil import is_within
+from .pathutil import is_safe_relpath, is_within
 from .plan import (
     EXACT,
     EXACT_MAX_VECTORS,
@@ -319,6 +319,11 @@ class Index:
     def _check_model(self, encoder: Encoder) -> None:
         if encoder.fingerprint == self.fingerprint and encoder.dim == self.dim:
             return
+        if encoder.fingerprint == self.fingerprint:
+            raise IndexCorruptError(
+                f"index manifest {self.path / MANIFEST} says dimension {self.dim}, but its model makes "
+                f"{encoder.dim}-dimensional vectors"
+            )
         recorded = f"{self.spec} (fingerprint {self.fingerprint[:12]})"
         given = f"{encoder.spec} (fingerprint {encoder.fingerprint[:12]})"
         if encoder.spec == self.spec:
@@ -819,6 +824,11 @@ class Index:
                 if row.text in seen_texts:
                     continue
                 seen_texts.add(row.text)
+            if not is_safe_relpath(row.relpath):
+                raise IndexCorruptError(
+                    f"index database names a file outside its folder ({row.relpath!r}); run "
+                    f"`vecsearch check --repair {self.path}`"
+                )
             image_path = roots[row.root_id] / row.relpath
             caption = row.text if row.kind == "caption" else first_captions.get(row.file_id)
             source = None

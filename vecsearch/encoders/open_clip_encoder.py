@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..errors import ModelNotFoundError, ModelUnavailableError, first_line
+from ..errors import ModelError, ModelNotFoundError, ModelUnavailableError, first_line
 from . import hub
 from .base import IMAGE, TEXT, ModelSpec, batched, fingerprint_tensors, pick_device
 
@@ -130,6 +131,11 @@ def load_open_clip(
         tokenizer = tokenizer or open_clip.get_tokenizer(name)
     except (ModelNotFoundError, ModelUnavailableError):
         raise
+    except pickle.UnpicklingError as exc:
+        raise ModelError(
+            f"refused to load {spec}: its checkpoint holds pickled objects other than tensors, and unpickling "
+            "them could run code; convert the checkpoint to safetensors"
+        ) from exc
     except OSError as exc:
         # Models with Hugging Face text towers fetch configs/tokenizers through transformers.
         raise ModelUnavailableError(
