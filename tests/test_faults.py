@@ -255,3 +255,28 @@ def test_ctrl_c_mid_crawl_exits_promptly_and_keeps_what_was_committed(scenario, 
     manifest = read_manifest(index_dir)
     assert manifest["faiss"]["generation"] == _commits(stderr)[-1][0]
     _check_survivors_and_resume(scenario, index_dir, stderr, tiny_encoder, fresh=False)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file size limits")
+@pytest.mark.parametrize("headroom", [0, 16_384, 65_536])
+def test_files_that_cannot_grow_keep_the_previous_state(scenario, tmp_path: Path, tiny_model_dir: Path,
+                                                        tiny_encoder, headroom: int) -> None:
+    """A real write failure from the kernel, as on a full disk: no file of the process may grow past a
+    limit (RLIMIT_FSIZE), so SQLite's or FAISS's next write that needs more room fails mid-crawl."""
+    import resource
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(scenario["before"], index_dir)
+    limit = max(p.stat().st_size for p in index_dir.iterdir() if p.is_file()) + headroom
+
+    def limit_file_sizes() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(_index_command(scenario["tree"], index_dir, tiny_model_dir), capture_output=True,
+                          text=True, env=_environment(None), timeout=120, preexec_fn=limit_file_sizes)
+    assert done.returncode in (1, 3), done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "is the disk full?" in last
+    _check_survivors_and_resume(scenario, index_dir, done.stderr, tiny_encoder, fresh=False)

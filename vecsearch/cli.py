@@ -153,6 +153,9 @@ def _run(action: Callable[[], Any]) -> Any:
     except OSError as exc:
         fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", EXIT_ERROR)
     except sqlite3.Error as exc:  # the library maps the expected ones; anything else is a damaged index
+        if isinstance(exc, sqlite3.OperationalError) and ("disk" in str(exc) or "full" in str(exc)):
+            fail(f"cannot write the index database ({exc}): is the disk full? What was committed before is "
+                 "kept; run the same command again when there is room", EXIT_ERROR)
         fail(f"index database error: {exc}", EXIT_INDEX)
 
 
@@ -505,8 +508,20 @@ def classify_command(
         raise click.UsageError("give --labels or --labels-file")
 
     def run() -> Any:
+        from .errors import QueryError
+
         names = parse_labels(labels, labels_file)
         chosen = list(templates) or list(DEFAULT_TEMPLATES)
+        for template in chosen:  # '{x}' or '{} {}' would fail deep inside, after the model loaded
+            try:
+                template.format("label")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise QueryError(f"prompt template must have one {{}} where the label goes: '{template}'") from exc
+        if not index_ref:  # before a model loads: a missing picture is the error to report
+            if image.lower().startswith("id:"):
+                raise QueryError(f"{image} names an indexed item: give the index with --index")
+            if not Path(image).is_file():
+                raise QueryError(f"image not found: {image}")
         if index_ref:
             with Index.open(index_ref, home=settings.home, model=model, pretrained=pretrained,
                             device=device, batch_size=batch_size) as index:
