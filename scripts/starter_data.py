@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from vecsearch.images import to_rgb
+from vecsearch.images import to_rgb, vips_thumbnail
 
 OPENCLIPART_DIR = Path("/usr/share/openclipart/png")
 TUXPAINT_DIR = Path("/usr/share/tuxpaint/stamps")
@@ -220,28 +220,14 @@ def assign_splits(records: Sequence[Record], seed: int = 0) -> dict[str, str]:
 
 def decode_thumbnail(path: str | Path, size: int) -> Image.Image:
     """The picture as RGB on white, its longer side `size`, decoded with bounded memory: huge PNGs are
-    shrunk by libvips while they stream in, never held at full size."""
+    shrunk by libvips while they stream in (vecsearch.images.vips_thumbnail), never held at full size."""
     (width, height), _ = _header(path)
     if width * height > STREAM_DECODE_PIXELS:
-        image = _vips_thumbnail(path, size)
-    else:
-        with Image.open(path) as opened:
-            image = opened.convert("RGBA")
-        image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return vips_thumbnail(path, size)
+    with Image.open(path) as opened:
+        image = opened.convert("RGBA")
+    image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return to_rgb(image)
-
-
-def _vips_thumbnail(path: str | Path, size: int) -> Image.Image:
-    import pyvips
-
-    thumb = pyvips.Image.thumbnail(str(path), size, height=size)
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[thumb.bands]
-    if thumb.format != "uchar":
-        thumb = thumb.cast("uchar")
-    pixels = np.ndarray(
-        buffer=thumb.write_to_memory(), dtype=np.uint8, shape=(thumb.height, thumb.width, thumb.bands)
-    )
-    return Image.fromarray(pixels.squeeze(-1) if thumb.bands == 1 else pixels, mode)
 
 
 def letterbox(image: Image.Image, size: int) -> np.ndarray:

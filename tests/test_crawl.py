@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -365,3 +366,62 @@ def _re(path: Path) -> str:
     import re
 
     return re.escape(str(path))
+
+
+# --- reading files that are not what they claim ------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifos_are_refused_without_waiting_on_them(tmp_path: Path) -> None:
+    from vecsearch.crawl import hash_file
+
+    os.mkfifo(tmp_path / "cat.txt")
+    os.mkfifo(tmp_path / "dog.png")
+    captions, reason = read_sidecar(tmp_path / "cat.txt")  # would block forever if it were opened for reading
+    assert captions == [] and reason == "cannot read caption file (not a regular file)"
+    with pytest.raises(OSError, match="not a regular file"):
+        hash_file(tmp_path / "dog.png")
+
+
+def test_read_sidecar_refuses_a_sparse_giant_without_reading_it(tmp_path: Path) -> None:
+    side = tmp_path / "cat.txt"
+    with open(side, "wb") as handle:
+        handle.truncate(10 << 30)  # 10 GB claimed, nothing stored
+    assert read_sidecar(side) == ([], f"caption file too large ({10 << 30} bytes > {MAX_CAPTION_FILE_BYTES})")
+
+
+def test_captions_source_gives_reasons_for_bad_data_and_raises_for_bad_syntax(tmp_path: Path) -> None:
+    from vecsearch.crawl import MAX_CAPTIONS_FILE_BYTES, read_captions_source
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("a.png,caf\xe9\n".encode("latin-1"))
+    assert read_captions_source(latin) == ({}, "captions file is not UTF-8 text")
+    huge = tmp_path / "huge.jsonl"
+    with open(huge, "wb") as handle:
+        handle.truncate(MAX_CAPTIONS_FILE_BYTES + 1)
+    assert read_captions_source(huge) == ({}, f"captions file too large ({MAX_CAPTIONS_FILE_BYTES + 1} bytes > {MAX_CAPTIONS_FILE_BYTES})")
+    with pytest.raises(CaptionsFileError, match="too large"):
+        read_captions_file(huge)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n")
+    with pytest.raises(CaptionsFileError, match=r"bad\.jsonl:1"):
+        read_captions_source(bad)
+    with pytest.raises(CaptionsFileError, match="not found"):
+        read_captions_source(tmp_path / "missing.csv")
+
+
+def test_hash_file_records_the_state_it_read(tmp_path: Path) -> None:
+    from vecsearch import crawl
+    from vecsearch.crawl import file_sha256, hash_file
+
+    path = tmp_path / "a.png"
+    path.write_bytes(b"0123456789")
+    content = hash_file(path)
+    info = path.stat()
+    assert content.stable and content.data == b"0123456789"
+    assert (content.size, content.mtime_ns) == (info.st_size, info.st_mtime_ns)
+    assert content.sha256 == hashlib.sha256(b"0123456789").hexdigest() == file_sha256(path)[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(crawl, "KEEP_BYTES_BELOW", 4)
+        big = hash_file(path)  # too big to keep: hashed in blocks, decoded from disk later
+    assert big.data is None and big.sha256 == content.sha256

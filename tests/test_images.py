@@ -321,3 +321,51 @@ def test_reduced_decoding_follows_the_exif_rotation(tmp_path: Path) -> None:
     Image.new("RGB", (1600, 800), "red").save(path, exif=exif)
     assert load_image(path).size == (800, 1600)
     assert load_image(path, min_size=200).size == (200, 400)
+
+
+# --- pictures above PIL's limit: streamed through libvips ----------------------------------------
+
+
+def test_streamed_size_keeps_the_shorter_side_and_bounds_the_pixels() -> None:
+    from vecsearch.images import STREAMED_MAX_MEGAPIXELS, streamed_size
+
+    assert streamed_size(20990, 29700, 672) == 951  # shorter side 672, aspect kept
+    assert streamed_size(1000, 800, 2000) == 1000  # never enlarged
+    assert streamed_size(10000, 10000, None) == 4000  # no size asked: at most 16 MP
+    longest = streamed_size(200_000, 1000, 672)  # a panorama: the pixel bound wins over the shorter side
+    assert longest * longest / 200 <= STREAMED_MAX_MEGAPIXELS * 1e6 * 1.001
+
+
+def test_streamed_decoding_matches_from_path_bytes_and_stream(tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    _noise(300, 200, seed=6).save(path)
+    data = path.read_bytes()
+    decoded = [
+        _pixels(load_image(source, min_size=100, stream_above_megapixels=0))
+        for source in (path, str(path), data, io.BytesIO(data))
+    ]
+    assert decoded[0].shape == (100, 150, 3)  # shrunk while streaming, to the shorter side asked
+    assert all(np.array_equal(decoded[0], other) for other in decoded[1:])
+
+
+def test_default_cap_refuses_decompression_bombs_before_decoding() -> None:
+    import struct
+    import zlib
+
+    from vecsearch.images import DEFAULT_MAX_MEGAPIXELS
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 50_000, 40_000, 8, 2, 0, 0, 0)  # 2,000 MP of RGB in ~100 bytes
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    assert DEFAULT_MAX_MEGAPIXELS >= 1000
+    with pytest.raises(ImageError, match=r"^image too large \(50000x40000, 2000 MP > limit 1000 MP\)$"):
+        load_image(bomb)
+
+
+def test_formats_libvips_cannot_stream_are_refused_above_the_pil_limit() -> None:
+    gif = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(gif, format="GIF")
+    with pytest.raises(ImageError, match=r"^image too large \(16x16: above 89 MP only PNG, JPEG, WebP and TIFF"):
+        load_image(gif.getvalue(), stream_above_megapixels=0)

@@ -105,6 +105,10 @@ def test_huge_png_is_shrunk_while_streaming_with_bounded_memory(tmp_path):
     assert tuple(pixels[0, 0]) == (255, 255, 255)  # transparent -> white
     assert pixels[32, 32, 2] > 200 and pixels[32, 32, 0] < 50
     assert grown_mb < 100
+    # the one shared implementation: vecsearch's own streamed decoding, used by the crawler as well
+    from vecsearch.images import vips_thumbnail
+
+    assert np.array_equal(np.asarray(vips_thumbnail(huge, 64)), pixels)
 
 
 def test_letterbox_centres_on_white():

@@ -7,6 +7,7 @@ happen later, and only for files whose size or modification time changed.
 from __future__ import annotations
 
 import csv
+import errno
 import fnmatch
 import hashlib
 import io
@@ -15,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 from .errors import CaptionsFileError
 from .images import IMAGE_EXTENSIONS
@@ -32,6 +33,12 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
 SIDECAR_SUFFIXES = (".txt", ".TXT")
 MAX_CAPTION_FILE_BYTES = 1 << 20
 MAX_CAPTION_CHARS = 2000
+# A --captions file above this is refused (not read): 256 MiB is well over a million rows of path and
+# caption, and the whole text is held in memory while it is parsed.
+MAX_CAPTIONS_FILE_BYTES = 256 << 20
+# Files below this are hashed and decoded from the same bytes in memory; bigger ones are hashed and then
+# decoded from disk, after which their size and modification time are checked again.
+KEEP_BYTES_BELOW = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ def walk(
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as exc:
-            result.skipped.append(Skip(str(folder), f"cannot list folder ({exc.strerror or exc})"))
+            result.skipped.append(Skip(display_path(folder), f"cannot list folder ({exc.strerror or exc})"))
             continue
         names = {entry.name for entry in entries}
         subfolders = []
@@ -118,7 +125,7 @@ def _found_file(root: Path, path: Path, sidecar: Path | None) -> FoundFile | Ski
     try:
         relpath.encode("utf-8")
     except UnicodeEncodeError:
-        return Skip(os.fsencode(path).decode("utf-8", "replace"), "file name is not valid UTF-8")
+        return Skip(display_path(path), "file name is not valid UTF-8")
     try:
         info = path.stat()
     except OSError as exc:
@@ -135,6 +142,11 @@ def _found_file(root: Path, path: Path, sidecar: Path | None) -> FoundFile | Ski
         except OSError:
             sidecar = None
     return FoundFile(relpath, path, info.st_size, info.st_mtime_ns, sidecar, sidecar_sig)
+
+
+def display_path(path: str | Path) -> str:
+    """A path as text that can always be printed: bytes that are not UTF-8 show as U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
 
 
 def _sidecar_for(folder: Path, image_name: str, names: set[str]) -> Path | None:
@@ -166,10 +178,9 @@ def _excluded(name: str, relpath: str, patterns: Sequence[str], include_hidden: 
 def read_sidecar(path: Path) -> tuple[list[str], str | None]:
     """Captions of a sidecar: one per non-empty line. Returns (captions, reason if it was refused)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_CAPTION_FILE_BYTES:
-            return [], f"caption file too large ({size} bytes > {MAX_CAPTION_FILE_BYTES})"
-        data = path.read_bytes()
+        data = _read_bounded(path, MAX_CAPTION_FILE_BYTES)
+    except _TooLarge as exc:
+        return [], f"caption file too large ({exc.size} bytes > {MAX_CAPTION_FILE_BYTES})"
     except OSError as exc:
         return [], f"cannot read caption file ({exc.strerror or exc})"
     try:
@@ -177,6 +188,44 @@ def read_sidecar(path: Path) -> tuple[list[str], str | None]:
     except UnicodeDecodeError:
         return [], "caption file is not UTF-8 text"
     return clean_captions(text.splitlines()), None
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
+def open_regular(path: Path, allow_pipe: bool = False) -> BinaryIO:
+    """Open a file for reading, refusing (OSError) anything but a regular file, or a pipe when allowed.
+
+    Opening does not block: a FIFO or device named like a picture or caption would otherwise hang the
+    crawl on its first read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or (allow_pipe and stat.S_ISFIFO(mode))):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if stat.S_ISFIFO(mode):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_bounded(path: Path, limit: int, allow_pipe: bool = False) -> bytes:
+    """The whole file, or _TooLarge when it holds more than `limit` bytes (found without reading it all
+    when the size is known, and without ever holding more than `limit` + 1 bytes when it is not)."""
+    with open_regular(path, allow_pipe) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise _TooLarge(size)
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # it grew while we read it, or it is a pipe
+        raise _TooLarge(len(data))
+    return data
 
 
 def clean_captions(lines: Sequence[str]) -> list[str]:
@@ -195,15 +244,34 @@ def read_captions_file(path: Path) -> dict[Path, list[str]]:
     """Captions from a CSV (path,caption) or JSONL ({"path": ..., "caption": ...}) file.
 
     Relative image paths are taken from the captions file's folder. Several rows may name one image.
+    Raises CaptionsFileError for a file that is missing, unreadable, not UTF-8, too large or malformed.
+    """
+    captions, reason = read_captions_source(path)
+    if reason:
+        raise CaptionsFileError(f"{reason}: {path}")
+    return captions
+
+
+def read_captions_source(path: Path) -> tuple[dict[Path, list[str]], str | None]:
+    """Like `read_captions_file`, but bad data is a reason instead of an error: (captions, reason).
+
+    A file that cannot be read, is not UTF-8 or is absurdly large is refused with a reason, so that a
+    crawl skips it and goes on. A missing file or a malformed row still raises CaptionsFileError: that
+    is a mistake in the command or the file's syntax, which the user must see before anything changes.
     """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = _read_bounded(path, MAX_CAPTIONS_FILE_BYTES, allow_pipe=True)
     except FileNotFoundError as exc:
         raise CaptionsFileError(f"captions file not found: {path}") from exc
-    except UnicodeDecodeError as exc:
-        raise CaptionsFileError(f"captions file is not UTF-8 text: {path}") from exc
+    except _TooLarge as exc:
+        return {}, f"captions file too large ({exc.size} bytes > {MAX_CAPTIONS_FILE_BYTES})"
     except OSError as exc:
-        raise CaptionsFileError(f"cannot read captions file {path} ({exc.strerror or exc})") from exc
+        return {}, f"cannot read captions file ({exc.strerror or exc})"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return {}, "captions file is not UTF-8 text"
+    del data
     rows = _jsonl_rows(path, text) if path.suffix.lower() in (".jsonl", ".ndjson") else _csv_rows(path, text)
     captions: dict[Path, list[str]] = {}
     for image, caption in _checked_rows(path, rows):
@@ -211,7 +279,7 @@ def read_captions_file(path: Path) -> dict[Path, list[str]]:
         if not target.is_absolute():
             target = path.parent / target
         captions.setdefault(Path(os.path.abspath(target)), []).append(caption)
-    return {image: clean_captions(lines) for image, lines in captions.items()}
+    return {image: clean_captions(lines) for image, lines in captions.items()}, None
 
 
 def _checked_rows(path: Path, rows: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -263,17 +331,38 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[str, str]]:
         yield row[path_col].strip(), row[caption_col]
 
 
+@dataclass(frozen=True)
+class FileContent:
+    """A file's hash with the size and modification time it had while it was read, and its bytes when
+    small enough to decode from memory afterwards."""
+
+    sha256: str
+    data: bytes | None
+    size: int
+    mtime_ns: int
+    stable: bool  # the same size and modification time before and after reading
+
+
+def hash_file(path: Path) -> FileContent:
+    """Hash a regular file (OSError for anything else), noticing whether it changed while being read."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
+        before = os.fstat(handle.fileno())
+        data: bytes | None = handle.read(KEEP_BYTES_BELOW)
+        digest.update(data or b"")
+        if data is not None and len(data) >= KEEP_BYTES_BELOW:
+            data = None
+            for block in iter(lambda: handle.read(8 << 20), b""):
+                digest.update(block)
+        after = os.fstat(handle.fileno())
+    stable = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+    return FileContent(digest.hexdigest(), data, after.st_size, after.st_mtime_ns, stable)
+
+
 def file_sha256(path: Path) -> tuple[str, bytes | None]:
     """Content hash of a file, and its bytes when small enough to decode from memory afterwards."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        data = handle.read(64 << 20)
-        digest.update(data)
-        if len(data) < 64 << 20:
-            return digest.hexdigest(), data
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest(), None
+    content = hash_file(path)
+    return content.sha256, content.data
 
 
 def text_hash(text: str) -> str:

@@ -28,8 +28,9 @@ from . import faults
 from .crawl import (
     FoundFile,
     WalkResult,
-    file_sha256,
-    read_captions_file,
+    display_path,
+    hash_file,
+    read_captions_source,
     read_sidecar,
     text_hash,
     walk,
@@ -126,9 +127,13 @@ class Crawler:
         self, paths: list[Path], captions_files: list[Path], exclude: list[str], include_hidden: bool
     ) -> CrawlReport:
         started = time.monotonic()
-        caption_sources = [
-            (str(p.expanduser().resolve()), read_captions_file(p.expanduser())) for p in captions_files
-        ]
+        caption_sources = []
+        for captions_file in captions_files:
+            captions, reason = read_captions_source(captions_file.expanduser())
+            if reason:
+                self._skip(display_path(captions_file), reason)
+            else:
+                caption_sources.append((str(captions_file.expanduser().resolve()), captions))
         try:
             with self.store.transaction():
                 self.roots.refresh_locations()
@@ -210,7 +215,7 @@ class Crawler:
                 if row is not None and row.size == found.size and row.mtime_ns == found.mtime_ns:
                     self.report.unchanged += 1
                     if found.sidecar_sig != row.sidecar_sig:
-                        self._sync_sidecar(row.id, found)
+                        self._sync_sidecar(row.id, found, row.sidecar_sig)
                         self._maybe_commit()
                     continue
                 pending.append(Pending(scope.root.id, found, row))
@@ -316,7 +321,7 @@ class Crawler:
             self.store.update_file(row.id, size=found.size, mtime_ns=found.mtime_ns)
             self.report.unchanged += 1
             if found.sidecar_sig != row.sidecar_sig:
-                self._sync_sidecar(row.id, found)
+                self._sync_sidecar(row.id, found, row.sidecar_sig)
             return True
         moved = by_hash.get(item.sha256)
         if moved:
@@ -330,7 +335,7 @@ class Crawler:
             )
             self.report.renamed += 1
             if found.sidecar_sig != old.sidecar_sig:
-                self._sync_sidecar(old.id, found)
+                self._sync_sidecar(old.id, found, old.sidecar_sig)
             return True
         if not self.embeds_images:
             return False
@@ -378,21 +383,25 @@ class Crawler:
                 self._new_hashes[item.sha256] = item_id
                 chunk.new_hashes.append(item.sha256)
         if row is None or found.sidecar_sig != row.sidecar_sig:
-            self._sync_sidecar(file_id, found)
+            self._sync_sidecar(file_id, found, row.sidecar_sig if row is not None else None)
 
     # --- captions ------------------------------------------------------------------------------
 
-    def _sync_sidecar(self, file_id: int, found: FoundFile) -> None:
+    def _sync_sidecar(self, file_id: int, found: FoundFile, recorded: str | None) -> None:
         """Bring a file's sidecar captions up to date. The sidecar is recorded as read in the same
-        chunk as its captions (they are flushed before every commit)."""
+        chunk as its captions (they are flushed before every commit). A refused sidecar is not recorded
+        as read: every crawl tries it again and reports it again, as it does a picture it skips."""
         captions: list[str] = []
+        sig = found.sidecar_sig
         if found.sidecar is not None:
             captions, reason = read_sidecar(found.sidecar)
             if reason:
                 self._skip(str(found.sidecar), reason)
-        self._begin()
+                sig = None
         self._sync_captions(file_id, captions, SIDECAR)
-        self.store.set_sidecar_sig(file_id, found.sidecar_sig)
+        if sig != recorded:
+            self._begin()
+            self.store.set_sidecar_sig(file_id, sig)
 
     def _sync_captions(self, file_id: int, wanted: list[str], source: str) -> None:
         existing = self.store.captions_of(file_id, source)
@@ -539,10 +548,22 @@ class Crawler:
 
 
 def _hash_file(item: Pending) -> Pending:
+    """Hash a file on a worker thread. The size and modification time recorded with the hash are the
+    ones it had while it was read, so a file changed since the walk is recorded as what was hashed."""
     try:
-        item.sha256, item.data = file_sha256(item.found.path)
+        content = hash_file(item.found.path)
+    except FileNotFoundError:
+        item.error = "file vanished during the crawl"
+        return item
     except OSError as exc:
         item.error = f"cannot read file ({exc.strerror or exc})"
+        return item
+    if not content.stable:
+        item.error = "file changed while being read"
+        return item
+    item.sha256, item.data = content.sha256, content.data
+    if (content.size, content.mtime_ns) != (item.found.size, item.found.mtime_ns):
+        item.found = dataclasses.replace(item.found, size=content.size, mtime_ns=content.mtime_ns)
     return item
 
 
@@ -560,18 +581,35 @@ def decode_size(encoder: Any) -> int | None:
 def _decode(
     item: Pending, prepare: Callable[[Any], Any] | None, max_megapixels: float, min_size: int | None = None
 ) -> Pending:
-    """Decode (and, once the model is loaded, preprocess) one picture on a worker thread."""
+    """Decode (and, once the model is loaded, preprocess) one picture on a worker thread.
+
+    A file too big to keep in memory is decoded from disk after it was hashed: if it changed in between,
+    the picture is not the hashed content, and it is skipped rather than stored under the wrong hash.
+    """
     try:
-        source = item.data if item.data is not None else item.found.path
-        item.prepared = load_image(source, max_megapixels, min_size)
+        if item.data is not None:
+            item.prepared = load_image(item.data, max_megapixels, min_size)
+        else:
+            item.prepared = load_image(item.found.path, max_megapixels, min_size)
+            if _changed_since_hashed(item):
+                raise ImageError("file changed while being read")
         item.raw = True
     except ImageError as exc:
-        item.error = str(exc)
+        item.prepared = None
+        item.error = "file vanished during the crawl" if str(exc) == "file not found" else str(exc)
     finally:
         item.data = None
     if prepare is not None and item.raw:
         _prepare(item, prepare)
     return item
+
+
+def _changed_since_hashed(item: Pending) -> bool:
+    try:
+        info = os.stat(item.found.path)
+    except OSError:
+        return True
+    return (info.st_size, info.st_mtime_ns) != (item.found.size, item.found.mtime_ns)
 
 
 def _prepare(item: Pending, prepare: Callable[[Any], Any]) -> None:
