@@ -205,6 +205,58 @@ def test_term_str_round_trip_form() -> None:
     assert parse_term(str(Term(TEXT, "cat", -0.25))) == Term(TEXT, "cat", -0.25)
 
 
+@pytest.mark.parametrize("term", [
+    Term(TEXT, "notes.jpg", 1.0),  # would be read as an image
+    Term(TEXT, "id:5", 1.0),  # as an item
+    Term(TEXT, "https://example.com", 1.0),  # as a URL
+    Term(TEXT, "AC/DC", 1.0),  # as a path, if such a file existed
+    Term(TEXT, "text:x", 1.0),
+    Term(TEXT, "cat", 0.1234567),  # more digits than %g keeps
+    Term(TEXT, "cat", -1e-05),
+])
+def test_term_str_parses_back_for_text_that_looks_like_something_else(term: Term) -> None:
+    assert parse_term(str(term)) == term
+
+
+def test_query_tokens_parse_back() -> None:
+    query = Query.parse(["cat", "-0.3:text:dog.png", "id:4"], add=["2:hat"], like=["0.7:9"], unlike=[3])
+    assert query.tokens() == ["+1:cat", "-0.3:text:dog.png", "+1:id:4", "+2:hat", "+0.7:id:9", "-0.5:id:3"]
+    assert Query.parse(query.tokens()) == query
+
+
+@pytest.mark.parametrize("token", ["inf:cat", "-nan:cat", "Infinity:cat", ":cat", "-:cat"])
+def test_weight_words_and_empty_weights_are_malformed(token: str) -> None:
+    with pytest.raises(QueryError, match="malformed weight"):
+        parse_term(token)
+
+
+@pytest.mark.parametrize("token", ["1e-7:cat", "2e6:cat"])
+def test_weights_outside_the_range_raise(token: str) -> None:
+    with pytest.raises(QueryError, match="weight must be a positive number from 1e-06 to 1e[+]06"):
+        parse_term(token)
+
+
+@pytest.mark.parametrize("token", ["id:9223372036854775808", "id:" + "9" * 5000])
+def test_item_ids_beyond_sqlite_integers_raise(token: str) -> None:
+    with pytest.raises(QueryError, match="item id too large"):
+        parse_term(token)
+    assert parse_term("id:9223372036854775807").item_id == 2**63 - 1
+
+
+def test_file_system_refusals_are_query_errors() -> None:
+    with pytest.raises(QueryError, match="cannot use query image"):
+        parse_term("x" * 300 + ".jpg")  # longer than a file name may be
+    with pytest.raises(QueryError, match="query image not found: ~no-such-user-here/a.jpg"):
+        parse_term("~no-such-user-here/a.jpg")
+    assert parse_term("a/" + "x" * 300) == Term(TEXT, "a/" + "x" * 300, 1.0)  # no such file: text
+
+
+def test_error_messages_stay_on_one_line() -> None:
+    with pytest.raises(QueryError) as info:
+        parse_term("1.2.3:first\nsecond")
+    assert str(info.value) == "malformed weight in '1.2.3:first\\nsecond' (write it as 2:cat or 0.5:cat)"
+
+
 # --- Query.parse ------------------------------------------------------------------------------
 
 
@@ -303,6 +355,16 @@ def test_unlike_with_non_number_raises() -> None:
         Query.parse("cat", unlike=["dog"])
 
 
+def test_a_single_string_or_id_is_one_term() -> None:
+    assert Query.parse("cat", add="hat", subtract="dog", like="17", unlike=5).terms == (
+        Term(TEXT, "cat", 1.0),
+        Term(TEXT, "hat", 1.0),
+        Term(TEXT, "dog", -1.0),
+        Term(ITEM, "17", 1.0),
+        Term(ITEM, "5", -0.5),
+    )
+
+
 def test_with_terms_appends() -> None:
     query = Query.parse("cat").with_terms([Term(ITEM, "2", 1.0)])
     assert query.terms == (Term(TEXT, "cat", 1.0), Term(ITEM, "2", 1.0))
@@ -389,6 +451,15 @@ def test_combine_items_use_lookup() -> None:
     vector = combine(query, TextTable(TEXTS), no_images, lookup)
     np.testing.assert_allclose(vector, unit(BASIS[0] + BASIS[3] - 0.5 * BASIS[4]), atol=1e-6)
     assert looked_up == [5, 9]
+
+
+def test_combine_cancellation_is_relative_to_the_weights() -> None:
+    # 1e6 of cat minus 1e6 of cat leaves a millionth of hat: rounding-sized, so it cancels ...
+    with pytest.raises(QueryError, match="cancel out"):
+        combine(Query.parse(["1e6:cat", "-1e6:cat", "1e-6:hat"]), TextTable(TEXTS), no_images, no_items)
+    # ... while a small term among small terms is a direction of its own
+    vector = combine(Query.parse(["1e-6:cat", "1e-6:hat"]), TextTable(TEXTS), no_images, no_items)
+    np.testing.assert_allclose(vector, unit(BASIS[0] + BASIS[1]), atol=1e-6)
 
 
 def test_combine_unknown_item_raises() -> None:

@@ -52,12 +52,23 @@ def parse_labels(labels: str | Sequence[str] | None = None, labels_file: str | P
     return cleaned
 
 
-def label_vectors(encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
-    """One unit vector per label: the mean embedding of the label in every template."""
-    templates = list(templates) or ["{}"]
-    for template in templates:
+def check_templates(templates: Sequence[str]) -> list[str]:
+    """Prompt templates with exactly one `{}` for the label; checked before any model loads, since
+    '{x}' or '{} {}' would otherwise fail deep inside the embedding."""
+    chosen = list(templates) or ["{}"]
+    for template in chosen:
+        try:
+            template.format("label")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise QueryError(f"prompt template must have one {{}} where the label goes: '{template}'") from exc
         if "{}" not in template:
             raise QueryError(f"prompt template must contain {{}} where the label goes: '{template}'")
+    return chosen
+
+
+def label_vectors(encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+    """One unit vector per label: the mean embedding of the label in every template."""
+    templates = check_templates(templates)
     prompts = [template.format(label) for label in labels for template in templates]
     vectors = encoder.embed_texts(prompts).reshape(len(labels), len(templates), -1).mean(axis=1)
     return normalize_rows(vectors)
@@ -85,6 +96,7 @@ def classify(
     encoder: Encoder,
     templates: Sequence[str] = DEFAULT_TEMPLATES,
 ) -> list[LabelScore]:
+    labels = parse_labels(labels)
     return classify_vector(image_vector, labels, label_vectors(encoder, labels, templates), encoder.logit_scale)
 
 

@@ -500,7 +500,12 @@ def classify_command(
     batch_size: int,
 ) -> None:
     """Zero-shot classification: the probability of each label for IMAGE."""
-    from .classify import DEFAULT_TEMPLATES, classify_image, parse_labels
+    from .classify import (
+        DEFAULT_TEMPLATES,
+        check_templates,
+        classify_image,
+        parse_labels,
+    )
     from .encoders import load_encoder
     from .index import Index
 
@@ -511,12 +516,7 @@ def classify_command(
         from .errors import QueryError
 
         names = parse_labels(labels, labels_file)
-        chosen = list(templates) or list(DEFAULT_TEMPLATES)
-        for template in chosen:  # '{x}' or '{} {}' would fail deep inside, after the model loaded
-            try:
-                template.format("label")
-            except (KeyError, IndexError, ValueError) as exc:
-                raise QueryError(f"prompt template must have one {{}} where the label goes: '{template}'") from exc
+        chosen = check_templates(list(templates) or list(DEFAULT_TEMPLATES))
         if not index_ref:  # before a model loads: a missing picture is the error to report
             if image.lower().startswith("id:"):
                 raise QueryError(f"{image} names an indexed item: give the index with --index")

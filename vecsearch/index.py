@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import operator
 import os
 import shutil
 import sqlite3
@@ -722,7 +723,13 @@ class Index:
     ) -> list[Hit]:
         if kind is None:
             kind = "image" if IMAGE in self.modalities else "caption"
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > MAX_K:
+        try:
+            if isinstance(k, bool):
+                raise TypeError
+            k = operator.index(k)  # numpy integers are whole numbers too; floats and bools are not
+        except TypeError:
+            raise QueryError(f"k must be a whole number from 1 to {MAX_K} (got {k!r})") from None
+        if k < 1 or k > MAX_K:
             raise QueryError(f"k must be a whole number from 1 to {MAX_K} (got {k})")
         if kind not in KINDS:
             raise QueryError(f"kind must be one of {', '.join(KINDS)} (got {kind})")

@@ -249,7 +249,7 @@ class Crawler:
                 _prepare(item, prepare)
             if item.error:
                 failed[item.sha256] = item.error
-                self._skip(str(item.found.path), item.error)
+                self._skip_changed(item, item.error)
                 return
             batch.append(item)
             if len(batch) >= batch_size:
@@ -306,12 +306,21 @@ class Crawler:
         waiting = []
         for twin in twins:
             if twin.sha256 in failed:
-                self._skip(str(twin.found.path), failed[twin.sha256])
+                self._skip_changed(twin, failed[twin.sha256])
             elif twin.sha256 in self._new_hashes:
                 self._reuse(twin, by_hash, candidates)
             else:
                 waiting.append(twin)
         twins[:] = waiting
+
+    def _skip_changed(self, item: Pending, reason: str) -> None:
+        """A file whose new content cannot be decoded: skipped, and if the index held its old content,
+        that leaves too (its vector no longer describes the file; a fresh index would not hold it)."""
+        self._skip(str(item.found.path), reason)
+        if item.row is not None:
+            self._remove_file(item.row.id)
+            self.report.removed += 1
+            self._maybe_commit()
 
     def _reuse(self, item: Pending, by_hash: dict[str, list[FileRow]], candidates: dict[int, FileRow]) -> bool:
         """Handle a file whose content is already known; True when nothing needs embedding."""

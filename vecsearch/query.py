@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -23,9 +23,17 @@ TEXT, IMAGE, URL, ITEM = "text", "image", "url", "item"
 LIKE_WEIGHT = 1.0
 UNLIKE_WEIGHT = 0.5
 MAX_URL_BYTES = 50 << 20
+# Weights outside this range are typing mistakes, and a sum over them would lose the other terms.
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
+# Item ids are SQLite integers; a longer number can name no item (and would overflow SQLite).
+MAX_ITEM_ID = 2**63 - 1
 
 _WEIGHT = re.compile(r"^(?P<w>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?):(?P<rest>.*)$", re.S)
-_BAD_WEIGHT = re.compile(r"^[-+]?[0-9.eE]*[0-9][0-9.eE]*:")
+# Things that look like a weight but are not one: '1.2.3:', '1e:', '-2:' after a sign, ':cat' (no
+# number at all) and the words Python's float() would take ('inf:', 'nan:').
+_BAD_WEIGHT = re.compile(r"^(?:[-+]?[0-9.eE]*[0-9][0-9.eE]*|[-+]?(?:inf|infinity|nan)|):", re.I)
+# Text that, written bare, would parse as something else: it needs the `text:` prefix to round-trip.
+_NEEDS_TEXT_PREFIX = re.compile(r"^(?:text:|image:|id:|https?://)", re.I)
 
 
 @dataclass(frozen=True)
@@ -41,9 +49,23 @@ class Term:
         return int(self.value)
 
     def __str__(self) -> str:
+        """The term as a user would type it; `parse_term(str(term)) == term` for parsed terms."""
         sign = "-" if self.weight < 0 else "+"
         prefix = {TEXT: "", IMAGE: "image:", URL: "", ITEM: "id:"}[self.kind]
-        return f"{sign}{abs(self.weight):g}:{prefix}{self.value}"
+        if self.kind == TEXT and _text_needs_prefix(self.value):
+            prefix = "text:"
+        return f"{sign}{_format_weight(abs(self.weight))}:{prefix}{self.value}"
+
+
+def _format_weight(weight: float) -> str:
+    """Short when exact (`2`, `0.5`), else every digit: a printed query must mean the same query."""
+    short = f"{weight:g}"
+    return short if float(short) == weight else repr(weight)
+
+
+def _text_needs_prefix(value: str) -> bool:
+    """Would this text, written bare, be read as an image, an item or a URL?"""
+    return bool(_NEEDS_TEXT_PREFIX.match(value)) or "/" in value or "\\" in value or is_image_path(value)
 
 
 @dataclass(frozen=True)
@@ -61,9 +83,12 @@ class Query:
         unlike: Sequence[int | str] = (),
         base: Path | None = None,
     ) -> "Query":
-        """Build a query from what a user typed. Raises QueryError with the reason when it can't."""
-        if isinstance(terms, str):
-            terms = [terms]
+        """Build a query from what a user typed. Raises QueryError with the reason when it can't.
+
+        A single string (or id) in any of the lists is one term, not a sequence of characters.
+        """
+        terms, add, subtract = _listed(terms), _listed(add), _listed(subtract)
+        like, unlike = _listed(like), _listed(unlike)
         parsed: list[Term] = []
         for token in terms:
             parsed.append(parse_term(token, base=base))
@@ -79,7 +104,12 @@ class Query:
         query.validate()
         return query
 
+    def tokens(self) -> list[str]:
+        """The query as terms a user could type: `Query.parse(query.tokens()) == query`."""
+        return [str(term) for term in self.terms]
+
     def validate(self) -> None:
+        """Refuse queries with nothing to search for (constructed ones too, not only parsed)."""
         if not self.terms:
             raise QueryError("empty query: give text, an image path or --like ID")
         if not any(t.weight > 0 for t in self.terms):
@@ -94,8 +124,23 @@ class Query:
         return Query(self.terms + tuple(extra))
 
 
+def _shown(text: str, limit: int = 200) -> str:
+    """A user's text as it goes into an error message: one line (control characters escaped), and
+    not a whole pasted document."""
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _listed(values: Sequence[Any] | str | int) -> Sequence[Any]:
+    """`add="hat"` or `like=17` means one term; a string must not be read as its characters."""
+    return [values] if isinstance(values, (str, int)) else values
+
+
 def parse_term(token: str, sign: float = 1.0, base: Path | None = None, signed: bool = True) -> Term:
-    """Read one term: [+|-][weight:][text:|image:|id:]body."""
+    """Read one term: [+|-][weight:][text:|image:|id:]body.
+
+    Raises only QueryError, whatever the text: a term that cannot be read is the user's to fix.
+    """
     raw = token
     text = token.strip()
     if signed and text[:1] in "+-" and len(text) > 1:
@@ -106,18 +151,19 @@ def parse_term(token: str, sign: float = 1.0, base: Path | None = None, signed: 
     if match:
         weight = float(match.group("w"))
         text = match.group("rest").strip()
-        if not math.isfinite(weight) or weight <= 0 or weight > 1e6:
-            raise QueryError(f"weight must be a positive number in '{raw}'")
+        if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+            limits = f"from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}"
+            raise QueryError(f"weight must be a positive number {limits} in '{_shown(raw)}'")
     elif _BAD_WEIGHT.match(text) and not text.lower().startswith(("http:", "https:")):
-        raise QueryError(f"malformed weight in '{raw}' (write it as 2:cat or 0.5:cat)")
+        raise QueryError(f"malformed weight in '{_shown(raw)}' (write it as 2:cat or 0.5:cat)")
     if not text:
-        raise QueryError(f"empty query term '{raw}'")
+        raise QueryError(f"empty query term '{_shown(raw)}'")
     signed_weight = sign * weight
     lowered = text.lower()
     if lowered.startswith("text:"):
         body = text[5:].strip()
         if not body:
-            raise QueryError(f"empty text in '{raw}'")
+            raise QueryError(f"empty text in '{_shown(raw)}'")
         return Term(TEXT, body, signed_weight)
     if lowered.startswith("id:"):
         return _item_term(text[3:].strip(), signed_weight, raw)
@@ -127,32 +173,63 @@ def parse_term(token: str, sign: float = 1.0, base: Path | None = None, signed: 
         return _image_term(text[6:].strip(), signed_weight, raw, base, explicit=True)
     # A bare word stays text even if a file of that name exists; paths need an image extension or a slash.
     looks_like_path = "/" in text or "\\" in text
-    if "\n" not in text and (is_image_path(text) or (looks_like_path and _resolve(text, base).is_file())):
+    if "\n" not in text and (is_image_path(text) or (looks_like_path and _is_file(_resolve(text, base)))):
         return _image_term(text, signed_weight, raw, base, explicit=False)
     return Term(TEXT, text, signed_weight)
 
 
 def _resolve(text: str, base: Path | None) -> Path:
-    path = Path(text).expanduser()
+    path = Path(text)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # '~someone' with no such user: the name is taken literally
+        pass
     if base is not None and not path.is_absolute():
         path = base / path
     return path
 
 
+def _is_file(path: Path) -> bool:
+    """Like Path.is_file, but a name the system refuses (too long, no permission) is no file either."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _image_term(text: str, weight: float, raw: str, base: Path | None, explicit: bool) -> Term:
+    if not text:
+        raise QueryError(f"empty image path in '{_shown(raw)}'")
     path = _resolve(text, base)
-    if path.is_dir():
-        raise QueryError(f"'{text}' is a folder, not an image")
-    if not path.is_file():
-        hint = "" if explicit else f" (to search for the words, write text:{text})"
-        raise QueryError(f"query image not found: {text}{hint}")
-    return Term(IMAGE, str(path.resolve()), weight)
+    try:
+        if path.is_dir():
+            raise QueryError(f"'{_shown(text)}' is a folder, not an image")
+        if not path.is_file():
+            hint = "" if explicit else f" (to search for the words, write text:{_shown(text)})"
+            raise QueryError(f"query image not found: {_shown(text)}{hint}")
+        return Term(IMAGE, str(path.resolve()), weight)
+    except (OSError, RuntimeError, ValueError) as exc:  # a name too long, a folder we may not enter, a loop
+        reason = getattr(exc, "strerror", None) or exc
+        raise QueryError(f"cannot use query image {_shown(text)} ({reason})") from exc
+
+
+def _item_id(value: str) -> int | None:
+    """The id a string names, or None when it is not a whole number an item could have."""
+    if not re.fullmatch(r"[0-9]+", value):
+        return None
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_ITEM_ID)) or int(digits) > MAX_ITEM_ID:
+        return None
+    return int(digits)
 
 
 def _item_term(value: str, weight: float, raw: str) -> Term:
-    if not re.fullmatch(r"[0-9]+", value):
-        raise QueryError(f"item id must be a whole number in '{raw}'")
-    return Term(ITEM, str(int(value)), weight)
+    item_id = _item_id(value)
+    if item_id is None:
+        if re.fullmatch(r"[0-9]+", value):
+            raise QueryError(f"item id too large in '{_shown(raw)}' (ids go up to {MAX_ITEM_ID})")
+        raise QueryError(f"item id must be a whole number in '{_shown(raw)}'")
+    return Term(ITEM, str(item_id), weight)
 
 
 def _feedback_term(ref: int | str, default_weight: float) -> Term:
@@ -165,9 +242,10 @@ def _feedback_term(ref: int | str, default_weight: float) -> Term:
         text = match.group("rest").strip()
     if text.lower().startswith("id:"):
         text = text[3:]
-    if not re.fullmatch(r"[0-9]+", text) or weight <= 0 or not math.isfinite(weight):
-        raise QueryError(f"--like/--unlike take an item id from a search result (got '{ref}')")
-    return Term(ITEM, str(int(text)), math.copysign(weight, default_weight))
+    item_id = _item_id(text.strip())
+    if item_id is None or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        raise QueryError(f"--like/--unlike take an item id from a search result (got '{_shown(str(ref))}')")
+    return Term(ITEM, str(item_id), math.copysign(weight, default_weight))
 
 
 # --- turning terms into one vector ------------------------------------------------------------
@@ -188,22 +266,34 @@ def combine(
     """The normalised, weighted sum of the terms' embeddings.
 
     `read_picture` gives the bytes of an image or URL term; without it, image files are read from
-    disk and URLs are refused.
+    disk and URLs are refused. The sum is taken in float64 and counts as cancelled when what is left
+    is below a millionth of the total weight: a direction made of rounding errors is no query.
     """
+    query.validate()
     texts = [t for t in query.terms if t.kind == TEXT]
     pictures = [t for t in query.terms if t.kind in (IMAGE, URL)]
+    items = [t for t in query.terms if t.kind == ITEM]
     total: np.ndarray | None = None
 
-    def accumulate(vector: np.ndarray, weight: float) -> None:
+    def accumulate(vector: np.ndarray, term: Term) -> None:
         nonlocal total
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        vector = np.asarray(vector, dtype=np.float64).reshape(-1)
+        if not np.isfinite(vector).all():
+            raise QueryError(f"the model gave no usable vector for {_shown(str(term))}")
         norm = float(np.linalg.norm(vector))
-        contribution = weight * (vector / norm if norm > 0 else vector)
+        contribution = term.weight * (vector / norm if norm > 0 else vector)
         total = contribution if total is None else total + contribution
 
+    # Items first: an unknown id is reported before any model runs.
+    item_vectors = []
+    for term in items:
+        vector = lookup(term.item_id) if term.item_id <= MAX_ITEM_ID else None
+        if vector is None:
+            raise QueryError(f"no item with id {term.item_id} in this index")
+        item_vectors.append(vector)
     if texts:
         for term, vector in zip(texts, embed_texts([t.value for t in texts])):
-            accumulate(vector, term.weight)
+            accumulate(vector, term)
     if pictures:
         images = []
         for term in pictures:
@@ -216,18 +306,16 @@ def combine(
             try:
                 images.append(load_image(source, max_megapixels=max_megapixels))
             except ImageError as exc:
-                raise QueryError(f"cannot use query image {term.value}: {exc}") from exc
+                raise QueryError(f"cannot use query image {_shown(term.value)}: {exc}") from exc
         for term, vector in zip(pictures, embed_images(images)):
-            accumulate(vector, term.weight)
-    for term in query.terms:
-        if term.kind == ITEM:
-            vector = lookup(term.item_id)
-            if vector is None:
-                raise QueryError(f"no item with id {term.item_id} in this index")
-            accumulate(vector, term.weight)
-    assert total is not None
+            accumulate(vector, term)
+    for term, vector in zip(items, item_vectors):
+        accumulate(vector, term)
+    if total is None:
+        raise QueryError("the query has nothing to search for")
     norm = float(np.linalg.norm(total))
-    if not math.isfinite(norm) or norm < 1e-6:
+    scale = sum(abs(t.weight) for t in query.terms)
+    if not math.isfinite(norm) or norm <= 1e-6 * scale:
         raise QueryError("the query terms cancel out; nothing is left to search for")
     return (total / norm).astype(np.float32)
 
@@ -243,7 +331,7 @@ def fetch_url(url: str, timeout: float = 10.0) -> bytes:
             data = response.read(MAX_URL_BYTES + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise QueryError(f"cannot download query image {url} ({reason})") from exc
+        raise QueryError(f"cannot download query image {_shown(url)} ({reason})") from exc
     if len(data) > MAX_URL_BYTES:
-        raise QueryError(f"query image {url} is larger than {MAX_URL_BYTES >> 20} MB")
+        raise QueryError(f"query image {_shown(url)} is larger than {MAX_URL_BYTES >> 20} MB")
     return data
