@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 
-def make_jpegs(folder: Path, count: int, size: tuple[int, int] = (1024, 768)) -> list[Path]:
+def make_jpegs(folder: Path, count: int, size: tuple[int, int] = (1024, 768), seed: int = 0) -> list[Path]:
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     ys, xs = np.mgrid[0 : size[1], 0 : size[0]]

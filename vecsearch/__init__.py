@@ -11,6 +11,7 @@ import logging
 
 __version__ = "0.1.0"
 
+from .check import CheckReport, Finding, check_index  # noqa: E402
 from .classify import DEFAULT_TEMPLATES  # noqa: E402
 from .classify import classify_image as classify
 from .encoders import (  # noqa: E402
@@ -48,8 +49,10 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TEMPLATES",
     "CaptionsFileError",
+    "CheckReport",
     "CrawlReport",
     "Encoder",
+    "Finding",
     "Hit",
     "ImageError",
     "Index",
@@ -73,6 +76,7 @@ __all__ = [
     "UnsupportedModalityError",
     "VecsearchError",
     "__version__",
+    "check_index",
     "classify",
     "list_models",
     "load_encoder",
