@@ -66,6 +66,9 @@ from .store import RootRow, Store
 from .vectors import VectorIndex
 
 KINDS = ("image", "caption", "any")
+# Stored vectors are scanned in chunks this size when an index is tuned: ~15 MB of 384-d vectors at a
+# time, which keeps the end-of-crawl peak flat however large the collection.
+TUNE_CHUNK = 10_000
 MAX_K = 10_000
 # An approximate index answers a narrow filter (a folder, a glob) by an exact scan of the allowed items'
 # stored vectors up to this many: cheaper than probing lists that hold few of them, and exact.
@@ -440,12 +443,12 @@ class Index:
         has outgrown its type, retune it when its size changed much. Returns a sentence saying what was
         done to the index type, or None.
         """
-        vectors = self.vectors
         generation = self.store.generation
         counts = self.store.counts()
-        if vectors.ntotal != counts["items"]:  # e.g. interrupted between commit and mirror
-            vectors = self._vectors = self._rebuild_vectors()
-        faiss_info, note = self._replan(vectors)
+        if self.vectors.ntotal != counts["items"]:  # e.g. interrupted between commit and mirror
+            self._vectors = None
+            self._vectors = self._rebuild_vectors()
+        faiss_info, note = self._replan()
         vectors = self.vectors
         file_name = vector_file_name(generation)
         path = self.path / file_name
@@ -487,10 +490,10 @@ class Index:
             except OSError:
                 pass
 
-    def _replan(self, vectors: VectorIndex) -> tuple[dict[str, Any], str | None]:
+    def _replan(self) -> tuple[dict[str, Any], str | None]:
         """The manifest's FAISS settings for the collection as it is now, rebuilding what must be."""
         info = dict(self._manifest["faiss"])
-        count = vectors.ntotal
+        count = self.vectors.ntotal
         requested = info.get("requested") or "auto"
         current = info.get("family") or ("exact" if info.get("type", EXACT) == EXACT else "")
         warning = None
@@ -512,6 +515,7 @@ class Index:
         rebuild = rebuild or (plan.approximate and outgrown(int(info.get("trained_on") or 0), count))
         note = None
         if rebuild:
+            self._vectors = None  # the old index goes before the new one is built: half the peak memory
             self._vectors = vectors = self._build(plan.factory, plan.nlist)
             self._vectors_unsaved = True
             info.update(
@@ -521,6 +525,7 @@ class Index:
             for key in ("nprobe", "rerank", "recall@10", "tuned_on", "tuning_queries"):
                 info.pop(key, None)
             note = f"vector index is now {vectors.kind}: {plan.reason}"
+        vectors = self.vectors
         if not vectors.approximate:
             return info, note
         tuned_on = int(info.get("tuned_on") or 0)
@@ -542,7 +547,7 @@ class Index:
     def _tune(self, vectors: VectorIndex, reranks: bool) -> Tuning:
         """Search parameters measured against exact search, with the index's own vectors as queries."""
         query_ids, queries = self.store.vectors_of(self.store.sample_item_ids(TUNE_QUERIES))
-        truth = exact_top_k(self.store.iter_vectors(), queries, query_ids, TUNE_K)
+        truth = exact_top_k(self.store.iter_vectors(TUNE_CHUNK), queries, query_ids, TUNE_K)
 
         def run(batch: np.ndarray, k: int, nprobe: int, depth: int) -> np.ndarray:
             found = np.full((len(batch), k), -1, dtype=np.int64)

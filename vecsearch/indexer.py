@@ -107,7 +107,6 @@ class Crawler:
     ) -> None:
         self.index = index
         self.store = index.store
-        self.vectors = index.vectors
         self.roots = RootPlanner(index)
         self.progress = progress
         self.workers = max(1, workers or min(4, os.cpu_count() or 1))
@@ -120,6 +119,7 @@ class Crawler:
         self._new_hashes: dict[str, int] = {}
         self._text_vectors: dict[str, np.ndarray] = {}
         self._decode_size: int | None = None
+        self._known: list[dict[str, FileRow]] = []
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -194,22 +194,28 @@ class Crawler:
         """Indexed files in the crawled scopes, to be removed unless seen again. Files under folders
         that could not be listed are kept as they are, and never taken for renames."""
         candidates: dict[int, FileRow] = {}
+        self._known = []
         for scope, walked in zip(scopes, walks):
             unlisted = [Path(s.path) for s in walked.skipped if s.reason.startswith("cannot list folder")]
+            known: dict[str, FileRow] = {}
             for prefix in scope.prefixes:
-                for row in self.store.files_under(scope.root.id, prefix).values():
-                    if not any(is_within(scope.folder / row.relpath, folder) for folder in unlisted):
-                        candidates[row.id] = row
+                known.update(self.store.files_under(scope.root.id, prefix))
+            for row in known.values():
+                if not any(is_within(scope.folder / row.relpath, folder) for folder in unlisted):
+                    candidates[row.id] = row
+            self._known.append(known)  # the same rows, by path, for _classify: read once, held once
         return candidates
 
     def _classify(
         self, scopes: list[Scope], walks: list[WalkResult], candidates: dict[int, FileRow]
     ) -> list[Pending]:
         pending: list[Pending] = []
-        for scope, walked in zip(scopes, walks):
-            existing = self.store.files_under(scope.root.id)
+        for number, (scope, walked) in enumerate(zip(scopes, walks)):
+            existing = self._known[number]
             for found in walked.files:
                 row = existing.get(found.relpath)
+                if row is None:  # a file outside the scope's prefixes (should not happen): ask the database
+                    row = self.store.file_at(scope.root.id, found.relpath)
                 if row is not None:
                     candidates.pop(row.id, None)
                 if row is not None and row.size == found.size and row.mtime_ns == found.mtime_ns:
@@ -532,9 +538,10 @@ class Crawler:
         if _log.isEnabledFor(logging.INFO):  # the fault-injection tests read what was committed here
             _log.info("committed generation %d: %d items", chunk.gen, self.store.counts()["items"])
         faults.point("committed")
-        self.vectors.remove(np.array(chunk.remove_ids, dtype=np.int64))
+        vectors = self.index.vectors  # never held here: a rebuild at the end must be able to free it
+        vectors.remove(np.array(chunk.remove_ids, dtype=np.int64))
         if chunk.add_ids:
-            self.vectors.add(np.array(chunk.add_ids, dtype=np.int64), np.stack(chunk.add_vectors))
+            vectors.add(np.array(chunk.add_ids, dtype=np.int64), np.stack(chunk.add_vectors))
         self._last_commit = time.monotonic()
 
     def _rollback(self) -> None:

@@ -473,7 +473,7 @@ class Store:
         rows.sort(key=lambda r: int(r[0]))
         return _stack_rows(rows)
 
-    def iter_vectors(self, chunk_size: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_vectors(self, chunk_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every (ids, vectors) in chunks, so a scan of a large index never holds all of it."""
         last = -1
         while True:
