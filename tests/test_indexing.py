@@ -989,3 +989,50 @@ def test_a_non_image_file_is_refused(indexed) -> None:
     index, root = indexed
     with pytest.raises(VecsearchError, match="not an image file"):
         index.add(root / "notes.md")
+
+
+def test_bytes_held_for_decoding_are_capped_and_all_let_go(tmp_path: Path, photo_tree: Path, tiny_encoder,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashed file contents wait in memory to be decoded without a second read, within a cap; every one is
+    let go as soon as it is decoded or found not to need decoding (touched, renamed, twin or broken)."""
+    import vecsearch.indexer as indexer
+
+    budgets: list[indexer.HeldBytes] = []
+
+    class Recorded(indexer.HeldBytes):
+        def __init__(self, limit: int) -> None:
+            super().__init__(limit)
+            self.most = 0
+            budgets.append(self)
+
+        def keep(self, size: int) -> bool:
+            kept = super().keep(size)
+            self.most = max(self.most, self.held)
+            return kept
+
+    monkeypatch.setattr(indexer, "HeldBytes", Recorded)
+    with Index.create(tmp_path / "full", encoder=tiny_encoder) as full:
+        full.add(photo_tree)
+        reference = {h.relpath: full.store.vector(h.id) for h in all_hits(full)}
+    assert budgets[-1].held == 0 and budgets[-1].most > 0
+
+    # A cap of one byte: nothing is kept, every picture is read again from disk, with the same vectors.
+    monkeypatch.setattr(indexer, "HELD_BYTES_LIMIT", 1)
+    with Index.create(tmp_path / "capped", encoder=tiny_encoder) as capped:
+        capped.add(photo_tree)
+        assert budgets[-1].most == 0 and budgets[-1].held == 0
+        got = {h.relpath: capped.store.vector(h.id) for h in all_hits(capped)}
+        assert got.keys() == reference.keys()
+        for relpath, vector in reference.items():
+            np.testing.assert_allclose(got[relpath], vector, atol=1e-6)
+
+    # A re-crawl of touched, duplicated and broken files decodes nothing new and holds nothing after.
+    monkeypatch.setattr(indexer, "HELD_BYTES_LIMIT", 256 << 20)
+    for path in (photo_tree / "apple.png", photo_tree / "car.jpg"):
+        bump_mtime(path)
+    shutil.copy2(photo_tree / "apple.png", photo_tree / "copy-of-apple.png")
+    (photo_tree / "broken.png").write_bytes(b"not a picture")
+    with Index.open(tmp_path / "full", encoder=tiny_encoder) as index:
+        report = index.add(photo_tree)
+        assert report.embedded_images == 0 and report.reused == 1
+        assert budgets[-1].held == 0 and budgets[-1].most > 0

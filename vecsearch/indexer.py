@@ -12,9 +12,11 @@ the open chunk and keeps the committed ones, and the next run picks up from ther
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +52,7 @@ SIDECAR = "sidecar"
 COMMIT_EVERY_ITEMS = 500
 COMMIT_EVERY_SECONDS = 10.0
 DECODE_OVERSAMPLE = 3
+HELD_BYTES_LIMIT = 256 << 20  # hashed file contents kept in memory for decoding, all files together
 _log = logging.getLogger(__name__)
 _COUNTERS = [f.name for f in dataclasses.fields(CrawlReport) if f.type == "int"]
 
@@ -120,6 +123,7 @@ class Crawler:
         self._text_vectors: dict[str, np.ndarray] = {}
         self._decode_size: int | None = None
         self._known: list[dict[str, FileRow]] = []
+        self._held_bytes = HeldBytes(HELD_BYTES_LIMIT)
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -266,8 +270,10 @@ class Crawler:
         bar = _progress(len(pending), "indexing", self.progress)
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vecsearch-crawl")
         try:
-            for item in _ordered_map(pool, _hash_file, pending, window):
+            hash_one = functools.partial(_hash_file, budget=self._held_bytes)
+            for item in _ordered_map(pool, hash_one, pending, window):
                 bar.update(1)
+                submitted = False
                 if item.error:
                     self._skip(str(item.found.path), item.error)
                 elif self._reuse(item, by_hash, candidates):
@@ -278,9 +284,10 @@ class Crawler:
                 elif item.sha256 in in_flight:
                     twins.append(item)  # same content as a file on its way to the model
                 else:
+                    submitted = True
                     in_flight.add(item.sha256)
                     decoding.append(
-                        pool.submit(_decode, item, prepare, self.max_megapixels, self._decode_size)
+                        pool.submit(_decode, item, prepare, self.max_megapixels, self._decode_size, self._held_bytes)
                     )
                     # Until the model is loaded, take each picture as it decodes: once one decodes the
                     # model loads, and every later picture is decoded at the size the model needs and
@@ -289,6 +296,8 @@ class Crawler:
                         take(decoding.popleft().result())
                     while len(decoding) > window:
                         take(decoding.popleft().result())
+                if not submitted:
+                    self._held_bytes.release(item)  # not decoded from its bytes: they go now, not at the end
             while decoding:
                 take(decoding.popleft().result())
             if batch:
@@ -563,7 +572,34 @@ class Crawler:
         self.report.skipped.append(SkippedFile(path, reason))
 
 
-def _hash_file(item: Pending) -> Pending:
+class HeldBytes:
+    """A cap on the bytes of hashed files kept in memory to be decoded without a second read.
+
+    Without it, memory would grow with the files' sizes times the number in flight (128 photos of 50 MB
+    is 6.4 GB); past the cap, a picture is simply read again from disk when it is decoded.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def keep(self, size: int) -> bool:
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def release(self, item: Pending) -> None:
+        """Let go of an item's bytes (once: the item forgets them)."""
+        data, item.data = item.data, None
+        if data is not None:
+            with self._lock:
+                self.held -= len(data)
+
+
+def _hash_file(item: Pending, budget: HeldBytes | None = None) -> Pending:
     """Hash a file on a worker thread. The size and modification time recorded with the hash are the
     ones it had while it was read, so a file changed since the walk is recorded as what was hashed."""
     try:
@@ -577,7 +613,9 @@ def _hash_file(item: Pending) -> Pending:
     if not content.stable:
         item.error = "file changed while being read"
         return item
-    item.sha256, item.data = content.sha256, content.data
+    item.sha256 = content.sha256
+    if content.data is not None and (budget is None or budget.keep(len(content.data))):
+        item.data = content.data
     if (content.size, content.mtime_ns) != (item.found.size, item.found.mtime_ns):
         item.found = dataclasses.replace(item.found, size=content.size, mtime_ns=content.mtime_ns)
     return item
@@ -595,7 +633,11 @@ def decode_size(encoder: Any) -> int | None:
 
 
 def _decode(
-    item: Pending, prepare: Callable[[Any], Any] | None, max_megapixels: float, min_size: int | None = None
+    item: Pending,
+    prepare: Callable[[Any], Any] | None,
+    max_megapixels: float,
+    min_size: int | None = None,
+    budget: "HeldBytes | None" = None,
 ) -> Pending:
     """Decode (and, once the model is loaded, preprocess) one picture on a worker thread.
 
@@ -614,6 +656,8 @@ def _decode(
         item.prepared = None
         item.error = "file vanished during the crawl" if str(exc) == "file not found" else str(exc)
     finally:
+        if budget is not None:
+            budget.release(item)
         item.data = None
     if prepare is not None and item.raw:
         _prepare(item, prepare)
