@@ -139,19 +139,7 @@ class Crawler:
             else:
                 caption_sources.append((str(captions_file.expanduser().resolve()), captions))
         try:
-            with self.store.transaction():
-                self.roots.refresh_locations()
-                if paths:
-                    scopes = self.roots.scopes_for_paths(paths, exclude, include_hidden)
-                else:
-                    scopes = self.roots.scopes_for_all(self._skip)
-            walks = [self._walk(scope) for scope in scopes]
-            candidates = self._plan_deletions(scopes, walks)
-            pending = self._classify(scopes, walks, candidates)
-            self._process(pending, candidates)
-            self._delete(candidates)
-            self._apply_caption_sources(caption_sources)
-            self._commit()
+            self._crawl(paths, exclude, include_hidden, caption_sources)
         except KeyboardInterrupt:
             self._rollback()
             self._save()
@@ -169,7 +157,28 @@ class Crawler:
             self.report.inference = inference.describe()
         return self.report
 
+    def _crawl(
+        self, paths: list[Path], exclude: list[str], include_hidden: bool,
+        caption_sources: list[tuple[str, dict[Path, list[str]]]],
+    ) -> None:
+        """The crawl itself; what it builds per file (walk, plan, pending list) dies when it returns,
+        before the vector index is saved (and perhaps rebuilt), which is when memory peaks."""
+        with self.store.transaction():
+            self.roots.refresh_locations()
+            if paths:
+                scopes = self.roots.scopes_for_paths(paths, exclude, include_hidden)
+            else:
+                scopes = self.roots.scopes_for_all(self._skip)
+        walks = [self._walk(scope) for scope in scopes]
+        candidates = self._plan_deletions(scopes, walks)
+        pending = self._classify(scopes, walks, candidates)
+        self._process(pending, candidates)
+        self._delete(candidates)
+        self._apply_caption_sources(caption_sources)
+        self._commit()
+
     def _save(self) -> None:
+        self._known, self._new_hashes, self._text_vectors = [], {}, {}  # per-crawl caches: not needed now
         if self.index.needs_saving():
             note = self.index.save_vectors()
             if note:
