@@ -1,0 +1,205 @@
+"""Soak test of crash safety: crawl a changing tree again and again, killing `vecsearch index` at random
+moments, and check after every kill that the index keeps its promises.
+
+    .venv/bin/python scripts/soak_crash.py [--files 1500] [--rounds 30] [--seed 0]
+
+Each round changes the tree a little (new, edited, renamed and deleted pictures and captions), starts a
+real `vecsearch index` process with the bundled starter model and stops it after a random delay, with
+SIGKILL (no cleanup runs) or, one round in four, with SIGINT (Ctrl-C). After each stop:
+- `vecsearch check --json` must say the index is sound;
+- the database must hold exactly what the process logged as its last commit (`-v` prints it);
+- a search must return what an exact scan of the stored vectors returns.
+At the end a last run finishes the job, and the index is compared, item by item and vector by vector, with
+a fresh index of the final tree. The tests (tests/test_faults.py) do the same at fixed points in seconds;
+this is the long, random version. It prints what it saw and writes scripts/results/soak_crash.{txt,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_core import make_jpegs  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COMMITTED = re.compile(r"committed generation (\d+): (\d+) items")
+
+
+def vecsearch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vecsearch", *args]
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("VECSEARCH_FAULT", None)
+    return env
+
+
+def change_tree(tree: Path, rng: random.Random, round_no: int) -> str:
+    """A day of changes: a few new pictures, an edit, a rename, a deletion, caption edits."""
+    pictures = sorted(tree.rglob("*.jpg"))
+    added = make_jpegs(tree / f"new{round_no:03d}", rng.randint(10, 40), size=(256, 192), seed=round_no)
+    for path in added[:: 5]:
+        path.with_suffix(".txt").write_text(f"picture {path.stem} of round {round_no}\n")
+    done = [f"+{len(added)}"]
+    if len(pictures) > 10:
+        victim = rng.choice(pictures)
+        victim.unlink()
+        victim.with_suffix(".txt").unlink(missing_ok=True)
+        pictures.remove(victim)
+        moved = rng.choice(pictures)
+        moved.rename(moved.with_name(f"moved{round_no:03d}-{moved.name}"))
+        pictures.remove(moved)
+        edited = rng.choice(pictures)
+        make_jpegs(tree / ".scratch", 1, size=(256, 192), seed=10_000 + round_no)[0].replace(edited)
+        later = time.time() + round_no
+        os.utime(edited, (later, later))
+        captioned = rng.choice(pictures)
+        captioned.with_suffix(".txt").write_text(f"a caption written in round {round_no}\n")
+        os.utime(captioned.with_suffix(".txt"), (later, later))
+        done += ["-1", "~1 renamed", "~1 edited", "~1 caption"]
+    return " ".join(done)
+
+
+def stop_after(command: list[str], delay: float, sig: int) -> tuple[int, str, float]:
+    """Run, send `sig` after `delay` seconds, return (exit status, stderr, seconds it ran)."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=environment(), text=True)
+        try:
+            process.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            process.send_signal(sig)
+            process.wait(timeout=120)
+        log.seek(0)
+        return process.returncode, log.read(), time.monotonic() - started
+
+
+def index_state(index_dir: Path) -> tuple[int, int]:
+    from vecsearch import Index
+
+    with Index.open(index_dir) as index:
+        return index.store.generation, index.counts()["items"]
+
+
+def answers_like_exact_scan(index_dir: Path, prompt: str = "a picture") -> bool:
+    """Does a search return what an exact scan of the stored vectors returns? (Scores are compared, so
+    that equal pictures, whose order among themselves is arbitrary, cannot make a false alarm.)"""
+    from vecsearch import Index, Query
+
+    with Index.open(index_dir) as index:
+        if index.counts()["items"] == 0:
+            return True
+        ids, vectors = index.store.vectors_of(index.store.vector_ids())
+        query = index.query_vector(Query.parse(prompt))
+        exact = np.sort(vectors @ query)[::-1][:10]
+        found = np.array([h.score for h in index.search(prompt, k=10, kind="any")])
+        return found.shape == exact.shape and bool(np.allclose(found, exact, atol=1e-5))
+
+
+def contents(index_dir: Path) -> dict[tuple[str, str, str], np.ndarray]:
+    from vecsearch import Index
+
+    with Index.open(index_dir) as index:
+        ids = index.store.item_ids()
+        rows = index.store.items(ids)
+        return {(rows[i].relpath, rows[i].kind, rows[i].text or ""): index.store.vector(i) for i in ids}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=1500, help="pictures in the first tree")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-delay", type=float, default=12.0, help="longest a process runs before its stop")
+    parser.add_argument("--work", type=Path, help="folder for the tree and indexes (default: a temporary one)")
+    parser.add_argument("--no-save", action="store_true", help="do not write scripts/results/")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or Path(scratch)
+        tree, index_dir = work / "tree", work / "index"
+        make_jpegs(tree / "first", args.files, size=(256, 192))
+        lines: list[str] = []
+
+        def say(text: str) -> None:
+            print(text, flush=True)
+            lines.append(text)
+
+        say(f"soak_crash: {args.files} pictures, {args.rounds} rounds, seed {args.seed}, "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{time.strftime('%Y-%m-%d')}")
+        say(f"{'round':>5}  {'signal':7} {'after s':>7}  {'exit':>4}  {'commits':>7}  {'items':>6}  "
+            f"{'check':5}  {'exact':5}  changes")
+        rounds = []
+        # fp32: every process embeds exactly alike, so the end result can be compared vector by vector
+        command = vecsearch("-v", "index", str(tree), "--index", str(index_dir), "--model", "starter",
+                            "--batch-size", "16", "--inference", "fp32")
+        for round_no in range(1, args.rounds + 1):
+            changes = change_tree(tree, rng, round_no) if round_no > 1 else "first crawl"
+            sig = signal.SIGINT if rng.random() < 0.25 else signal.SIGKILL
+            delay = rng.uniform(0.5, args.max_delay)
+            status, stderr, ran = stop_after(command, delay, sig)
+            commits = [(int(g), int(n)) for g, n in COMMITTED.findall(stderr)]
+            if not (index_dir / "manifest.json").exists():
+                say(f"{round_no:>5}  {sig.name:7} {ran:7.1f}  {status:>4}  (stopped before the index existed)")
+                rounds.append({"round": round_no, "signal": sig.name, "seconds": ran, "exit": status,
+                               "created": False})
+                continue
+            checked = subprocess.run(vecsearch("check", str(index_dir), "--json"), capture_output=True,
+                                     text=True, env=environment())
+            report = json.loads(checked.stdout) if checked.stdout.strip() else {"ok": False}
+            state = index_state(index_dir)
+            matches_log = not commits or state == commits[-1]
+            exact = answers_like_exact_scan(index_dir)
+            ok = report.get("ok") and checked.returncode == 0 and matches_log and exact
+            say(f"{round_no:>5}  {sig.name:7} {ran:7.1f}  {status:>4}  {len(commits):>7}  {state[1]:>6}  "
+                f"{'ok' if report.get('ok') else 'BAD':5}  {'ok' if exact else 'BAD':5}  {changes}"
+                + ("" if matches_log else f"  DATABASE {state} != LAST COMMIT {commits[-1]}"))
+            rounds.append({"round": round_no, "signal": sig.name, "seconds": round(ran, 2), "exit": status,
+                           "commits": len(commits), "items": state[1], "check_ok": bool(report.get("ok")),
+                           "matches_last_commit": matches_log, "exact": exact, "ok": bool(ok)})
+
+        finished = subprocess.run(command, capture_output=True, text=True, env=environment())
+        fresh_dir = work / "fresh"
+        fresh = subprocess.run(vecsearch("index", str(tree), "--index", str(fresh_dir), "--model", "starter",
+                                         "--batch-size", "16", "--inference", "fp32", "-q"),
+                               capture_output=True, text=True, env=environment())
+        got, want = contents(index_dir), contents(fresh_dir)
+        same_items = got.keys() == want.keys()
+        same_vectors = same_items and all(np.allclose(got[k], want[k], atol=1e-5) for k in want)
+        bad = [r for r in rounds if r.get("created", True) and not r.get("ok")]
+        say(f"final run exit {finished.returncode}; fresh index exit {fresh.returncode}; "
+            f"{len(got)} items against {len(want)} in a fresh index of the same tree: "
+            f"items {'equal' if same_items else 'DIFFER'}, vectors {'equal' if same_vectors else 'DIFFER'}")
+        say(f"{len(rounds)} stops ({sum(r['signal'] == 'SIGKILL' for r in rounds)} SIGKILL, "
+            f"{sum(r['signal'] == 'SIGINT' for r in rounds)} SIGINT), {len(bad)} broke a promise")
+        if not args.no_save:
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "soak_crash.txt").write_text("\n".join(lines) + "\n")
+            (RESULTS / "soak_crash.json").write_text(json.dumps({
+                "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+                "cores": os.cpu_count(), "files": args.files, "seed": args.seed, "rounds": rounds,
+                "final_items": len(got), "fresh_items": len(want), "items_equal": same_items,
+                "vectors_equal": same_vectors, "broken": len(bad),
+            }, indent=2) + "\n")
+        sys.exit(0 if not bad and same_vectors else 1)
+
+
+if __name__ == "__main__":
+    main()
