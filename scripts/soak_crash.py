@@ -3,9 +3,12 @@ moments, and check after every kill that the index keeps its promises.
 
     .venv/bin/python scripts/soak_crash.py [--files 1500] [--rounds 30] [--seed 0]
 
-Each round changes the tree a little (new, edited, renamed and deleted pictures and captions), starts a
-real `vecsearch index` process with the bundled starter model and stops it after a random delay, with
-SIGKILL (no cleanup runs) or, one round in four, with SIGINT (Ctrl-C). After each stop:
+Each round changes the tree (60 to 200 new pictures, an edit, a rename, a deletion, a caption), starts a
+real `vecsearch index` process with the bundled starter model and stops it with SIGKILL (no cleanup runs)
+or, one round in four, SIGINT (Ctrl-C): in three rounds out of ten after a random delay (start-up and
+walking included), in the others a random fraction of a second after a random commit, so that the stop
+lands mid-batch, mid-commit or mid-save. A round whose crawl ends before its stop counts as finished.
+After each stop:
 - `vecsearch check --json` must say the index is sound;
 - the database must hold exactly what the process logged as its last commit (`-v` prints it);
 - a search must return what an exact scan of the stored vectors returns.
@@ -26,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,7 +56,7 @@ def environment() -> dict[str, str]:
 def change_tree(tree: Path, rng: random.Random, round_no: int) -> str:
     """A day of changes: a few new pictures, an edit, a rename, a deletion, caption edits."""
     pictures = sorted(tree.rglob("*.jpg"))
-    added = make_jpegs(tree / f"new{round_no:03d}", rng.randint(10, 40), size=(256, 192), seed=round_no)
+    added = make_jpegs(tree / f"new{round_no:03d}", rng.randint(60, 200), size=(256, 192), seed=round_no)
     for path in added[:: 5]:
         path.with_suffix(".txt").write_text(f"picture {path.stem} of round {round_no}\n")
     done = [f"+{len(added)}"]
@@ -75,18 +79,33 @@ def change_tree(tree: Path, rng: random.Random, round_no: int) -> str:
     return " ".join(done)
 
 
-def stop_after(command: list[str], delay: float, sig: int) -> tuple[int, str, float]:
-    """Run, send `sig` after `delay` seconds, return (exit status, stderr, seconds it ran)."""
+def stop_after(command: list[str], sig: int, *, delay: float | None = None, commits: int = 0,
+               extra: float = 0.0) -> tuple[int, str, float]:
+    """Run, and send `sig` either `delay` seconds after the start or `extra` seconds after the process
+    logged its `commits`-th commit (mid-crawl, mid-batch or while saving: wherever it then is).
+    Returns (exit status, stderr, seconds it ran)."""
     started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=environment(), text=True)
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            process.send_signal(sig)
-            process.wait(timeout=120)
-        log.seek(0)
-        return process.returncode, log.read(), time.monotonic() - started
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment(),
+                               text=True)
+    assert process.stderr is not None
+    lines: list[str] = []
+    timer = None
+    if delay is not None:
+        timer = threading.Timer(delay, lambda: process.poll() is None and process.send_signal(sig))
+        timer.start()
+    seen = 0
+    for line in process.stderr:
+        lines.append(line)
+        if delay is None and COMMITTED.search(line):
+            seen += 1
+            if seen == commits:
+                time.sleep(extra)
+                if process.poll() is None:
+                    process.send_signal(sig)
+    process.wait(timeout=120)
+    if timer is not None:
+        timer.cancel()
+    return process.returncode, "".join(lines), time.monotonic() - started
 
 
 def index_state(index_dir: Path) -> tuple[int, int]:
@@ -153,8 +172,11 @@ def main() -> None:
         for round_no in range(1, args.rounds + 1):
             changes = change_tree(tree, rng, round_no) if round_no > 1 else "first crawl"
             sig = signal.SIGINT if rng.random() < 0.25 else signal.SIGKILL
-            delay = rng.uniform(0.5, args.max_delay)
-            status, stderr, ran = stop_after(command, delay, sig)
+            if rng.random() < 0.3:  # any moment, start-up and walking included
+                status, stderr, ran = stop_after(command, sig, delay=rng.uniform(0.5, args.max_delay))
+            else:  # in the thick of it: after some commits, at a random point of the next batch or save
+                status, stderr, ran = stop_after(command, sig, commits=rng.randint(1, 12),
+                                                 extra=rng.uniform(0.0, 0.4))
             commits = [(int(g), int(n)) for g, n in COMMITTED.findall(stderr)]
             if not (index_dir / "manifest.json").exists():
                 say(f"{round_no:>5}  {sig.name:7} {ran:7.1f}  {status:>4}  (stopped before the index existed)")
