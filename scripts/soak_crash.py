@@ -80,6 +80,12 @@ def change_tree(tree: Path, rng: random.Random, round_no: int) -> str:
     return " ".join(done)
 
 
+def default_ctrl_c() -> None:
+    """Run in the child before it starts: a background job inherits SIGINT ignored, and Python then
+    never turns SIGINT into KeyboardInterrupt; the stops must behave as Ctrl-C in a terminal does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_after(command: list[str], sig: int, *, delay: float | None = None, commits: int = 0,
                extra: float = 0.0) -> tuple[int, str, float]:
     """Run, and send `sig` either `delay` seconds after the start or `extra` seconds after the process
@@ -87,7 +93,7 @@ def stop_after(command: list[str], sig: int, *, delay: float | None = None, comm
     Returns (exit status, stderr, seconds it ran)."""
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment(),
-                               text=True)
+                               text=True, preexec_fn=default_ctrl_c)
     assert process.stderr is not None
     lines: list[str] = []
     timer = None

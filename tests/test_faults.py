@@ -240,8 +240,10 @@ def test_ctrl_c_mid_crawl_exits_promptly_and_keeps_what_was_committed(scenario, 
     """A real SIGINT, as a terminal sends it, in the middle of a crawl."""
     index_dir = tmp_path / "index"
     shutil.copytree(scenario["before"], index_dir)
+    # A job started in the background inherits SIGINT ignored; a terminal's Ctrl-C is what is tested here.
     process = subprocess.Popen(_index_command(scenario["tree"], index_dir, tiny_model_dir), stderr=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, env=_environment(None))
+                               stdout=subprocess.PIPE, text=True, env=_environment(None),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stderr is not None
     lines = []
     for line in process.stderr:
