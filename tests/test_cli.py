@@ -59,7 +59,9 @@ def test_index_command_creates_and_updates(runner: CliRunner, tmp_path: Path, ph
         f"{folder}: 4 added, 0 updated, 0 renamed, 0 duplicates reused, 0 removed, 0 unchanged, 1 skipped"
     )
     assert lines[1] == "captions: 4 added, 0 removed"
-    assert lines[2].startswith("index holds 4 images and 4 captions (4 files)")
+    # the first crawl that loads the model exports its text tower for torch-free text queries
+    assert lines[2].startswith("text tower exported for torch-free text queries in ")
+    assert lines[3].startswith("index holds 4 images and 4 captions (4 files)")
     assert result.stderr.splitlines()[-1] == f"skipped {photo_tree / 'broken.jpg'}: not a readable image"
 
     again = invoke(runner, "index", "--index", str(folder), "--json")

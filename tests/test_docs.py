@@ -20,12 +20,13 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def test_public_api_is_pinned() -> None:
     assert sorted(vecsearch.__all__) == sorted([
-        "DEFAULT_MODEL", "DEFAULT_TEMPLATES", "CaptionsFileError", "CrawlReport", "Encoder", "Hit",
+        "DEFAULT_MODEL", "DEFAULT_TEMPLATES", "CaptionsFileError", "CheckReport", "CrawlReport", "Encoder",
+        "Finding", "Hit",
         "ImageError", "Index", "IndexCorruptError", "IndexExistsError", "IndexLockedError",
         "IndexNotFoundError", "IndexingInterrupted", "LabelScore", "ModelError", "ModelInfo",
         "ModelMismatchError", "ModelNotFoundError", "ModelSpec", "ModelUnavailableError", "Query",
         "QueryError", "STARTER_MODEL", "SkippedFile", "Term", "UnsupportedModalityError", "VecsearchError", "__version__",
-        "classify", "list_models", "load_encoder",
+        "check_index", "classify", "list_models", "load_encoder",
     ])
     for name in vecsearch.__all__:
         assert hasattr(vecsearch, name), name

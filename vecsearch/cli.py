@@ -336,6 +336,8 @@ def _print_report(report: Any, counts: dict[str, int] | None, folder: Path, quie
         click.echo(report.vector_index)
     if report.inference:
         click.echo(_inference_line(report.inference))
+    if report.text_export:
+        click.echo(report.text_export)
     if counts is not None:
         click.echo(
             f"index holds {counts['images']} images and {counts['captions']} captions "

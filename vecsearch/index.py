@@ -61,6 +61,7 @@ from .plan import (
 )
 from .query import IMAGE as IMAGE_TERM
 from .query import ITEM, URL, Query, Term, combine, fetch_url, parse_term
+from .query import TEXT as TEXT_TERM
 from .results import CrawlReport, Hit, LabelScore
 from .store import RootRow, Store
 from .vectors import VectorIndex
@@ -102,6 +103,7 @@ class Index:
         self._manifest = manifest
         self.store = store
         self._encoder = encoder
+        self._text_tower: Any = None  # the cached torch-free text tower; False once known to be absent
         self._vectors: VectorIndex | None = None
         self._device = device
         self._batch_size = batch_size
@@ -613,9 +615,21 @@ class Index:
                 workers=workers,
                 max_megapixels=max_megapixels,
             )
-            return crawler.run(
+            report = crawler.run(
                 [Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden
             )
+        report.text_export = self._export_text_tower()
+        return report
+
+    def _export_text_tower(self) -> str | None:
+        """With the full model loaded by this crawl, export its text tower (once per weights) so that
+        later text queries need no torch; a crawl that loaded no model exports nothing. Returns a
+        sentence saying what was exported (also logged), or None."""
+        if self._encoder is None:
+            return None
+        from .encoders.text_export import export_text_tower
+
+        return export_text_tower(self._encoder, self._cache_dir)
 
     def _set_index_settings(self, max_memory: int | None, index_type: str | None) -> None:
         _check_index_settings(index_type or "auto", max_memory)
@@ -687,14 +701,30 @@ class Index:
         if pictures is None:
             pictures = self._read_pictures(query)
         needs_model = any(t.kind != ITEM for t in query.terms)
-        encoder = self.encoder if needs_model else None
+        text_only = all(t.kind in (TEXT_TERM, ITEM) for t in query.terms)
+        encoder: Any = None
+        if needs_model:
+            encoder = (text_only and self._torch_free_text_tower()) or self.encoder
         return combine(
             query,
-            embed_texts=lambda texts: encoder.embed_texts(texts),  # type: ignore[union-attr]
-            embed_images=lambda images: encoder.embed_images(images),  # type: ignore[union-attr,arg-type]
+            embed_texts=lambda texts: encoder.embed_texts(texts),
+            embed_images=lambda images: encoder.embed_images(images),
             lookup=self.store.vector,
             read_picture=lambda term: pictures[term.value],
         )
+
+    def _torch_free_text_tower(self) -> Any:
+        """For a query of text (and items) while the full model is not loaded: the text tower exported
+        by an earlier crawl of these weights, which embeds text without importing torch or loading the
+        image tower. None when there is no valid export (the caller then loads the full model)."""
+        if self._encoder is not None:
+            return None
+        if self._text_tower is None:
+            from .encoders.text_export import load_text_encoder
+
+            tower = load_text_encoder(self.fingerprint, self.dim, self._cache_dir, self._batch_size)
+            self._text_tower = tower if tower is not None else False
+        return self._text_tower or None
 
     def _read_pictures(self, query: Query) -> dict[str, bytes]:
         """The bytes of every query image (files and URLs), read once for embedding and for hashing."""

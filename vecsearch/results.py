@@ -66,6 +66,7 @@ class CrawlReport:
     interrupted: bool = False
     vector_index: str | None = None  # what was done to the FAISS index type (rebuilt, retuned), if anything
     inference: dict[str, Any] | None = None  # the image tower's inference mode and its check against fp32
+    text_export: str | None = None  # the text tower exported for torch-free text queries, if it was now
 
     @property
     def changed(self) -> bool:

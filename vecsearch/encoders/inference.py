@@ -54,6 +54,14 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def onnx_cache_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where exported ONNX graphs are cached: `cache_dir`, else $VECSEARCH_CACHE_DIR, else
+    ~/.cache/vecsearch; in its `onnx` folder."""
+    from . import hub
+
+    return Path(cache_dir or hub.cache_dir(None) or Path.home() / ".cache" / "vecsearch") / "onnx"
+
+
 def onnxruntime_available() -> bool:
     try:
         import onnx  # noqa: F401
@@ -192,9 +200,7 @@ class OnnxImageTower:
         import torch
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        from . import hub
-
-        folder = Path(cache_dir or hub.cache_dir(None) or Path.home() / ".cache" / "vecsearch") / "onnx"
+        folder = onnx_cache_folder(cache_dir)
         folder.mkdir(parents=True, exist_ok=True)
         key = hashlib.blake2b(f"{fingerprint}:{torch.__version__}".encode(), digest_size=8).hexdigest()
         target = folder / f"image-tower-{key}-int8.onnx"
