@@ -12,6 +12,7 @@ EXAMPLES="examples/openclipart"
 echo "== crawl $EXAMPLES (300 public-domain clip-art pictures with captions) with the starter model"
 "$VS" --home "$HOME_DIR" index "$EXAMPLES" --name demo --model starter -q
 "$VS" --home "$HOME_DIR" info demo
+"$VS" --home "$HOME_DIR" check demo
 echo
 echo "== text -> image: \"a tree\""
 "$VS" --home "$HOME_DIR" search demo "a tree" -k 5
