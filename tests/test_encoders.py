@@ -546,3 +546,18 @@ def test_checkpoints_load_without_random_initialisation_and_equal_open_clips_own
     ).fingerprint
     # Not a plain CLIP checkpoint: the usual path.
     assert _create_without_random_init("ViT-B-32", {}, "cpu") is None
+
+
+def test_causal_clip_text_without_padding_equals_open_clip(tiny_encoder) -> None:
+    """Short prompts skip the padding positions (a causal tower never looks at them): the vectors equal
+    open_clip's own encode_text over all `context_length` positions, batched and alone."""
+    import torch
+
+    prompts = ["a red apple", "a dog", "word " * 100, "", "!", "café 🍎 under a long and winding road"]
+    assert tiny_encoder._causal_text
+    with torch.inference_mode():
+        tokens = tiny_encoder.tokenizer(prompts)
+        reference = tiny_encoder.model.encode_text(tokens, normalize=True).numpy()
+    np.testing.assert_allclose(tiny_encoder.embed_texts(prompts), reference, atol=2e-6)
+    for i, prompt in enumerate(prompts):
+        np.testing.assert_allclose(tiny_encoder.embed_texts([prompt])[0], reference[i], atol=2e-6)

@@ -104,11 +104,24 @@ def test_clip_bpe_tokens_equal_open_clip(tiny_encoder: Any, tmp_path: Path) -> N
     texts = [*TOKEN_CORPUS, *fuzz_texts(400)]
     ours = tower.token_ids(texts)
     expected = tiny_encoder.tokenizer(texts).numpy()
-    assert ours.shape == expected.shape  # zero-padded to the context length, as open_clip does
-    assert np.array_equal(ours, expected)
+    assert np.array_equal(padded(ours, expected.shape[1], 0), expected)
     # Truncation keeps the end token last, as open_clip's does.
     long = tower.token_ids(["word " * 100])[0]
     assert long[-1] == tiny_encoder.tokenizer.eot_token_id and len(long) == tiny_encoder.tokenizer.context_length
+
+
+def test_causal_clip_tower_runs_without_the_padding(tiny_encoder: Any, tmp_path: Path) -> None:
+    """A causal CLIP text tower is exported over as many positions as a batch's longest prompt needs
+    (open_clip's encode_text always runs all of them); its vectors equal torch's, batched and alone."""
+    assert export_text_tower(tiny_encoder, tmp_path) is not None
+    tower = load_text_encoder(tiny_encoder.fingerprint, tiny_encoder.dim, tmp_path)
+    assert tower is not None and tower.info.trim_padding
+    assert tower.token_ids(["a red apple"]).shape == (1, 5)  # start, three words, end
+    prompts = ["a red apple", "a dog", "word " * 100, "", "café 🍎 under a long and winding road"]
+    exact = tiny_encoder.embed_texts(prompts)
+    assert np.min(np.sum(tower.embed_texts(prompts) * exact, axis=1)) >= 0.99999
+    for i, prompt in enumerate(prompts):
+        assert float(np.sum(tower.embed_texts([prompt])[0] * exact[i])) >= 0.99999
 
 
 def test_hf_tokens_equal_the_starter_tokenizer(starter_encoder: Any, tmp_path: Path) -> None:

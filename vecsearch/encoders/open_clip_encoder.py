@@ -59,6 +59,7 @@ class OpenClipEncoder:
         self.batch_size = batch_size
         self._torch = torch
         self._hf_pad_token_id = _hf_pad_token_id(model)
+        self._causal_text = causal_clip_text(model)
         image_size = getattr(getattr(model, "visual", None), "image_size", None)
         self.input_size = max(image_size) if isinstance(image_size, (tuple, list)) else image_size
         with torch.inference_mode():
@@ -76,13 +77,18 @@ class OpenClipEncoder:
         with torch.inference_mode():
             for chunk in batched(list(texts), self.batch_size):
                 tokens = self._trim_padding(self.tokenizer(list(chunk))).to(self.device)
-                chunks.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+                if self._causal_text:
+                    vectors = torch.nn.functional.normalize(encode_text_trimmed(self.model, tokens), dim=-1)
+                else:
+                    vectors = self.model.encode_text(tokens, normalize=True)
+                chunks.append(vectors.float().cpu().numpy())
         return _stack(chunks, getattr(self, "dim", 0))
 
     def _trim_padding(self, tokens: Any) -> Any:
-        """Hugging Face text towers pool over their attention mask, so the padding columns after the
-        longest text change nothing but cost time (a short prompt padded to 77 tokens is ~5x slower)."""
-        pad = self._hf_pad_token_id
+        """Hugging Face text towers pool over their attention mask, and causal CLIP towers never look
+        ahead, so the padding columns after the longest text change nothing but cost time (a short
+        prompt padded to 77 tokens is ~5x slower)."""
+        pad = 0 if self._causal_text else self._hf_pad_token_id
         if pad is None or tokens.shape[1] <= 1:
             return tokens
         used = (tokens != pad).any(dim=0).nonzero()
@@ -351,6 +357,65 @@ def _tags(name: str) -> str:
 
     tags = open_clip.list_pretrained_tags_by_model(name)
     return ", ".join(tags) if tags else "none published"
+
+
+def causal_clip_text(model: Any) -> bool:
+    """Can the padding be left off for this CLIP text tower? Yes when its attention is causal (no token
+    sees the padding after it) and it pools a token at or before the end token. Only plain blocks
+    qualify: `encode_text_trimmed` runs them step by step."""
+    import open_clip
+    import torch
+    from open_clip.transformer import ResidualAttentionBlock
+
+    if type(model) is not open_clip.CLIP or getattr(model, "attn_mask", None) is None:
+        return False
+    if getattr(model, "text_pool_type", None) not in ("argmax", "eos", "first"):
+        return False
+    transformer = getattr(model, "transformer", None)
+    if transformer is None or not getattr(transformer, "batch_first", False):
+        return False
+    for block in transformer.resblocks:
+        attn = getattr(block, "attn", None)
+        if (
+            type(block) is not ResidualAttentionBlock
+            or hasattr(block, "ln_1_kv")
+            or type(attn) is not torch.nn.MultiheadAttention
+            or not attn.batch_first
+            or not attn._qkv_same_embed_dim
+            or attn.bias_k is not None
+            or attn.add_zero_attn
+        ):
+            return False
+    return True
+
+
+def encode_text_trimmed(model: Any, tokens: Any) -> Any:
+    """open_clip's `CLIP.encode_text` (unnormalised) over as many positions as `tokens` has: the library's
+    own method always adds all 77 positional embeddings. Only for towers `causal_clip_text` accepts;
+    equal to `encode_text` to rounding (tested, and checked again before a text export is written).
+    The attention is written with shapes that stay symbolic when traced for ONNX."""
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    functional = torch.nn.functional
+    length = tokens.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length].to(x.dtype)
+    for block in model.transformer.resblocks:
+        attn = block.attn
+        qkv = functional.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in qkv)
+        attended = functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + block.ls_1(attn.out_proj(attended.transpose(1, 2).flatten(2)))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is None:
+        return x
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection
 
 
 def _hf_pad_token_id(model: Any) -> int | None:

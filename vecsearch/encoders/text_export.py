@@ -453,7 +453,7 @@ def _plan(encoder: Any) -> _Plan:
     from open_clip import tokenizer as oc_tokenizer
     from open_clip.hf_model import HFTextEncoder
 
-    from .open_clip_encoder import OpenClipEncoder
+    from .open_clip_encoder import OpenClipEncoder, causal_clip_text
 
     if not isinstance(encoder, OpenClipEncoder):
         raise TextExportError("only open_clip models are exported")
@@ -466,8 +466,9 @@ def _plan(encoder: Any) -> _Plan:
         if reference.reduction_fn is not None or not reference.context_length:
             raise TextExportError("its tokenizer reduces texts instead of truncating them")
         specials = tuple(reference.decoder[i] for i in reference.all_special_ids)
-        return _Plan(CLIP_BPE, clean, specials, int(reference.context_length), 0, False,
-                     _clip_bpe_tokenizer(reference), reference)
+        trim = causal_clip_text(model)
+        return _Plan(CLIP_BPE, clean, specials, int(reference.context_length), 0, trim,
+                     _clip_bpe_tokenizer(reference, trim), reference)
     if (
         type(model) is open_clip.CustomTextCLIP
         and isinstance(getattr(model, "text", None), HFTextEncoder)
@@ -489,10 +490,11 @@ def _plan(encoder: Any) -> _Plan:
     raise TextExportError("only plain CLIP text towers and Hugging Face text towers are exported")
 
 
-def _clip_bpe_tokenizer(simple: Any) -> Any:
+def _clip_bpe_tokenizer(simple: Any, trim: bool = False) -> Any:
     """open_clip's SimpleTokenizer as a `tokenizers` BPE, for words split by `clip_split_pattern`: the
     same byte-to-unicode mapping, merges with "</w>" ending a word, start and end tokens,
-    truncation that keeps the end token last, and zero padding to the context length."""
+    truncation that keeps the end token last, and zero padding to the context length (to the longest
+    text of a batch, with `trim`)."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 
     merges = sorted(simple.bpe_ranks, key=simple.bpe_ranks.__getitem__)
@@ -507,7 +509,7 @@ def _clip_bpe_tokenizer(simple: Any) -> Any:
         single=f"{sot} $A {eot}", special_tokens=[(sot, simple.sot_token_id), (eot, simple.eot_token_id)]
     )
     tokenizer.enable_truncation(max_length=int(simple.context_length))
-    tokenizer.enable_padding(pad_id=0, pad_token=simple.decoder[0], length=int(simple.context_length))
+    tokenizer.enable_padding(pad_id=0, pad_token=simple.decoder[0], length=None if trim else int(simple.context_length))
     return tokenizer
 
 
@@ -561,7 +563,8 @@ def _export(encoder: Any, plan: _Plan, folder: Path) -> ExportInfo:
             with torch.no_grad(), warnings.catch_warnings(), _quiet_root_logger():
                 warnings.simplefilter("ignore")  # tracer chatter
                 torch.onnx.export(
-                    _TextTower(model).eval(), (example,), str(inline), input_names=["tokens"],
+                    _TextTower(model, plan.trim_padding and plan.kind == CLIP_BPE).eval(), (example,), str(inline),
+                    input_names=["tokens"],
                     output_names=["vectors"], dynamic_axes={"tokens": axes, "vectors": {0: "batch"}}, dynamo=False,
                 )
         finally:
@@ -615,13 +618,24 @@ def _check_vectors(encoder: Any, exported: OnnxTextEncoder) -> float:
     """The smallest cosine between the export's vectors and torch's, over the prompts embedded as one
     batch (padding differs within it) and one at a time."""
     prompts = list(VECTOR_PROMPTS)
-    exact = encoder.embed_texts(prompts)
+    exact = _reference_vectors(encoder, prompts)
     cosines = [np.sum(exported.embed_texts(prompts) * exact, axis=1)]
     cosines += [np.sum(exported.embed_texts([p]) * exact[i], axis=1) for i, p in enumerate(prompts)]
     min_cosine = float(np.min(np.concatenate(cosines)))
     if not min_cosine >= COSINE_BAR:
         raise TextExportError(f"its ONNX vectors differ from torch's (min cosine {min_cosine:.6f} < {COSINE_BAR})")
     return min_cosine
+
+
+def _reference_vectors(encoder: Any, prompts: list[str]) -> np.ndarray:
+    """Unit vectors from open_clip's own `encode_text` on its own padded tokens: what the export must
+    equal, whatever shortcut the encoder takes."""
+    import torch
+
+    with torch.inference_mode():
+        tokens = encoder.tokenizer(prompts).to(encoder.device)
+        vectors = encoder.model.encode_text(tokens, normalize=True)
+    return normalize_rows(vectors.float().cpu().numpy())
 
 
 @contextlib.contextmanager
@@ -675,10 +689,14 @@ def _remove_stale(folder: Path) -> None:
             continue
 
 
-def _TextTower(model: Any) -> Any:  # noqa: N802 - a module class defined on use, so torch loads lazily
+def _TextTower(model: Any, trim: bool = False) -> Any:  # noqa: N802 - a class defined on use: torch loads lazily
     """open_clip's `encode_text` (unnormalised) as a module's forward: the graph that is exported. A
-    Hugging Face tower builds its attention mask from the token ids inside it, as open_clip does."""
+    Hugging Face tower builds its attention mask from the token ids inside it, as open_clip does; a
+    causal CLIP tower (`trim`) runs over as many positions as its tokens have (`encode_text_trimmed`).
+    """
     import torch
+
+    from .open_clip_encoder import encode_text_trimmed
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -686,6 +704,8 @@ def _TextTower(model: Any) -> Any:  # noqa: N802 - a module class defined on use
             self.model = model
 
         def forward(self, tokens: Any) -> Any:
+            if trim:
+                return encode_text_trimmed(self.model, tokens)
             return self.model.encode_text(tokens, normalize=False)
 
     return TextTower()
