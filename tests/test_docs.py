@@ -20,10 +20,10 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def test_public_api_is_pinned() -> None:
     assert sorted(vecsearch.__all__) == sorted([
-        "DEFAULT_MODEL", "DEFAULT_TEMPLATES", "CaptionsFileError", "CheckReport", "CrawlReport", "Encoder",
+        "DEFAULT_MODEL", "DEFAULT_TEMPLATES", "Caption", "CaptionsFileError", "CheckReport", "CrawlReport", "Encoder",
         "Finding", "Hit",
         "ImageError", "Index", "IndexCorruptError", "IndexExistsError", "IndexLockedError",
-        "IndexNotFoundError", "IndexingInterrupted", "LabelScore", "ModelError", "ModelInfo",
+        "IndexNotFoundError", "IndexingInterrupted", "Item", "LabelScore", "ModelError", "ModelInfo",
         "ModelMismatchError", "ModelNotFoundError", "ModelSpec", "ModelUnavailableError", "Query",
         "QueryError", "STARTER_MODEL", "SkippedFile", "Term", "UnsupportedModalityError", "VecsearchError", "__version__",
         "check_index", "classify", "list_models", "load_encoder",

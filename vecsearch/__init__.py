@@ -41,13 +41,14 @@ from .errors import (  # noqa: E402
 from .index import Index  # noqa: E402
 from .indexer import IndexingInterrupted  # noqa: E402
 from .query import Query, Term  # noqa: E402
-from .results import CrawlReport, Hit, LabelScore, SkippedFile  # noqa: E402
+from .results import Caption, CrawlReport, Hit, Item, LabelScore, SkippedFile  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TEMPLATES",
+    "Caption",
     "CaptionsFileError",
     "CheckReport",
     "CrawlReport",
@@ -61,6 +62,7 @@ __all__ = [
     "IndexLockedError",
     "IndexNotFoundError",
     "IndexingInterrupted",
+    "Item",
     "LabelScore",
     "ModelError",
     "ModelInfo",

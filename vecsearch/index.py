@@ -9,10 +9,11 @@ import operator
 import os
 import shutil
 import sqlite3
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -62,7 +63,7 @@ from .plan import (
 from .query import IMAGE as IMAGE_TERM
 from .query import ITEM, URL, Query, Term, combine, fetch_url, parse_term
 from .query import TEXT as TEXT_TERM
-from .results import CrawlReport, Hit, LabelScore
+from .results import Caption, CrawlReport, Hit, Item, LabelScore
 from .store import RootRow, Store
 from .vectors import VectorIndex
 
@@ -77,6 +78,8 @@ EXACT_FILTER_MAX = 20_000
 # A kind filter (images or captions) whose kind is at least this share of the items is applied to the
 # results rather than given to FAISS as a list of every allowed id.
 POST_FILTER_SHARE = 0.2
+# Query terms whose vectors an open index remembers (a few hundred KB at most).
+TERM_CACHE_SIZE = 256
 
 
 class Index:
@@ -110,6 +113,12 @@ class Index:
         self._cache_dir = cache_dir
         self._vectors_unsaved = False
         self._replan_forced = False
+        # What `refresh` compares with to see whether a writer committed since: the database's generation,
+        # the manifest file's identity and the database file's identity (a replaced index is a new file).
+        self._seen = self._state_key()
+        # Query terms embedded lately (text by its words, pictures by their content): refining a query
+        # re-sends the same terms, and a server answers the same prompt again and again.
+        self._term_vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         if encoder is not None:
             self._check_model(encoder)
 
@@ -253,6 +262,47 @@ class Index:
 
     def close(self) -> None:
         self.store.close()
+
+    def refresh(self) -> bool:
+        """Catch up with what writers committed since this index was opened or last refreshed.
+
+        A long-lived reader (the server) calls it before each request; it costs one row read and two
+        stats when nothing changed. The vectors are reloaded on the next search. Returns True when the
+        index changed. An index replaced by one of another model is refused: its queries would need the
+        other model.
+        """
+        state = self._state_key()
+        if state == self._seen:
+            return False
+        if state[2] != self._seen[2]:  # the database file was replaced (the index deleted and made again)
+            store = Store.open(self.path / DATABASE)
+            self.store.close()
+            self.store = store
+        manifest = read_manifest(self.path)
+        if manifest["model"] != self._manifest["model"] or manifest["dim"] != self._manifest["dim"]:
+            raise ModelMismatchError(
+                f"index {self.name} was rebuilt with {ModelSpec.from_dict(manifest['model'])} while it was "
+                "open; open it again"
+            )
+        self._manifest = manifest
+        self._vectors = None
+        self._vectors_unsaved = False
+        self._seen = self._state_key()
+        return True
+
+    def _state_key(self) -> tuple[int, tuple[int, int, int], tuple[int, int]]:
+        def identity(path: Path) -> os.stat_result | None:
+            try:
+                return path.stat()
+            except OSError:
+                return None
+
+        manifest, database = identity(self.path / MANIFEST), identity(self.path / DATABASE)
+        return (
+            self.store.generation,
+            (manifest.st_ino, manifest.st_mtime_ns, manifest.st_size) if manifest else (0, 0, 0),
+            (database.st_dev, database.st_ino) if database else (0, 0),
+        )
 
     def __enter__(self) -> "Index":
         return self
@@ -661,24 +711,30 @@ class Index:
         within: float | None = None,
         like: Sequence[int | str] = (),
         unlike: Sequence[int | str] = (),
+        pictures: Mapping[str, bytes] | None = None,
     ) -> list[Hit]:
         """Nearest items to a query, best first.
 
         `query` is a prompt string, a list of terms (`["cat", "+hat", "-dog", "2:./photo.jpg"]`) or a
         Query. Filters: `kind` (image, caption, any; default image, or caption in a text-only index), `path` (glob on the file path), `under` (a
         folder), `min_score` (cosine floor), `within` (keep hits within this much of the best score).
+        `pictures` holds query images as bytes, by the value of the image terms that stand for them
+        (`Term(IMAGE, "upload:1")`): those terms are never read from disk or the network.
         """
         if isinstance(query, Query):
             query = query.with_terms(Query.parse(like=like, unlike=unlike).terms) if (like or unlike) else query
             query.validate()
         else:
             query = Query.parse(query if query is not None else (), like=like, unlike=unlike)
-        return self._search(query, k, kind=kind, path=path, under=under, min_score=min_score, within=within)
+        return self._search(
+            query, k, kind=kind, path=path, under=under, min_score=min_score, within=within, given=pictures
+        )
 
-    def describe(self, image: str | os.PathLike[str], k: int = 5) -> list[Hit]:
-        """Image → text: the captions in the index nearest to an image, one per distinct text."""
-        query = Query((_image_or_item_term(image),))
-        return self._search(query, k, kind="caption", distinct_text=True)
+    def describe(self, image: str | os.PathLike[str] | bytes, k: int = 5) -> list[Hit]:
+        """Image → text: the captions in the index nearest to an image (a file, `id:42`, or the picture's
+        bytes), one per distinct text."""
+        term, given = _picture_term(image)
+        return self._search(Query((term,)), k, kind="caption", distinct_text=True, given=given)
 
     def similar(self, item_id: int, k: int = 10, *, kind: str | None = None) -> list[Hit]:
         """Items nearest to an indexed item (more like this)."""
@@ -686,17 +742,20 @@ class Index:
 
     def classify(
         self,
-        image: str | os.PathLike[str],
+        image: str | os.PathLike[str] | bytes,
         labels: Sequence[str],
         templates: Sequence[str] = DEFAULT_TEMPLATES,
     ) -> list[LabelScore]:
-        """Zero-shot labels for an image file or an indexed item (`id:42`), with the index's model."""
+        """Zero-shot labels for an image file, an indexed item (`id:42`) or a picture's bytes, with the
+        index's model."""
         if IMAGE not in self.modalities:
             raise UnsupportedModalityError(f"index {self.name} holds text only; classification needs a CLIP model")
-        vector = self.query_vector(Query((_image_or_item_term(image),)))
+        term, given = _picture_term(image)
+        query = Query((term,))
+        vector = self.query_vector(query, self._read_pictures(query, given))
         return classify(vector, labels, self.encoder, templates)
 
-    def query_vector(self, query: Query, pictures: dict[str, bytes] | None = None) -> np.ndarray:
+    def query_vector(self, query: Query, pictures: Mapping[str, bytes] | None = None) -> np.ndarray:
         """The unit vector a query stands for. `pictures` holds the query images' bytes, if read already."""
         if pictures is None:
             pictures = self._read_pictures(query)
@@ -705,13 +764,44 @@ class Index:
         encoder: Any = None
         if needs_model:
             encoder = (text_only and self._torch_free_text_tower()) or self.encoder
+        picture_keys = [
+            ("picture", hashlib.sha256(pictures[t.value]).hexdigest())
+            for t in query.terms
+            if t.kind in (IMAGE_TERM, URL)
+        ]
+
+        # The exported text tower and the full model agree to a cosine of 0.99999, not bit for bit.
+        text_key = "text" if encoder is self._encoder else "exported text"
+
+        def embed_texts(texts: Sequence[str]) -> np.ndarray:
+            return self._embed_cached([(text_key, t) for t in texts], lambda: encoder.embed_texts(texts))
+
+        def embed_images(images: Sequence[object]) -> np.ndarray:  # in the order of the query's pictures
+            return self._embed_cached(picture_keys, lambda: encoder.embed_images(images))
+
         return combine(
             query,
-            embed_texts=lambda texts: encoder.embed_texts(texts),
-            embed_images=lambda images: encoder.embed_images(images),
+            embed_texts=embed_texts,
+            embed_images=embed_images,
             lookup=self.store.vector,
             read_picture=lambda term: pictures[term.value],
         )
+
+    def _embed_cached(self, keys: list[tuple[str, str]], embed: Any) -> np.ndarray:
+        """The vectors of query terms, from the cache when every one is there, else embedded together
+        (one batch) and remembered."""
+        cache = self._term_vectors
+        if keys and all(key in cache for key in keys):
+            for key in keys:
+                cache.move_to_end(key)
+            return np.stack([cache[key] for key in keys])
+        vectors = np.asarray(embed(), dtype=np.float32)
+        for key, vector in zip(keys, vectors):
+            cache[key] = vector
+            cache.move_to_end(key)
+        while len(cache) > TERM_CACHE_SIZE:
+            cache.popitem(last=False)
+        return vectors
 
     def _torch_free_text_tower(self) -> Any:
         """For a query of text (and items) while the full model is not loaded: the text tower exported
@@ -726,8 +816,9 @@ class Index:
             self._text_tower = tower if tower is not None else False
         return self._text_tower or None
 
-    def _read_pictures(self, query: Query) -> dict[str, bytes]:
-        """The bytes of every query image (files and URLs), read once for embedding and for hashing."""
+    def _read_pictures(self, query: Query, given: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+        """The bytes of every query image (files and URLs), read once for embedding and for hashing.
+        Images in `given` (by term value) are taken from there."""
         wanted = [t for t in query.terms if t.kind in (IMAGE_TERM, URL)]
         if wanted and IMAGE not in self.modalities:
             raise UnsupportedModalityError(
@@ -735,6 +826,9 @@ class Index:
             )
         pictures: dict[str, bytes] = {}
         for term in wanted:
+            if given is not None and term.value in given:
+                pictures[term.value] = bytes(given[term.value])
+                continue
             if term.kind == URL:
                 pictures[term.value] = fetch_url(term.value)
                 continue
@@ -755,6 +849,7 @@ class Index:
         min_score: float | None = None,
         within: float | None = None,
         distinct_text: bool = False,
+        given: Mapping[str, bytes] | None = None,
     ) -> list[Hit]:
         if kind is None:
             kind = "image" if IMAGE in self.modalities else "caption"
@@ -772,12 +867,12 @@ class Index:
             raise QueryError(f"within is a cosine margin from 0 to 2 (got {within})")
         if min_score is not None and not (-1 <= min_score <= 1):
             raise QueryError(f"min-score is a cosine from -1 to 1 (got {min_score})")
-        pictures = self._read_pictures(query)
+        pictures = self._read_pictures(query, given)
         vector = self.query_vector(query, pictures)
         vectors = self.vectors
         post_kind = self._post_filter_kind(kind, path, under)
         with self.store.snapshot():
-            exclude = set(query.item_ids) | self._items_with_content(pictures.values())
+            exclude = set(query.item_ids) | self.items_with_content(pictures.values())
             allowed = self._allowed_ids("any" if post_kind else kind, path, under)
         if allowed is not None:
             allowed = np.setdiff1d(allowed, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
@@ -891,7 +986,37 @@ class Index:
             )
         return hits
 
-    def _items_with_content(self, contents: Iterable[bytes]) -> set[int]:
+    def item(self, item_id: int) -> Item | None:
+        """An indexed item with its file and captions; None when there is no such item."""
+        with self.store.snapshot():
+            row = self.store.items([int(item_id)]).get(int(item_id))
+            if row is None:
+                return None
+            file = self.store.file_at(row.root_id, row.relpath)
+            captions = self.store.captions_of(row.file_id)
+            image = self.store.image_item_of(row.file_id)
+            root = next((r for r in self.store.roots() if r.id == row.root_id), None)
+        if file is None or root is None:
+            return None
+        if not is_safe_relpath(row.relpath):
+            raise IndexCorruptError(
+                f"index database names a file outside its folder ({row.relpath!r}); run "
+                f"`vecsearch check --repair {self.path}`"
+            )
+        return Item(
+            id=row.id,
+            kind=row.kind,
+            path=str(self.root_path(root) / row.relpath),
+            relpath=row.relpath,
+            text=row.text if row.kind == "caption" else None,
+            image=image,
+            captions=tuple(Caption(i, text, source) for i, text, source in captions),
+            bytes=file.size,
+            mtime_ns=file.mtime_ns,
+            sha256=file.sha256,
+        )
+
+    def items_with_content(self, contents: Iterable[bytes]) -> set[int]:
         """Image items with the same content as a query image: a query never finds itself."""
         found: set[int] = set()
         for data in contents:
@@ -1018,6 +1143,15 @@ def _names_local_files(spec: ModelSpec) -> bool:
     if not spec.pretrained:
         return False
     return Path(spec.pretrained).is_absolute() or Path(spec.pretrained).exists()
+
+
+def _picture_term(image: str | os.PathLike[str] | bytes) -> tuple[Term, dict[str, bytes] | None]:
+    """The query term for an image argument, and the bytes it stands for when it came as bytes."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        name = f"bytes:{hashlib.sha256(data).hexdigest()}"
+        return Term(IMAGE_TERM, name), {name: data}
+    return _image_or_item_term(image), None
 
 
 def _image_or_item_term(image: str | os.PathLike[str]) -> Term:

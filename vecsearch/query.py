@@ -27,6 +27,8 @@ MAX_URL_BYTES = 50 << 20
 MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 # Item ids are SQLite integers; a longer number can name no item (and would overflow SQLite).
 MAX_ITEM_ID = 2**63 - 1
+# In queries from a web request, a picture sent earlier: `upload:` and the SHA-256 of its bytes.
+UPLOAD_PREFIX = "upload:"
 
 _WEIGHT = re.compile(r"^(?P<w>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?):(?P<rest>.*)$", re.S)
 # Things that look like a weight but are not one: '1.2.3:', '1e:', '-2:' after a sign, ':cat' (no
@@ -82,20 +84,22 @@ class Query:
         like: Sequence[int | str] = (),
         unlike: Sequence[int | str] = (),
         base: Path | None = None,
+        local: bool = True,
     ) -> "Query":
         """Build a query from what a user typed. Raises QueryError with the reason when it can't.
 
         A single string (or id) in any of the lists is one term, not a sequence of characters.
+        `local=False` reads terms that came from elsewhere (a web request): see `parse_term`.
         """
         terms, add, subtract = _listed(terms), _listed(add), _listed(subtract)
         like, unlike = _listed(like), _listed(unlike)
         parsed: list[Term] = []
         for token in terms:
-            parsed.append(parse_term(token, base=base))
+            parsed.append(parse_term(token, base=base, local=local))
         for token in add:
-            parsed.append(parse_term(token, sign=1.0, base=base, signed=False))
+            parsed.append(parse_term(token, sign=1.0, base=base, signed=False, local=local))
         for token in subtract:
-            parsed.append(parse_term(token, sign=-1.0, base=base, signed=False))
+            parsed.append(parse_term(token, sign=-1.0, base=base, signed=False, local=local))
         for ref in like:
             parsed.append(_feedback_term(ref, LIKE_WEIGHT))
         for ref in unlike:
@@ -136,10 +140,15 @@ def _listed(values: Sequence[Any] | str | int) -> Sequence[Any]:
     return [values] if isinstance(values, (str, int)) else values
 
 
-def parse_term(token: str, sign: float = 1.0, base: Path | None = None, signed: bool = True) -> Term:
+def parse_term(
+    token: str, sign: float = 1.0, base: Path | None = None, signed: bool = True, local: bool = True
+) -> Term:
     """Read one term: [+|-][weight:][text:|image:|id:]body.
 
     Raises only QueryError, whatever the text: a term that cannot be read is the user's to fix.
+    With `local=False` (terms from a web request) no term reads the file system or the network: bare
+    words are always text, `image:` paths and URLs are refused, and `upload:NAME` names a picture the
+    caller holds (an image term whose bytes are passed to the search).
     """
     raw = token
     text = token.strip()
@@ -167,6 +176,18 @@ def parse_term(token: str, sign: float = 1.0, base: Path | None = None, signed: 
         return Term(TEXT, body, signed_weight)
     if lowered.startswith("id:"):
         return _item_term(text[3:].strip(), signed_weight, raw)
+    if not local:
+        if lowered.startswith(("image:", "http://", "https://")):
+            raise QueryError(
+                f"'{_shown(raw)}': a query sent to the server cannot name a file or a URL; send the picture "
+                "itself (upload it) and use the upload: term the server returns"
+            )
+        if lowered.startswith(UPLOAD_PREFIX):
+            name = text[len(UPLOAD_PREFIX):].strip()
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", name):
+                raise QueryError(f"'{_shown(raw)}' is not an upload: term (upload: and 64 hex digits)")
+            return Term(IMAGE, UPLOAD_PREFIX + name.lower(), signed_weight)
+        return Term(TEXT, text, signed_weight)
     if lowered.startswith(("http://", "https://")):
         return Term(URL, text, signed_weight)
     if lowered.startswith("image:"):

@@ -42,6 +42,36 @@ class LabelScore:
 
 
 @dataclass(frozen=True)
+class Caption:
+    id: int
+    text: str
+    source: str | None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One indexed item with its file: what a result leads to.
+
+    `text` is a caption item's own text; `captions` are every caption of the item's picture, so a page
+    can show an image with all it is known by; `image` is the id of the picture's image item.
+    """
+
+    id: int
+    kind: str
+    path: str
+    relpath: str
+    text: str | None
+    image: int | None
+    captions: tuple[Caption, ...]
+    bytes: int
+    mtime_ns: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class SkippedFile:
     path: str
     reason: str
