@@ -539,6 +539,54 @@ def classify_command(
            [(s.label, f"{s.probability:.4f}", f"{s.score:.4f}") for s in scores])
 
 
+# --- serve ----------------------------------------------------------------------------------------
+
+
+@main.command("serve")
+@quiet_option
+@click.argument("index_ref", metavar="INDEX")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback shares the index with your network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--max-upload", callback=_size_callback, default="20M", show_default=True,
+              help="Largest picture a client may upload to search by (20M, 512K).")
+@click.option("--device", help="Where the model runs (cpu, cuda, cuda:1, mps). Default: CUDA when present.")
+@click.pass_obj
+def serve_command(settings: Settings, index_ref: str, host: str, port: int, max_upload: int, device: str | None) -> None:
+    """Serve INDEX over HTTP: a web page at / and a JSON API under /api (schema at /openapi.json).
+
+    The model and the vectors stay loaded, so queries take milliseconds; the index may be re-crawled
+    while it is served.
+    """
+    import socket
+
+    from .index import Index
+
+    try:  # a clear message, before the model loads, when the port is taken
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host.strip("[]"), port))
+    except (OSError, OverflowError) as exc:
+        fail(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc})", EXIT_ERROR)
+
+    def run() -> None:
+        from .serve import is_loopback, serve
+
+        with Index.open(index_ref, home=settings.home, device=device) as index:
+            if not settings.quiet:
+                shown = f"[{host}]" if ":" in host else host
+                click.echo(f"serving {index.name} ({index.counts()['items']:,} items, {index.spec}) at "
+                           f"http://{shown}:{port}/  (Ctrl-C to stop)", err=True)
+                if not is_loopback(host):
+                    click.echo(f"warning: listening on {host}: anyone who can reach it can search this index and "
+                               "see its pictures and paths", err=True)
+            serve(index, host, port, max_upload_bytes=max_upload,
+                  log_level="warning" if settings.quiet else "info")
+
+    _run(run)
+
+
 # --- info, list, models ---------------------------------------------------------------------------
 
 
