@@ -1,0 +1,491 @@
+"""The `vecsearch serve` web page in a real headless Chromium, against the library's own answers.
+
+A small real index (tiny open_clip model, FAISS, SQLite) is served in-process by uvicorn; Selenium drives
+Debian's chromium through chromedriver, both given by path (Selenium never downloads a browser or a
+driver). Every result the page shows is compared with the same search made through the library.
+
+Without chromium/chromedriver/selenium the module is skipped, unless VECSEARCH_REQUIRE_BROWSER=1 (as in
+CI), where it fails instead. A screenshot of a search is kept in $VECSEARCH_TEST_ARTIFACTS (default
+<repo>/test-artifacts/serve-results.png).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from conftest import make_image
+from PIL import Image
+
+from vecsearch import Index
+
+K = 8
+PROMPT = "a red apple"
+REQUIRE = os.environ.get("VECSEARCH_REQUIRE_BROWSER") == "1"
+REPO = Path(__file__).resolve().parents[1]
+WAIT_S = 20
+
+SIDECARS = {
+    "apple": "a red apple on a table\nfruit",
+    "sea": "a blue sea under the sky",
+    "leaf": "a green leaf",
+    "sun": "a yellow sun",
+    "trips/car": "a purple car on the road",
+    "trips/tent": "an orange tent in a field",
+    "trips/night": "a dark night",
+    "more/snow": "white snow on a hill",
+}
+
+
+def _unavailable() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver)"
+    for module in ("selenium", "uvicorn"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"python package {module} not installed (pip install -e '.[test]')"
+    return None
+
+
+# --- the index and the server ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("browser-photos")
+    colours = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+    names = ["apple", "sea", "leaf", "sun", "trips/car", "trips/tent", "trips/night", "more/snow"]
+    for i, (name, colour) in enumerate(zip(names, colours)):
+        make_image(root / f"{name}.png", colour, "circle" if i % 2 else "square", size=(96, 72), seed=i)
+        if name in SIDECARS:
+            (root / f"{name}.txt").write_text(SIDECARS[name] + "\n")
+    for i in range(4):
+        make_image(root / "more" / f"m{i}.jpg", colours[i + 2], "square" if i % 2 else "circle", seed=30 + i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory, photos: Path, tiny_encoder) -> Path:
+    path = tmp_path_factory.mktemp("browser-index") / "index"
+    with Index.create(path, encoder=tiny_encoder) as index:
+        report = index.add(photos)
+    assert report.added == 12 and not report.skipped
+    return path
+
+
+@pytest.fixture(scope="module")
+def library(folder: Path, tiny_encoder) -> Iterator[Index]:
+    """The reference: the same index opened through the library."""
+    with Index.open(folder, encoder=tiny_encoder) as index:
+        yield index
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser_available() -> None:
+    """Skip the module (fail it, under VECSEARCH_REQUIRE_BROWSER=1) before building anything."""
+    reason = _unavailable()
+    if reason:
+        if REQUIRE:
+            pytest.fail(f"VECSEARCH_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def server(folder: Path, tiny_encoder) -> Iterator[str]:
+    """The real application on 127.0.0.1 (a port of its own), in a thread; yields its base URL."""
+    import uvicorn
+
+    from vecsearch.serve import create_app
+
+    with Index.open(folder, encoder=tiny_encoder) as index:
+        app = create_app(index)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port meanwhile
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/health", timeout=2) as response:
+                    assert json.load(response)["status"] == "ok"
+                break
+            except OSError:
+                assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        try:
+            yield base
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server: str) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common import selenium_manager
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+                     "--force-device-scale-factor=1", "--disable-gpu", "--lang=en-US"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    with pytest.MonkeyPatch.context() as patch:
+        # Both paths are given; if Selenium still wanted its manager, it would download: fail instead.
+        def no_download(*_args: Any, **_kwargs: Any) -> Any:
+            raise AssertionError("selenium manager was called: it would download a browser or a driver")
+
+        patch.setattr(selenium_manager.SeleniumManager, "binary_paths", no_download)
+        driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def wait(driver: Any, condition: Callable[[Any], Any], message: str) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(condition, message)
+
+
+def done_count(driver: Any) -> int:
+    return int(driver.execute_script("return document.body.dataset.done"))
+
+
+def act(driver: Any, do: Callable[[], Any]) -> None:
+    """Do something on the page and wait until the actions it started are over (body[data-state=idle])."""
+    before = done_count(driver)
+    do()
+    wait(driver, lambda d: d.execute_script(
+        "return document.body.dataset.state === 'idle' && Number(document.body.dataset.done) > arguments[0]",
+        before), "the page did not finish its requests")
+
+
+def open_page(driver: Any, server: str) -> None:
+    driver.get(server + "/")
+    wait(driver, lambda d: d.execute_script(
+        "return document.body.dataset.state === 'idle' && Number(document.body.dataset.done) >= 1"),
+        "the page did not load the index's info")
+    k = find(driver, "#k")
+    k.clear()
+    k.send_keys(str(K))
+    driver.get_log("browser")  # start each test with an empty console
+
+
+def find(driver: Any, selector: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def find_all(driver: Any, selector: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def search_for(driver: Any, prompt: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = find(driver, "#prompt")
+    box.clear()
+    act(driver, lambda: box.send_keys(prompt, Keys.ENTER))
+
+
+def cards(driver: Any) -> list[dict[str, Any]]:
+    """The result cards as the page shows them."""
+    return driver.execute_script("""
+        return Array.from(document.querySelectorAll('#results .result')).map((card) => ({
+          id: Number(card.dataset.id), rank: Number(card.dataset.rank), kind: card.dataset.kind,
+          score: card.querySelector('.score').textContent, caption: card.querySelector('.caption').textContent,
+          alt: card.querySelector('img.thumb') ? card.querySelector('img.thumb').alt : null,
+        }));""")
+
+
+def query_json(driver: Any) -> dict[str, Any]:
+    return json.loads(find(driver, "#query-json").get_attribute("textContent"))
+
+
+def assert_results(driver: Any, expected: list) -> None:
+    """The cards are the library's hits, in order, with their ranks and scores to 3 decimals."""
+    shown = cards(driver)
+    assert [c["id"] for c in shown] == [h.id for h in expected]
+    assert [c["rank"] for c in shown] == list(range(1, len(expected) + 1))
+    for card, hit in zip(shown, expected):
+        assert re.fullmatch(r"-?\d\.\d{3}", card["score"]), card["score"]
+        assert abs(float(card["score"]) - hit.score) <= 0.0005 + 1e-6
+        assert card["kind"] == hit.kind
+        assert card["caption"] == (hit.caption or "")
+
+
+def wait_for_thumbnails(driver: Any, count: int) -> None:
+    """Every card's thumbnail is a decoded picture (naturalWidth > 0), not a broken image."""
+    wait(driver, lambda d: d.execute_script("""
+        const imgs = Array.from(document.querySelectorAll('#results .result img.thumb'));
+        return imgs.length === arguments[0] && imgs.every((img) => img.complete && img.naturalWidth > 0);
+        """, count), "the thumbnails did not load")
+
+
+def assert_no_script_errors(driver: Any) -> None:
+    """No uncaught exception in the page (an API's 4xx answer logs a failed resource: that is expected)."""
+    errors = [entry["message"] for entry in driver.get_log("browser")
+              if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]]
+    assert not errors, errors
+
+
+def artifacts_dir() -> Path:
+    folder = Path(os.environ.get("VECSEARCH_TEST_ARTIFACTS") or REPO / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# --- the tests ------------------------------------------------------------------------------------------
+
+
+def test_header_shows_the_index(browser: Any, server: str, library: Index) -> None:
+    open_page(browser, server)
+    info = find(browser, "#info").text
+    assert library.name in info and str(library.spec) in info
+    assert f"{library.counts()['items']} items" in info
+    assert browser.title.startswith(library.name)
+    assert_no_script_errors(browser)
+
+
+def test_prompt_search_shows_the_library_results(browser: Any, server: str, library: Index) -> None:
+    open_page(browser, server)
+    search_for(browser, PROMPT)
+    expected = library.search(PROMPT, k=K)
+    assert len(expected) == K
+    assert_results(browser, expected)
+    wait_for_thumbnails(browser, K)
+    assert [c["alt"] for c in cards(browser)] == [h.caption or h.relpath for h in expected]
+    assert re.fullmatch(rf"{K} results in \d+ ms", find(browser, "#status").text)
+    assert query_json(browser) == {"terms": [PROMPT], "k": K, "kind": None, "path": None, "min_score": None,
+                                   "within": None, "like": [], "unlike": []}
+    assert find(browser, "#error").get_attribute("hidden") is not None
+
+    # Copy: to the clipboard where the browser allows it, else the JSON is selected for Ctrl+C.
+    find(browser, "#copy-query").click()
+    wait(browser, lambda d: d.find_element("css selector", "#copy-status").text, "Copy said nothing")
+    if find(browser, "#copy-status").text != "Copied.":
+        assert json.loads(browser.execute_script("return window.getSelection().toString()")) == query_json(browser)
+
+    shot = artifacts_dir() / "serve-results.png"
+    assert browser.save_screenshot(str(shot))
+    with Image.open(shot) as picture:
+        picture.verify()
+    with Image.open(shot) as picture:
+        assert picture.format == "PNG" and abs(picture.width - 1280) <= 40, picture.size
+    print(f"screenshot: {shot}")
+    assert_no_script_errors(browser)
+
+
+def test_more_and_less_like_this_refine_the_query(browser: Any, server: str, library: Index) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, server)
+    search_for(browser, PROMPT)
+    liked = int(find_all(browser, "#results .result")[2].get_attribute("data-id"))
+    act(browser, lambda: find(browser, f'#results .result[data-id="{liked}"] .more-like').click())
+    assert query_json(browser)["like"] == [liked] and query_json(browser)["unlike"] == []
+    assert_results(browser, library.search(PROMPT, k=K, like=[liked]))
+    assert find_all(browser, f'#chips li[data-id="{liked}"]')
+
+    unliked = int(find_all(browser, "#results .result")[0].get_attribute("data-id"))
+    act(browser, lambda: find(browser, f'#results .result[data-id="{unliked}"] .less-like').click())
+    assert (query_json(browser)["like"], query_json(browser)["unlike"]) == ([liked], [unliked])
+    assert_results(browser, library.search(PROMPT, k=K, like=[liked], unlike=[unliked]))
+
+    # Escape (outside a text box) drops the refinement and searches again.
+    act(browser, lambda: ActionChains(browser).send_keys(Keys.ESCAPE).perform())
+    assert (query_json(browser)["like"], query_json(browser)["unlike"]) == ([], [])
+    assert not find_all(browser, "#chips li[data-id]")
+    assert_results(browser, library.search(PROMPT, k=K))
+    assert_no_script_errors(browser)
+
+
+def drop_file(driver: Any, data: bytes, name: str, mime: str = "image/png") -> None:
+    """A real drop event on the drop zone, its DataTransfer holding a File made of these bytes."""
+    driver.execute_script("""
+        const [b64, name, mime] = arguments;
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type: mime }));
+        const zone = document.querySelector('#drop-zone');
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+          zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
+        }""", base64.b64encode(data).decode("ascii"), name, mime)
+
+
+def test_dropped_and_chosen_pictures_search_like_the_files(
+    browser: Any, server: str, library: Index, photos: Path
+) -> None:
+    open_page(browser, server)
+    dropped = photos / "sea.png"
+    data = dropped.read_bytes()
+    act(browser, lambda: drop_file(browser, data, "sea.png"))
+    term = "upload:" + hashlib.sha256(data).hexdigest()
+    assert find(browser, "#upload-chip").get_attribute("data-term") == term
+    assert query_json(browser)["terms"] == [term]
+    assert_results(browser, library.search([str(dropped)], k=K))
+    wait_for_thumbnails(browser, K)
+
+    # The uploaded picture can be described, like an indexed one.
+    act(browser, lambda: find(browser, "#upload-chip .describe-upload").click())
+    texts = [e.text for e in find_all(browser, "#describe-output .described-text")]
+    assert texts == [h.caption for h in library.describe(dropped, k=5)]
+    find(browser, "#close-panel").click()
+    assert find(browser, "#picture-panel").get_attribute("open") is None
+
+    # Removing the chip leaves an empty query: no results, no request refused.
+    act(browser, lambda: find(browser, "#upload-chip .chip-remove").click())
+    assert not find_all(browser, "#upload-chip") and not cards(browser)
+    assert query_json(browser)["terms"] == []
+
+    chosen = photos / "more" / "m1.jpg"
+    act(browser, lambda: find(browser, "#file-input").send_keys(str(chosen)))
+    assert query_json(browser)["terms"] == ["upload:" + hashlib.sha256(chosen.read_bytes()).hexdigest()]
+    assert_results(browser, library.search([str(chosen)], k=K))
+
+    # A picture and a prompt together make one query of two terms.
+    search_for(browser, "a blue sea")
+    assert query_json(browser)["terms"][0] == "a blue sea" and len(query_json(browser)["terms"]) == 2
+    assert_results(browser, library.search(["a blue sea", str(chosen)], k=K))
+    assert find(browser, "#error").get_attribute("hidden") is not None
+
+    # A file the server cannot decode: its 415 message on the page, the query as it was.
+    act(browser, lambda: drop_file(browser, b"just some text", "notes.png"))
+    assert "not a readable image" in find(browser, "#error").text
+    assert query_json(browser)["terms"][1] == "upload:" + hashlib.sha256(chosen.read_bytes()).hexdigest()
+    assert_no_script_errors(browser)
+
+
+def test_describe_and_classify_a_result(browser: Any, server: str, library: Index) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, server)
+    search_for(browser, PROMPT)
+    first = find_all(browser, "#results .result")[0]
+    item = int(first.get_attribute("data-id"))
+    act(browser, lambda: first.find_element("css selector", ".describe").click())
+    assert find(browser, "#picture-panel").get_attribute("open") is not None
+    texts = [e.text for e in find_all(browser, "#describe-output .described-text")]
+    expected = library.describe(f"id:{item}", k=5)
+    assert texts and texts == [h.caption for h in expected]
+
+    labels = find(browser, "#classify-labels")
+    labels.send_keys("red, blue")
+    act(browser, lambda: find(browser, "#classify-button").click())
+    shown = [(e.find_element("css selector", ".label").text, e.find_element("css selector", ".probability").text)
+             for e in find_all(browser, "#classify-output li")]
+    reference = library.classify(f"id:{item}", ["red", "blue"])
+    assert [label for label, _ in shown] == [x.label for x in reference]
+    for (_, percent), x in zip(shown, reference):
+        assert abs(float(percent.rstrip("%")) - 100 * x.probability) <= 0.05 + 1e-6
+
+    # Escape closes the panel, and leaves the results as they were.
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    wait(browser, lambda d: d.find_element("css selector", "#picture-panel").get_attribute("open") is None,
+         "Escape did not close the panel")
+    assert [c["id"] for c in cards(browser)] == [h.id for h in library.search(PROMPT, k=K)]
+    assert_no_script_errors(browser)
+
+
+@pytest.mark.parametrize("filters", [{"kind": "caption"}, {"path": "trips/*"}, {"path": "*.jpg", "within": 0.05}])
+def test_filters_follow_the_library(browser: Any, server: str, library: Index, filters: dict) -> None:
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, server)
+    search_for(browser, PROMPT)
+    if "kind" in filters:
+        Select(find(browser, "#kind")).select_by_value(filters["kind"])
+    if "within" in filters:
+        find(browser, "#within").send_keys(str(filters["within"]))
+    if "path" in filters:
+        # Enter in a filter box searches too (the filters belong to the search form).
+        act(browser, lambda: find(browser, "#path").send_keys(filters["path"], Keys.ENTER))
+    else:
+        act(browser, lambda: find(browser, "#search-button").click())
+    expected = library.search(PROMPT, k=K, **filters)
+    assert expected
+    assert_results(browser, expected)
+    assert {key: query_json(browser)[key] for key in filters} == filters
+    if filters.get("kind") == "caption":
+        # A caption shows the picture it describes.
+        assert all(c["kind"] == "caption" for c in cards(browser))
+        wait_for_thumbnails(browser, len(expected))
+    assert_no_script_errors(browser)
+
+
+def test_refused_query_shows_the_servers_message(browser: Any, server: str, library: Index) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    open_page(browser, server)
+    search_for(browser, "image:/etc/passwd")
+    error = find(browser, "#error")
+    assert error.is_displayed() and error.get_attribute("aria-live") == "assertive"
+    assert "cannot name a file or a URL" in error.text
+    assert "Traceback" not in error.text and "{" not in error.text
+    assert not cards(browser)
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018 (the message is on the page, not in an alert)
+
+    search_for(browser, PROMPT)  # the next good search clears it
+    assert not error.is_displayed()
+    assert_results(browser, library.search(PROMPT, k=K))
+    assert_no_script_errors(browser)
+
+
+def test_keyboard(browser: Any, server: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, server)
+    browser.execute_script("document.querySelector('#search-button').focus()")
+    assert browser.switch_to.active_element.get_attribute("id") == "search-button"
+    ActionChains(browser).send_keys("/").perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "prompt"
+    assert find(browser, "#prompt").get_attribute("value") == ""  # the key focused, it typed nothing
+
+    # Tab from the search button reaches the result cards' controls.
+    search_for(browser, PROMPT)
+    browser.execute_script("document.querySelector('#search-button').focus()")
+    for _ in range(40):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.execute_script("return document.activeElement.closest('.result') !== null"):
+            break
+    else:
+        raise AssertionError("Tab never reached a result")
+
+    path = find(browser, "#path")  # in a text box, "/" is just a character
+    path.click()
+    ActionChains(browser).send_keys("trips/").perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "path"
+    assert path.get_attribute("value") == "trips/"
+    assert_no_script_errors(browser)
