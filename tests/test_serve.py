@@ -527,3 +527,31 @@ def test_page_loads_nothing_from_elsewhere(client: TestClient) -> None:
         text = client.get(asset).text
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
     assert client.get("/docs").status_code == 404  # FastAPI's page would load its scripts from a CDN
+
+
+# --- the library parts the server stands on ------------------------------------------------------------
+
+
+def test_pictures_as_bytes_equal_the_files(library: Index, photos: Path) -> None:
+    from vecsearch import Query, Term
+
+    path = photos / "sun.png"
+    data = path.read_bytes()
+    by_bytes = library.search(Query((Term("image", "upload:1"),)), k=4, pictures={"upload:1": data})
+    assert [(h.id, h.score) for h in by_bytes] == [(h.id, h.score) for h in library.search([str(path)], k=4)]
+    assert [h.id for h in library.describe(data, k=2)] == [h.id for h in library.describe(path, k=2)]
+    assert [x.label for x in library.classify(data, ["a", "b"])] == [x.label for x in library.classify(path, ["a", "b"])]
+
+
+def test_refresh_is_cheap_and_sees_commits(tmp_path: Path, tiny_encoder) -> None:
+    make_image(tmp_path / "p" / "a.png", "red", seed=1)
+    with Index.create(tmp_path / "idx", encoder=tiny_encoder) as writer:
+        writer.add(tmp_path / "p")
+        with Index.open(tmp_path / "idx", encoder=tiny_encoder) as reader:
+            assert len(reader.search("x", k=5)) == 1
+            assert reader.refresh() is False  # nothing committed: the loaded vectors stay
+            make_image(tmp_path / "p" / "b.png", "blue", seed=2)
+            writer.add()
+            assert reader.refresh() is True and reader.refresh() is False
+            assert len(reader.search("x", k=5)) == 2
+            assert reader.counts()["images"] == 2

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .classify import DEFAULT_TEMPLATES
+from .encoders import IMAGE as IMAGE_MODALITY
 from .errors import (
     ImageError,
     IndexCorruptError,
@@ -272,10 +273,20 @@ class Service:
         raise QueryError(f"'{ref[:100]}' names no picture: give id:N or an upload: term")
 
     def warm(self) -> None:
-        """Load what the first query would (vectors, text model) before anyone waits for it."""
+        """Load what the first query would (vectors, text model) before anyone waits for it, and import
+        the libraries of the image model in the background (most of a first picture query's wait)."""
         with self.current() as index:
             _ = index.vectors
             index.query_vector(ParsedQuery.parse(["a photo"]))
+            if IMAGE_MODALITY in index.modalities:
+                threading.Thread(target=_import_image_libraries, name="vecsearch-preload", daemon=True).start()
+
+
+def _import_image_libraries() -> None:
+    try:
+        import open_clip  # noqa: F401  (torch, torchvision, open_clip: seconds that nobody waits for now)
+    except Exception:  # the first picture query will report what is wrong
+        pass
 
 
 def _hit_out(hit: Hit) -> dict[str, Any]:
