@@ -48,6 +48,29 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
 
 
+# Scores of one item computed through different code paths (FAISS and NumPy, torch and ONNX, batches of
+# other sizes) agree to a few float32 ulps; 1e-5 leaves a wide margin and is far below any real gap.
+SCORE_ATOL = 1e-5
+
+
+def assert_same_ranking(
+    got: Sequence[tuple[int, float]], want: Sequence[tuple[int, float]], atol: float = SCORE_ATOL
+) -> None:
+    """Two rankings of (id, score) agree: the same score at every rank, and each rank holds the item the
+    other holds there, or one whose score is within `atol` of it (near-ties may trade places when the
+    scores come through different arithmetic; nothing else may)."""
+    assert len(got) == len(want), (got, want)
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=atol)
+    wanted = dict(want)
+    last = want[-1][1] if want else 0.0
+    for (got_id, _), (want_id, want_score) in zip(got, want):
+        if got_id == want_id:
+            continue
+        # a swap among near-equal scores, or an item that tied with the last one kept
+        assert abs(wanted.get(got_id, last) - want_score) <= 2 * atol, (got_id, want_id, got, want)
+    assert len({i for i, _ in got}) == len(got)
+
+
 def write_tiny_model(folder: Path, seed: int = 0) -> Path:
     """An open_clip model directory (config + safetensors weights) with seeded random weights."""
     import open_clip

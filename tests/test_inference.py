@@ -25,6 +25,10 @@ from vecsearch.images import load_image
 from vecsearch.indexer import decode_size
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "openclipart"
+# fp32 vectors of one picture computed in batches of different sizes (or thread counts, or CPUs): the same
+# up to rounding. Components of a unit vector then differ by a few 1e-7; these bars leave a margin of ~10x.
+FP32_COSINE = 0.999999
+FP32_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,12 @@ def test_auto_keeps_exact_vectors_for_the_first_batch_and_records_its_checks(
     auto = ImageInference(model, "cpu", "fp", "auto", cache_dir=tmp_path)
     assert auto.mode is None
     first = auto.run(pixels)
-    assert np.array_equal(first[:16], exact[:16])  # the checked pictures keep their exact vectors
+    # The checked pictures keep fp32 vectors. Not bit for bit: fp32 kernels are chosen by batch shape and
+    # CPU, and the check embeds 16 pictures where `exact` embedded 32. The fast modes stay below this bar
+    # (on these pictures int8 reached a cosine of 0.99996 at best, bf16 0.99999); fp32 through another
+    # batch shape differs in the last bits only.
+    assert _cosines(first[:16], exact[:16]).min() >= FP32_COSINE
+    np.testing.assert_allclose(first[:16], exact[:16], atol=FP32_ATOL)
     assert _cosines(first, exact).min() >= COSINE_BAR
     checks = auto.describe()["checks"]
     assert checks[0]["mode"] == "fp32" and checks[0]["images"] == 16

@@ -105,9 +105,14 @@ def test_exact_top_k_matches_a_full_sort_and_leaves_each_query_out() -> None:
     found = exact_top_k(chunks, queries, query_ids, 10)
     scores = queries @ data.T
     scores[np.arange(20), np.arange(20)] = -np.inf
-    expected = ids[np.argsort(-scores, axis=1, kind="stable")[:, :10]]
-    assert np.array_equal(found, expected)
-    assert recall_at_k(found, expected) == 1.0
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    expected = ids[order]
+    # Chunks and the full matrix go through different BLAS shapes: the same scores up to rounding, so
+    # compare the scores each rank holds rather than ids (two near-equal scores may trade places).
+    found_scores = np.take_along_axis(scores, np.searchsorted(ids, found), axis=1)
+    np.testing.assert_allclose(found_scores, np.take_along_axis(scores, order, axis=1), atol=1e-5)
+    assert not (found == query_ids[:, None]).any()
+    assert recall_at_k(found, expected) >= 0.99
     assert recall_at_k(found[:, ::-1], expected) == 1.0  # order inside the top k does not matter
 
 

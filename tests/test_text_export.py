@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from conftest import make_image
+from conftest import assert_same_ranking, make_image
 
 from vecsearch import Index, Query, load_encoder
 from vecsearch.encoders import text_export
@@ -87,11 +87,6 @@ def starter_encoder() -> Any:
 def torch_hits(folder: Path, encoder: Any, query: str | list[str], k: int = 8) -> list[tuple[int, float]]:
     with Index.open(folder, encoder=encoder) as index:
         return [(h.id, h.score) for h in index.search(query, k=k, kind="any")]
-
-
-def assert_same_ranking(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
-    assert [i for i, _ in got] == [i for i, _ in want]
-    assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
 
 
 # --- tokens ------------------------------------------------------------------------------------
