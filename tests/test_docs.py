@@ -1,5 +1,6 @@
-"""The README tells the truth: its Python example runs, its command reference lists every option,
-its set-up commands are what CI runs; and the public surface is exactly what is documented."""
+"""The README and docs/ tell the truth: their Python examples run, the command reference lists every
+option, the README's set-up commands are what CI runs and it stays short, every relative link points at
+something that exists; and the public surface is exactly what is documented."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from vecsearch.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
+CLI_DOC = (DOCS / "cli.md").read_text(encoding="utf-8")
 
 
 def test_public_api_is_pinned() -> None:
@@ -52,8 +55,9 @@ def test_readme_starts_with_the_two_commands_ci_runs() -> None:
 
 
 def test_command_reference_lists_every_option() -> None:
-    start = README.index("### Command reference")
-    table = README[start:README.index("\n## ", start)]
+    start = CLI_DOC.index("## Command reference")
+    end = CLI_DOC.find("\n## ", start + 1)
+    table = CLI_DOC[start:end if end != -1 else len(CLI_DOC)]
     rows = {}
     for line in table.splitlines():
         match = re.match(r"\| `(?:vecsearch` \(global\)|(\w+)[^`]*`) \| (.*) \|$", line)
@@ -64,15 +68,74 @@ def test_command_reference_lists_every_option() -> None:
         for param in command.params:
             for opt in getattr(param, "opts", []):
                 if opt.startswith("--"):
-                    assert f"{opt}" in rows[name], f"{name}: {opt} missing from the README"
+                    assert f"{opt}" in rows[name], f"{name}: {opt} missing from docs/cli.md"
 
 
-def test_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    block = re.search(r"## Python API\n\n```python\n(.*?)```", README, re.S)
+@pytest.mark.parametrize(
+    ("page", "heading"),
+    [("README.md", "## Python API"), ("docs/python-api.md", "## Example")],
+)
+def test_python_example_runs(page: str, heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    block = re.search(re.escape(heading) + r"\n\n```python\n(.*?)```", text, re.S)
     assert block is not None
     code = block.group(1)
     assert 'vecsearch.load_encoder("starter")' in code  # the bundled model: the example runs as written
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    exec(compile(code, page, "exec"), {"__name__": "example"})
     assert (tmp_path / "indexes" / "clipart" / "manifest.json").is_file()
+
+
+def test_readme_stays_short() -> None:
+    assert len(README.splitlines()) < 200, "README.md is one page: put the reference into docs/"
+
+
+DOC_PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def _links(text: str) -> list[str]:
+    """The targets of the Markdown links in a page, leaving out code blocks and inline code."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def _anchors(text: str) -> set[str]:
+    """The anchors GitHub makes of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        number, unique = 0, slug
+        while unique in anchors:
+            number += 1
+            unique = f"{slug}-{number}"
+        anchors.add(unique)
+    anchors.update(re.findall(r"""<a (?:name|id)=["']([^"']+)["']""", text))
+    return anchors
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_relative_links_point_at_files_that_exist(page: Path) -> None:
+    missing = []
+    for target in _links(page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue  # http(s), mailto: and the like; anchors within the page are checked below
+        path = target.split("#")[0]
+        if not (page.parent / path).exists():
+            missing.append(target)
+    assert not missing, f"{page.relative_to(ROOT)} links to files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_anchors_point_at_headings_that_exist(page: Path) -> None:
+    broken = []
+    for target in _links(page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I) or "#" not in target:
+            continue
+        path, anchor = target.split("#", 1)
+        linked = page.parent / path if path else page
+        if linked.suffix == ".md" and linked.is_file() and anchor not in _anchors(linked.read_text(encoding="utf-8")):
+            broken.append(target)
+    assert not broken, f"{page.relative_to(ROOT)} links to headings that do not exist: {broken}"
