@@ -107,7 +107,8 @@ def ensure_text_export(folder: Path) -> None:
     """The text-tower export a crawl would have made (the index is filled with synthetic vectors, so no
     crawl ran): made here once, from the index's own model, when the cache lacks it."""
     import vecsearch
-    from vecsearch.encoders.text_export import export_text_tower, load_text_encoder
+    from vecsearch.encoders.text_export import export_text_tower
+    from vecsearch.encoders.text_onnx import load_text_encoder
 
     with vecsearch.Index.open(folder) as index:
         if load_text_encoder(index.fingerprint, index.dim) is not None:

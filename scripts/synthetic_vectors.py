@@ -81,6 +81,6 @@ def fill_index(index: Any, vectors: np.ndarray | Iterator[np.ndarray], caption_e
                 else:
                     store.add_item("image", file_id, vector, gen)
                 added += 1
-    index._vectors = index._rebuild_vectors()
-    index.save_vectors()
+    index.vector_file.rebuild()
+    index.vector_file.save()
     return added

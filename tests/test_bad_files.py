@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from conftest import make_image
 from PIL import Image
 
-from vecsearch import Index, crawl, indexer
+from vecsearch import Index, crawl, pipeline
 from vecsearch.cli import main
 from vecsearch.crawl import MAX_CAPTION_FILE_BYTES, MAX_CAPTIONS_FILE_BYTES
 from vecsearch.images import STREAM_ABOVE_MEGAPIXELS, load_image
@@ -398,7 +398,7 @@ def _hook_hashing(patch: pytest.MonkeyPatch, target: Path, before: Callable[[], 
                   after: Callable[[], None] | None = None) -> None:
     """Run `before`/`after` around the crawler's hashing of `target`: the moment between walking the
     folder and decoding the picture."""
-    real = indexer.hash_file
+    real = pipeline.hash_file
 
     def hooked(path: Path):
         if Path(path) == target and before:
@@ -408,7 +408,7 @@ def _hook_hashing(patch: pytest.MonkeyPatch, target: Path, before: Callable[[], 
             after()
         return content
 
-    patch.setattr(indexer, "hash_file", hooked)
+    patch.setattr(pipeline, "hash_file", hooked)
 
 
 def _rewrite(path: Path, seed: int) -> Callable[[], None]:

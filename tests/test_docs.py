@@ -26,10 +26,11 @@ def test_public_api_is_pinned() -> None:
         "DEFAULT_MODEL", "DEFAULT_TEMPLATES", "Caption", "CaptionsFileError", "CheckReport", "CrawlReport", "Encoder",
         "Finding", "Hit",
         "ImageError", "Index", "IndexCorruptError", "IndexExistsError", "IndexLockedError",
-        "IndexNotFoundError", "IndexingInterrupted", "Item", "LabelScore", "ModelError", "ModelInfo",
+        "IndexNotFoundError", "IndexSummary", "IndexingInterrupted", "Item", "KINDS", "LabelScore", "MAX_K",
+        "ModelError", "ModelInfo",
         "ModelMismatchError", "ModelNotFoundError", "ModelSpec", "ModelUnavailableError", "Query",
         "QueryError", "STARTER_MODEL", "SkippedFile", "Term", "UnsupportedModalityError", "VecsearchError", "__version__",
-        "check_index", "classify", "list_models", "load_encoder",
+        "check_index", "classify", "list_indexes", "list_models", "load_encoder",
     ])
     for name in vecsearch.__all__:
         assert hasattr(vecsearch, name), name

@@ -152,7 +152,7 @@ def test_second_crawl_without_changes_embeds_nothing(tmp_path: Path, photo_tree:
     assert (report.captions_added, report.captions_removed) == (0, 0)
     assert report.embedded_images == 0 and report.embedded_captions == 0
     assert not report.changed
-    assert reopened._encoder is None  # the model was never loaded
+    assert reopened.model.loaded is None  # the model was never loaded
     assert reopened.store.generation == generation
     assert read_manifest_file(reopened.path)["faiss"]["sha256"] == sha
     assert layout(reopened) == before

@@ -48,7 +48,7 @@ def test_ctrl_c_in_the_command_exits_130_and_saves(tmp_path: Path, tiny_encoder,
     make_images(tmp_path / "pics", 12)
     Index.create(tmp_path / "idx", encoder=tiny_encoder).close()
     wrapped = InterruptingEncoder(tiny_encoder, stop_at=2)
-    monkeypatch.setattr("vecsearch.index.load_encoder", lambda *args, **kwargs: wrapped)
+    monkeypatch.setattr("vecsearch.model.load_encoder", lambda *args, **kwargs: wrapped)
     result = CliRunner().invoke(
         main, ["index", str(tmp_path / "pics"), "--index", str(tmp_path / "idx"), "--batch-size", "4"]
     )

@@ -210,7 +210,7 @@ def test_an_index_outgrowing_exact_search_is_rebuilt_tuned_and_recorded(
     tmp_path: Path, tiny_encoder: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(plan_module, "EXACT_MAX_VECTORS", 1000)
-    monkeypatch.setattr("vecsearch.index.EXACT_MAX_VECTORS", 1000)
+    monkeypatch.setattr("vecsearch.vector_file.EXACT_MAX_VECTORS", 1000)
     index = _synthetic_index(tmp_path, tiny_encoder, 3000)
     faiss_info = index.manifest["faiss"]
     assert faiss_info["family"] == "ivf-flat" and faiss_info["type"].startswith("IVF")

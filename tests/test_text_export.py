@@ -17,14 +17,9 @@ import pytest
 from conftest import assert_same_ranking, make_image
 
 from vecsearch import Index, Query, load_encoder
-from vecsearch.encoders import text_export
-from vecsearch.encoders.text_export import (
-    TOKEN_CORPUS,
-    cache_folder,
-    export_text_tower,
-    load_text_encoder,
-    meta_path,
-)
+from vecsearch.encoders import text_export, text_onnx
+from vecsearch.encoders.text_export import TOKEN_CORPUS, export_text_tower
+from vecsearch.encoders.text_onnx import cache_folder, load_text_encoder, meta_path
 
 HEAVY = ("torch", "torchvision", "open_clip", "transformers")
 PROMPTS = ["a red apple", "a blue car", "sunny beach with sand", "café 🍎 &amp;", "", "green " * 50]
@@ -146,12 +141,12 @@ def test_text_search_uses_the_export_and_matches_torch(tiny_index: Path, tiny_en
         for query in ["a red apple", ["a blue car", "-sunny beach"], ["2:car", "id:1"]]:
             assert_same_ranking([(h.id, h.score) for h in index.search(query, k=8, kind="any")],
                                 torch_hits(tiny_index, tiny_encoder, query))
-        assert index._encoder is None  # the full model was never loaded
+        assert index.model.loaded is None  # the full model was never loaded
         # An image term needs the image tower: the full model loads, and gives torch's answer.
         picture = str(index.roots()[0] / "apple.png")
         assert_same_ranking([(h.id, h.score) for h in index.search([picture], k=8, kind="any")],
                             torch_hits(tiny_index, tiny_encoder, [picture]))
-        assert index._encoder is not None
+        assert index.model.loaded is not None
 
 
 def test_starter_index_text_search_matches_torch(starter_encoder: Any, tmp_path: Path,
@@ -164,7 +159,7 @@ def test_starter_index_text_search_matches_torch(starter_encoder: Any, tmp_path:
         for query in ["a red apple", "a sunny beach with sand", "blue -red"]:
             assert_same_ranking([(h.id, h.score) for h in index.search(query, k=8, kind="any")],
                                 torch_hits(tmp_path / "index", starter_encoder, query))
-        assert index._encoder is None
+        assert index.model.loaded is None
 
 
 # --- a cold process ----------------------------------------------------------------------------
@@ -236,7 +231,7 @@ def test_missing_damaged_or_foreign_export_falls_back(tiny_index: Path, tiny_enc
     monkeypatch.setenv("VECSEARCH_CACHE_DIR", str(own))
     with Index.open(tiny_index) as index:
         hits = [(h.id, h.score) for h in index.search("a red apple", k=8, kind="any")]
-        assert index._encoder is not None  # the full model answered
+        assert index.model.loaded is not None  # the full model answered
     assert_same_ranking(hits, torch_hits(tiny_index, tiny_encoder, "a red apple"))
     # The next crawl that loads the model puts a good export back.
     assert export_text_tower(tiny_encoder, own) is not None
@@ -250,7 +245,7 @@ def test_inexact_export_writes_nothing(tiny_encoder: Any, tmp_path: Path, monkey
     assert text_files(tmp_path) == []
     monkeypatch.undo()
     monkeypatch.setattr(text_export, "_made", {})
-    monkeypatch.setattr(text_export, "clean_text", lambda text, kind: text)  # tokens would differ
+    monkeypatch.setattr(text_onnx, "clean_text", lambda text, kind: text)  # tokens would differ
     assert export_text_tower(tiny_encoder, tmp_path) is None
     assert text_files(tmp_path) == []
 
@@ -270,7 +265,7 @@ def test_unchanged_crawl_neither_loads_the_model_nor_exports(tiny_index: Path, t
     with Index.open(tiny_index) as index:
         report = index.add()
         assert report.unchanged == 8 and not report.changed
-        assert index._encoder is None
+        assert index.model.loaded is None
     assert text_files(tmp_path / "cache") == []
 
 
@@ -280,4 +275,4 @@ def test_disabled_by_environment(tiny_index: Path, tiny_encoder: Any, cache: Pat
     monkeypatch.setenv("VECSEARCH_TEXT_ONNX", "0")
     with Index.open(tiny_index) as index:
         index.search("a red apple", kind="any")
-        assert index._encoder is not None
+        assert index.model.loaded is not None

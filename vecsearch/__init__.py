@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .check import CheckReport, Finding, check_index  # noqa: E402
 from .classify import DEFAULT_TEMPLATES  # noqa: E402
@@ -38,10 +38,12 @@ from .errors import (  # noqa: E402
     UnsupportedModalityError,
     VecsearchError,
 )
+from .home import IndexSummary, list_indexes  # noqa: E402
 from .index import Index  # noqa: E402
 from .indexer import IndexingInterrupted  # noqa: E402
 from .query import Query, Term  # noqa: E402
 from .results import Caption, CrawlReport, Hit, Item, LabelScore, SkippedFile  # noqa: E402
+from .retrieval import KINDS, MAX_K  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -61,9 +63,12 @@ __all__ = [
     "IndexExistsError",
     "IndexLockedError",
     "IndexNotFoundError",
+    "IndexSummary",
     "IndexingInterrupted",
     "Item",
+    "KINDS",
     "LabelScore",
+    "MAX_K",
     "ModelError",
     "ModelInfo",
     "ModelMismatchError",
@@ -80,6 +85,7 @@ __all__ = [
     "__version__",
     "check_index",
     "classify",
+    "list_indexes",
     "list_models",
     "load_encoder",
 ]

@@ -25,6 +25,8 @@ from .home import locate
 from .lock import WriterLock
 from .manifest import (
     DATABASE,
+    FORMAT,
+    FORMAT_VERSION,
     LOCK,
     VECTORS,
     leftover_files,
@@ -33,7 +35,10 @@ from .manifest import (
 )
 from .pathutil import is_safe_relpath
 from .plan import EXACT
+from .store import Store
+from .vector_file import VectorFile
 from .vectors import VectorIndex
+from .version import __version__
 
 # How many stored vectors are compared with what the exact FAISS file holds for them.
 SAMPLE_VECTORS = 2_000
@@ -109,8 +114,6 @@ def _inspect(folder: Path, writer: bool = False) -> CheckReport:
     manifest = _check_manifest(folder, report)
     if not _check_database(folder, report):
         return report
-    from .store import Store
-
     try:
         store = Store.open(folder / DATABASE)
     except IndexCorruptError as exc:
@@ -316,8 +319,6 @@ def _repair(folder: Path, report: CheckReport) -> None:
         return  # nothing else can be trusted, or rebuilt, without the database
     if "database" in areas:
         _salvage_database(folder)
-    from .store import Store
-
     store = Store.open(folder / DATABASE)
     try:
         if "manifest" in areas:
@@ -329,11 +330,13 @@ def _repair(folder: Path, report: CheckReport) -> None:
         store.close()
     for path in leftover_files(folder, keep=read_manifest(folder)["faiss"].get("file", VECTORS)):
         path.unlink(missing_ok=True)
-    from .index import Index
-
-    with Index.open(folder) as index:
-        index._vectors = index._rebuild_vectors()
-        index.save_vectors()
+    store = Store.open(folder / DATABASE)
+    try:
+        vector_file = VectorFile(folder, store, read_manifest(folder))
+        vector_file.rebuild()
+        vector_file.save()
+    finally:
+        store.close()
 
 
 def _salvage_database(folder: Path) -> None:
@@ -415,9 +418,6 @@ def _copy_rows(source: sqlite3.Connection, target: sqlite3.Connection, table: st
 
 
 def _rewrite_manifest(folder: Path, store: Any) -> None:
-    from . import __version__
-    from .manifest import FORMAT, FORMAT_VERSION
-
     identity = _identity(store)
     if not identity:
         raise VecsearchError("the manifest cannot be rebuilt: this database keeps no copy of the index's model")

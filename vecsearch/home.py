@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .errors import IndexNotFoundError
-from .manifest import MANIFEST
+from .errors import IndexNotFoundError, VecsearchError
+from .manifest import MANIFEST, read_manifest
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -65,6 +67,46 @@ def target(ref: str | os.PathLike[str], home: str | os.PathLike[str] | None = No
     if looks_like_path(text) or (Path(text).expanduser() / MANIFEST).is_file():
         return Path(text).expanduser()
     return default_home(home) / text
+
+
+def is_index(folder: str | os.PathLike[str]) -> bool:
+    """Does this folder hold an index (its manifest, which is written last)?"""
+    return (Path(folder).expanduser() / MANIFEST).is_file()
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """A named index as its manifest describes it, read without opening the index; `error` says why a
+    manifest could not be read (the other fields are then empty)."""
+
+    name: str
+    path: str
+    model: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    updated: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"name": self.name, "path": self.path, "error": self.error}
+        return {"name": self.name, "path": self.path, "model": self.model, "counts": self.counts,
+                "updated": self.updated}
+
+
+def list_indexes(home: str | os.PathLike[str] | None = None) -> list[IndexSummary]:
+    """The named indexes in the home folder, by name (`vecsearch list`)."""
+    summaries = []
+    for folder in named_indexes(home):
+        try:
+            manifest = read_manifest(folder)
+        except VecsearchError as exc:
+            summaries.append(IndexSummary(folder.name, str(folder), error=str(exc)))
+            continue
+        summaries.append(IndexSummary(
+            folder.name, str(folder), model=manifest["model"].get("spec"), counts=manifest.get("counts", {}),
+            updated=manifest.get("updated"),
+        ))
+    return summaries
 
 
 def named_indexes(home: str | os.PathLike[str] | None = None) -> list[Path]:

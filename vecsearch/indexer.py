@@ -11,50 +11,42 @@ the open chunk and keeps the committed ones, and the next run picks up from ther
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import logging
 import os
-import sqlite3
-import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from . import faults
-from .crawl import (
-    FoundFile,
-    WalkResult,
-    display_path,
-    hash_file,
-    read_captions_source,
-    read_sidecar,
-    text_hash,
-    walk,
-)
+from .captions import CaptionSync
+from .chunks import ChunkWriter
+from .crawl import WalkResult, display_path, read_captions_source, walk
 from .encoders import IMAGE
-from .errors import ImageError
-from .images import DEFAULT_MAX_MEGAPIXELS, load_image
+from .images import DEFAULT_MAX_MEGAPIXELS
+from .model import IndexModel
 from .pathutil import is_within, relative_posix
+from .pipeline import (
+    HELD_BYTES_LIMIT,
+    HeldBytes,
+    Pending,
+    decode,
+    decode_size,
+    hash_pending,
+    ordered_map,
+    prepare_item,
+    progress_bar,
+)
 from .results import CrawlReport, SkippedFile
 from .roots import RootPlanner, Scope
-from .store import FileRow
+from .store import FileRow, Store
+from .vector_file import VectorFile
 
-if TYPE_CHECKING:
-    from .index import Index
-
-SIDECAR = "sidecar"
-COMMIT_EVERY_ITEMS = 500
-COMMIT_EVERY_SECONDS = 10.0
-DECODE_OVERSAMPLE = 3
-HELD_BYTES_LIMIT = 256 << 20  # hashed file contents kept in memory for decoding, all files together
-_log = logging.getLogger(__name__)
-_COUNTERS = [f.name for f in dataclasses.fields(CrawlReport) if f.type == "int"]
+__all__ = ["CrawlSettings", "Crawler", "IndexingInterrupted", "decode_size"]
 
 
 class IndexingInterrupted(KeyboardInterrupt):
@@ -65,62 +57,36 @@ class IndexingInterrupted(KeyboardInterrupt):
         self.report = report
 
 
-@dataclass
-class Pending:
-    """A file whose content changed or is new: hashed, then (if it must be embedded) decoded."""
-
-    root_id: int
-    found: FoundFile
-    row: FileRow | None
-    sha256: str = ""
-    data: bytes | None = None
-    prepared: Any = None  # the model's input, or the decoded picture while `raw`
-    raw: bool = False
-    error: str | None = None
-
-
-@dataclass
-class CaptionJob:
-    file_id: int
-    text: str
-    source: str
-    position: int
-
-
-@dataclass
-class _Chunk:
-    """The open transaction: its generation, and what FAISS must mirror once it commits."""
-
-    gen: int
-    counters: dict[str, int]
-    add_ids: list[int] = field(default_factory=list)
-    add_vectors: list[np.ndarray] = field(default_factory=list)
-    remove_ids: list[int] = field(default_factory=list)
-    new_hashes: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class CrawlSettings:
+    progress: bool = False
+    workers: int | None = None  # threads that hash and decode; default up to 4
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
 
 
 class Crawler:
+    """One crawl of an index: given the index's database, vector file, model and roots, never the Index."""
+
     def __init__(
         self,
-        index: "Index",
-        *,
-        progress: bool = False,
-        workers: int | None = None,
-        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        store: Store,
+        vector_file: VectorFile,
+        model: IndexModel,
+        roots: RootPlanner,
+        settings: CrawlSettings = CrawlSettings(),
     ) -> None:
-        self.index = index
-        self.store = index.store
-        self.roots = RootPlanner(index)
-        self.progress = progress
-        self.workers = max(1, workers or min(4, os.cpu_count() or 1))
-        self.max_megapixels = max_megapixels
+        self.store = store
+        self.vector_file = vector_file
+        self.model = model
+        self.roots = roots
+        self.progress = settings.progress
+        self.workers = max(1, settings.workers or min(4, os.cpu_count() or 1))
+        self.max_megapixels = settings.max_megapixels
         self.report = CrawlReport()
-        self.embeds_images = IMAGE in index.modalities
-        self._chunk: _Chunk | None = None
-        self._last_commit = time.monotonic()
-        self._captions: list[CaptionJob] = []
+        self.embeds_images = IMAGE in model.modalities
+        self.writer = ChunkWriter(store, vector_file, self.report)
+        self.captions = CaptionSync(store, self.writer, model, self.report, self._skip)
         self._new_hashes: dict[str, int] = {}
-        self._text_vectors: dict[str, np.ndarray] = {}
         self._decode_size: int | None = None
         self._known: list[dict[str, FileRow]] = []
         self._held_bytes = HeldBytes(HELD_BYTES_LIMIT)
@@ -152,7 +118,7 @@ class Crawler:
             raise
         self._save()
         self.report.seconds = time.monotonic() - started
-        inference = getattr(self.index._encoder, "inference", None)
+        inference = getattr(self.model.loaded, "inference", None)
         if inference is not None and inference.checks:
             self.report.inference = inference.describe()
         return self.report
@@ -178,9 +144,10 @@ class Crawler:
         self._commit()
 
     def _save(self) -> None:
-        self._known, self._new_hashes, self._text_vectors = [], {}, {}  # per-crawl caches: not needed now
-        if self.index.needs_saving():
-            note = self.index.save_vectors()
+        self._known, self._new_hashes = [], {}  # per-crawl caches: not needed now
+        self.captions.forget_texts()
+        if self.vector_file.needs_saving():
+            note = self.vector_file.save()
             if note:
                 self.report.vector_index = note
 
@@ -234,7 +201,7 @@ class Crawler:
                 if row is not None and row.size == found.size and row.mtime_ns == found.mtime_ns:
                     self.report.unchanged += 1
                     if found.sidecar_sig != row.sidecar_sig:
-                        self._sync_sidecar(row.id, found, row.sidecar_sig)
+                        self.captions.sync_sidecar(row.id, found, row.sidecar_sig)
                         self._maybe_commit()
                     continue
                 pending.append(Pending(scope.root.id, found, row))
@@ -248,7 +215,7 @@ class Crawler:
         by_hash: dict[str, list[FileRow]] = {}
         for row in candidates.values():
             by_hash.setdefault(row.sha256, []).append(row)
-        batch_size = self.index.batch_size
+        batch_size = self.model.batch_size
         window = max(4 * batch_size, 8 * self.workers)
         decoding: deque[Future[Pending]] = deque()
         in_flight: set[str] = set()
@@ -263,9 +230,9 @@ class Crawler:
                 # The first picture that decodes loads the model, in this thread: its errors reach the
                 # caller, and a crawl that meets only known or broken files never loads it.
                 if prepare is None:
-                    prepare = self.index.encoder.prepare_image
-                    self._decode_size = decode_size(self.index.encoder)
-                _prepare(item, prepare)
+                    prepare = self.model.encoder.prepare_image
+                    self._decode_size = decode_size(self.model.encoder)
+                prepare_item(item, prepare)
             if item.error:
                 failed[item.sha256] = item.error
                 self._skip_changed(item, item.error)
@@ -276,11 +243,11 @@ class Crawler:
                 batch = []
                 self._place_twins(twins, by_hash, candidates, failed)
 
-        bar = _progress(len(pending), "indexing", self.progress)
+        bar = progress_bar(len(pending), "indexing", self.progress)
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vecsearch-crawl")
         try:
-            hash_one = functools.partial(_hash_file, budget=self._held_bytes)
-            for item in _ordered_map(pool, hash_one, pending, window):
+            hash_one = functools.partial(hash_pending, budget=self._held_bytes)
+            for item in ordered_map(pool, hash_one, pending, window):
                 bar.update(1)
                 submitted = False
                 if item.error:
@@ -296,7 +263,7 @@ class Crawler:
                     submitted = True
                     in_flight.add(item.sha256)
                     decoding.append(
-                        pool.submit(_decode, item, prepare, self.max_megapixels, self._decode_size, self._held_bytes)
+                        pool.submit(decode, item, prepare, self.max_megapixels, self._decode_size, self._held_bytes)
                     )
                     # Until the model is loaded, take each picture as it decodes: once one decodes the
                     # model loads, and every later picture is decoded at the size the model needs and
@@ -350,17 +317,17 @@ class Crawler:
         """Handle a file whose content is already known; True when nothing needs embedding."""
         found, row = item.found, item.row
         if row is not None and row.sha256 == item.sha256:
-            self._begin()
+            self.writer.begin()
             self.store.update_file(row.id, size=found.size, mtime_ns=found.mtime_ns)
             self.report.unchanged += 1
             if found.sidecar_sig != row.sidecar_sig:
-                self._sync_sidecar(row.id, found, row.sidecar_sig)
+                self.captions.sync_sidecar(row.id, found, row.sidecar_sig)
             return True
         moved = by_hash.get(item.sha256)
         if moved:
             old = moved.pop()
             candidates.pop(old.id, None)
-            self._begin()
+            self.writer.begin()
             if row is not None:  # the renamed file replaced another one at its new place
                 self._remove_file(row.id)
             self.store.update_file(
@@ -368,7 +335,7 @@ class Crawler:
             )
             self.report.renamed += 1
             if found.sidecar_sig != old.sidecar_sig:
-                self._sync_sidecar(old.id, found, old.sidecar_sig)
+                self.captions.sync_sidecar(old.id, found, old.sidecar_sig)
             return True
         if not self.embeds_images:
             return False
@@ -383,7 +350,7 @@ class Crawler:
         return True
 
     def _embed(self, batch: list[Pending]) -> None:
-        vectors = self.index.encoder.embed_prepared_images([item.prepared for item in batch])
+        vectors = self.model.encoder.embed_prepared_images([item.prepared for item in batch])
         faults.point("embed")
         for item, vector in zip(batch, vectors):
             item.prepared = None
@@ -394,7 +361,7 @@ class Crawler:
     def _write_file(self, item: Pending, vector: np.ndarray | None, reused: bool = False) -> None:
         """Record a new or changed file with its image vector (None for text-only models)."""
         found, row = item.found, item.row
-        chunk = self._begin()
+        chunk = self.writer.begin()
         if row is None:
             file_id = self.store.add_file(item.root_id, found.relpath, found.size, found.mtime_ns, item.sha256)
             if reused:
@@ -410,44 +377,14 @@ class Crawler:
             self.report.updated += 1
         if vector is not None:
             item_id = self.store.add_item("image", file_id, vector, chunk.gen)
-            chunk.add_ids.append(item_id)
-            chunk.add_vectors.append(np.asarray(vector, dtype=np.float32))
+            self.writer.add(item_id, vector)
             if item.sha256 not in self._new_hashes:
                 self._new_hashes[item.sha256] = item_id
                 chunk.new_hashes.append(item.sha256)
         if row is None or found.sidecar_sig != row.sidecar_sig:
-            self._sync_sidecar(file_id, found, row.sidecar_sig if row is not None else None)
+            self.captions.sync_sidecar(file_id, found, row.sidecar_sig if row is not None else None)
 
     # --- captions ------------------------------------------------------------------------------
-
-    def _sync_sidecar(self, file_id: int, found: FoundFile, recorded: str | None) -> None:
-        """Bring a file's sidecar captions up to date. The sidecar is recorded as read in the same
-        chunk as its captions (they are flushed before every commit). A refused sidecar is not recorded
-        as read: every crawl tries it again and reports it again, as it does a picture it skips."""
-        captions: list[str] = []
-        sig = found.sidecar_sig
-        if found.sidecar is not None:
-            captions, reason = read_sidecar(found.sidecar)
-            if reason:
-                self._skip(str(found.sidecar), reason)
-                sig = None
-        self._sync_captions(file_id, captions, SIDECAR)
-        if sig != recorded:
-            self._begin()
-            self.store.set_sidecar_sig(file_id, sig)
-
-    def _sync_captions(self, file_id: int, wanted: list[str], source: str) -> None:
-        existing = self.store.captions_of(file_id, source)
-        have = [text for _, text, _ in existing]
-        if have == wanted:
-            return
-        stale = [item_id for item_id, text, _ in existing if text not in wanted]
-        if stale:
-            self._remove_items(stale)
-            self.report.captions_removed += len(stale)
-        for position, text in enumerate(wanted):
-            if text not in have:
-                self._captions.append(CaptionJob(file_id, text, source, position))
 
     def _apply_caption_sources(self, sources: list[tuple[str, dict[Path, list[str]]]]) -> None:
         for source, captions in sources:
@@ -458,57 +395,23 @@ class Crawler:
                     self._skip(str(image), f"named in captions file {source} but not in the index")
                     continue
                 matched.add(file_id)
-                self._begin()
-                self._sync_captions(file_id, lines, source)
+                self.writer.begin()
+                self.captions.sync(file_id, lines, source)
                 self._maybe_commit()
             for file_id in self.store.files_with_captions_from(source) - matched:
-                self._begin()
-                self._sync_captions(file_id, [], source)
+                self.writer.begin()
+                self.captions.sync(file_id, [], source)
             self._maybe_commit()
 
     def _file_id_for(self, image: Path) -> int | None:
         for root in self.store.roots():
             location = self.roots.location(root)
-            for base in {location, self.index.root_path(root)}:
+            for base in {location, self.roots.root_path(root)}:
                 if is_within(image, base):
                     row = self.store.file_at(root.id, relative_posix(image, base))
                     if row is not None:
                         return row.id
         return None
-
-    def _flush_captions(self) -> None:
-        """Embed queued captions (reusing vectors of texts already known) and add their items."""
-        jobs, self._captions = self._captions, []
-        if not jobs:
-            return
-        missing: list[str] = []
-        for job in jobs:
-            digest = text_hash(job.text)
-            if digest in self._text_vectors:
-                continue
-            stored = self.store.vector_for_text(digest)
-            if stored is not None:
-                self._text_vectors[digest] = stored
-            elif job.text not in missing:
-                missing.append(job.text)
-        if missing:
-            vectors = self.index.encoder.embed_texts(missing)
-            self.report.embedded_captions += len(missing)
-            for text, vector in zip(missing, vectors):
-                self._text_vectors[text_hash(text)] = vector
-        chunk = self._begin()
-        for job in jobs:
-            digest = text_hash(job.text)
-            vector = self._text_vectors[digest]
-            item_id = self.store.add_item(
-                "caption", job.file_id, vector, chunk.gen,
-                text=job.text, source=job.source, position=job.position, text_hash=digest,
-            )
-            chunk.add_ids.append(item_id)
-            chunk.add_vectors.append(np.asarray(vector, dtype=np.float32))
-            self.report.captions_added += 1
-        if len(self._text_vectors) > 50_000:
-            self._text_vectors.clear()
 
     # --- deletions -----------------------------------------------------------------------------
 
@@ -519,196 +422,29 @@ class Crawler:
             self._maybe_commit()
 
     def _remove_file(self, file_id: int) -> None:
-        chunk = self._begin()
-        chunk.remove_ids.extend(self.store.delete_file(file_id, chunk.gen))
+        self.writer.remove_file(file_id)
 
     def _remove_items(self, item_ids: list[int]) -> None:
-        chunk = self._begin()
-        self.store.delete_items(item_ids, chunk.gen)
-        chunk.remove_ids.extend(item_ids)
+        self.writer.remove_items(item_ids)
 
     # --- chunks --------------------------------------------------------------------------------
 
-    def _begin(self) -> _Chunk:
-        if self._chunk is None:
-            self.store.begin()
-            counters = {name: getattr(self.report, name) for name in _COUNTERS}
-            self._chunk = _Chunk(self.store.bump_generation(), counters)
-        return self._chunk
-
     def _maybe_commit(self) -> None:
-        chunk = self._chunk
-        if chunk is None:
-            return
-        size = len(chunk.add_ids) + len(chunk.remove_ids) + len(self._captions)
-        if size >= COMMIT_EVERY_ITEMS or time.monotonic() - self._last_commit > COMMIT_EVERY_SECONDS:
+        if self.writer.due(len(self.captions.queued)):
             self._commit()
 
     def _commit(self) -> None:
-        """Commit the database, then mirror the same changes into the in-memory FAISS index."""
-        if self._captions:
-            self._flush_captions()
-        chunk, self._chunk = self._chunk, None
-        if chunk is None:
-            return
-        faults.point("commit")
-        self.store.commit()
-        if _log.isEnabledFor(logging.INFO):  # the fault-injection tests read what was committed here
-            _log.info("committed generation %d: %d items", chunk.gen, self.store.counts()["items"])
-        faults.point("committed")
-        vectors = self.index.vectors  # never held here: a rebuild at the end must be able to free it
-        vectors.remove(np.array(chunk.remove_ids, dtype=np.int64))
-        if chunk.add_ids:
-            vectors.add(np.array(chunk.add_ids, dtype=np.int64), np.stack(chunk.add_vectors))
-        self._last_commit = time.monotonic()
+        """Embed the captions queued for the open chunk, then commit it."""
+        if self.captions.queued:
+            self.captions.flush()
+        self.writer.commit()
 
     def _rollback(self) -> None:
-        """Drop the open chunk: the database, the counters and the caches go back to the last commit."""
-        chunk, self._chunk = self._chunk, None
-        self._captions = []
-        try:
-            self.store.rollback()
-        except sqlite3.Error:
-            pass
-        if chunk is None:
-            return
-        for name, value in chunk.counters.items():
-            setattr(self.report, name, value)
-        for digest in chunk.new_hashes:
+        """Drop the open chunk, and with it the captions queued for it and the contents it embedded."""
+        self.captions.queued = []
+        chunk = self.writer.rollback()
+        for digest in chunk.new_hashes if chunk is not None else ():
             self._new_hashes.pop(digest, None)
 
     def _skip(self, path: str, reason: str) -> None:
         self.report.skipped.append(SkippedFile(path, reason))
-
-
-class HeldBytes:
-    """A cap on the bytes of hashed files kept in memory to be decoded without a second read.
-
-    Without it, memory would grow with the files' sizes times the number in flight (128 photos of 50 MB
-    is 6.4 GB); past the cap, a picture is simply read again from disk when it is decoded.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._lock = threading.Lock()
-
-    def keep(self, size: int) -> bool:
-        with self._lock:
-            if self.held + size > self.limit:
-                return False
-            self.held += size
-            return True
-
-    def release(self, item: Pending) -> None:
-        """Let go of an item's bytes (once: the item forgets them)."""
-        data, item.data = item.data, None
-        if data is not None:
-            with self._lock:
-                self.held -= len(data)
-
-
-def _hash_file(item: Pending, budget: HeldBytes | None = None) -> Pending:
-    """Hash a file on a worker thread. The size and modification time recorded with the hash are the
-    ones it had while it was read, so a file changed since the walk is recorded as what was hashed."""
-    try:
-        content = hash_file(item.found.path)
-    except FileNotFoundError:
-        item.error = "file vanished during the crawl"
-        return item
-    except OSError as exc:
-        item.error = f"cannot read file ({exc.strerror or exc})"
-        return item
-    if not content.stable:
-        item.error = "file changed while being read"
-        return item
-    item.sha256 = content.sha256
-    if content.data is not None and (budget is None or budget.keep(len(content.data))):
-        item.data = content.data
-    if (content.size, content.mtime_ns) != (item.found.size, item.found.mtime_ns):
-        item.found = dataclasses.replace(item.found, size=content.size, mtime_ns=content.mtime_ns)
-    return item
-
-
-def decode_size(encoder: Any) -> int | None:
-    """The smallest side a picture must keep when decoded for this encoder (None: decode at full size).
-
-    Three times the model's input: reduced JPEG decoding then leaves the model's own resize enough
-    pixels to filter, so the vectors match full decoding (at twice, a fine-textured test picture fell to
-    cosine 0.998; tests/test_inference.py and scripts/bench_indexing.py measure it).
-    """
-    size = getattr(encoder, "input_size", None)
-    return DECODE_OVERSAMPLE * int(size) if size else None
-
-
-def _decode(
-    item: Pending,
-    prepare: Callable[[Any], Any] | None,
-    max_megapixels: float,
-    min_size: int | None = None,
-    budget: "HeldBytes | None" = None,
-) -> Pending:
-    """Decode (and, once the model is loaded, preprocess) one picture on a worker thread.
-
-    A file too big to keep in memory is decoded from disk after it was hashed: if it changed in between,
-    the picture is not the hashed content, and it is skipped rather than stored under the wrong hash.
-    """
-    try:
-        if item.data is not None:
-            item.prepared = load_image(item.data, max_megapixels, min_size)
-        else:
-            item.prepared = load_image(item.found.path, max_megapixels, min_size)
-            if _changed_since_hashed(item):
-                raise ImageError("file changed while being read")
-        item.raw = True
-    except ImageError as exc:
-        item.prepared = None
-        item.error = "file vanished during the crawl" if str(exc) == "file not found" else str(exc)
-    finally:
-        if budget is not None:
-            budget.release(item)
-        item.data = None
-    if prepare is not None and item.raw:
-        _prepare(item, prepare)
-    return item
-
-
-def _changed_since_hashed(item: Pending) -> bool:
-    try:
-        info = os.stat(item.found.path)
-    except OSError:
-        return True
-    return (info.st_size, info.st_mtime_ns) != (item.found.size, item.found.mtime_ns)
-
-
-def _prepare(item: Pending, prepare: Callable[[Any], Any]) -> None:
-    try:
-        item.prepared = prepare(item.prepared)
-    except (OSError, ValueError, RuntimeError, TypeError) as exc:  # a preprocess failure on one odd image
-        item.prepared = None
-        item.error = f"cannot prepare image ({type(exc).__name__}: {exc})"
-    item.raw = False
-
-
-def _ordered_map(
-    pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], window: int
-) -> Iterator[Any]:
-    """Like pool.map, but with at most `window` tasks in flight, so memory stays bounded."""
-    queue: deque[Future[Any]] = deque()
-    iterator = iter(items)
-    for item in iterator:
-        queue.append(pool.submit(fn, item))
-        if len(queue) >= window:
-            break
-    while queue:
-        result = queue.popleft().result()
-        nxt = next(iterator, None)
-        if nxt is not None:
-            queue.append(pool.submit(fn, nxt))
-        yield result
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="file", dynamic_ncols=True, leave=False, disable=not enabled)

@@ -1,14 +1,16 @@
-"""manifest.json: what an index is (format, model, vector file) in a form people and tools can read."""
+"""An index folder's files: manifest.json (what an index is: format, model, vector file, in a form people
+and tools can read), the names of the others, and which leftovers a writer may delete."""
 
 from __future__ import annotations
 
 import json
 import re
 import secrets
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexCorruptError, IndexNotFoundError
+from .errors import IndexCorruptError, IndexExistsError, IndexNotFoundError
 from .vectors import atomic_write
 
 FORMAT = "vecsearch-index"
@@ -77,3 +79,49 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 def write_manifest(folder: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     atomic_write(folder / MANIFEST, text.encode("utf-8"))
+
+
+def identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the database keeps a copy of, so that a lost manifest can be written again from it."""
+    return {key: manifest[key] for key in ("model", "dim", "metric", "created", "location") if key in manifest}
+
+
+def require_free(folder: Path) -> list[Path]:
+    """Refuse a folder that holds anything but the leftovers of a creation that died before its
+    manifest was written (the manifest is written last); returns those leftovers."""
+    if (folder / MANIFEST).exists():
+        raise IndexExistsError(f"an index already exists at {folder}")
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        raise IndexExistsError(f"{folder} exists and is not an empty folder")
+    entries = [p for p in folder.iterdir() if p.name != LOCK]
+    leftovers = set(leftover_files(folder, keep=""))
+    for name in (DATABASE, DATABASE + "-wal", DATABASE + "-shm", DATABASE + "-journal"):
+        if (folder / name).is_file():
+            leftovers.add(folder / name)
+    if any(p not in leftovers for p in entries) or not _empty_database(folder / DATABASE):
+        raise IndexExistsError(f"{folder} exists and is not an empty folder")
+    return sorted(leftovers)
+
+
+def _empty_database(path: Path) -> bool:
+    """True when there is no database, or one that holds no file and no item (all that create writes
+    before its manifest); a database that cannot be read is never taken for empty."""
+    if not path.exists():
+        return True
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return all(
+            conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+            for table in ("files", "items", "vectors")
+            if table in tables
+        )
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()

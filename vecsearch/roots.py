@@ -15,15 +15,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import VecsearchError
 from .images import is_image_path
 from .pathutil import is_within, relative_posix
-from .store import RootRow
+from .store import RootRow, Store
 
-if TYPE_CHECKING:
-    from .index import Index
+
+def locate_root(index_path: Path, location: str | None, root: RootRow) -> Path:
+    """Where a crawl root is now: its recorded path, or the same place relative to the index when the
+    index was moved (or copied) together with the tree (`location` is where the index was saved)."""
+    absolute = Path(root.path)
+    relative = Path(os.path.normpath(index_path.resolve() / root.relpath))
+    moved = location != str(index_path.resolve())
+    for candidate in ((relative, absolute) if moved else (absolute, relative)):
+        if candidate.is_dir():
+            return candidate
+    return absolute
 
 
 @dataclass
@@ -47,12 +56,13 @@ class Scope:
 class RootPlanner:
     """Decides roots and scopes for a crawl; writes root rows (the caller holds the transaction)."""
 
-    def __init__(self, index: "Index") -> None:
-        self.index = index
-        self.store = index.store
+    def __init__(self, store: Store, index_path: Path, root_path: Callable[[RootRow], Path]) -> None:
+        self.store = store
+        self.index_path = index_path
+        self.root_path = root_path  # where a root is now (see `locate_root`)
 
     def location(self, root: RootRow) -> Path:
-        where = self.index.root_path(root)
+        where = self.root_path(root)
         return where.resolve() if where.exists() else where
 
     def refresh_locations(self) -> None:
@@ -66,7 +76,7 @@ class RootPlanner:
         """Every recorded root, for a re-crawl with no paths; missing folders are reported and kept."""
         roots = self.store.roots()
         if not roots:
-            raise VecsearchError(f"index {self.index.name} has no folders yet: give the folders to crawl")
+            raise VecsearchError(f"index {self.index_path.name} has no folders yet: give the folders to crawl")
         scopes = []
         for root in roots:
             folder = self.location(root)
@@ -145,7 +155,7 @@ class RootPlanner:
         self.store.update_root(root_id, str(where), self._relpath(where), options)
 
     def _relpath(self, where: Path) -> str:
-        return os.path.relpath(where, self.index.path.resolve())
+        return os.path.relpath(where, self.index_path.resolve())
 
 
 def _checked(raw: Path) -> Path:

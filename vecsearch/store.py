@@ -11,92 +11,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .errors import IndexCorruptError
+from .schema import SCHEMA, SCHEMA_VERSION, FileRow, ItemRow, RootRow
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS roots (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    path    TEXT NOT NULL UNIQUE,     -- absolute, as it was when crawled
-    relpath TEXT NOT NULL,            -- the same place relative to the index directory
-    options TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS files (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    root_id     INTEGER NOT NULL REFERENCES roots(id),
-    relpath     TEXT NOT NULL,        -- POSIX separators, relative to the root
-    size        INTEGER NOT NULL,
-    mtime_ns    INTEGER NOT NULL,
-    sha256      TEXT NOT NULL,
-    sidecar_sig TEXT,                 -- size:mtime of the caption sidecar when last read
-    UNIQUE (root_id, relpath)
-);
-CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
-CREATE TABLE IF NOT EXISTS items (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind      TEXT NOT NULL CHECK (kind IN ('image', 'caption')),
-    file_id   INTEGER NOT NULL REFERENCES files(id),
-    text      TEXT,                   -- the caption, for caption items
-    source    TEXT,                   -- 'sidecar' or the captions file it came from
-    position  INTEGER NOT NULL DEFAULT 0,
-    text_hash TEXT,
-    added_gen INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_file ON items(file_id, kind);
-CREATE INDEX IF NOT EXISTS items_kind ON items(kind);
-CREATE INDEX IF NOT EXISTS items_added_gen ON items(added_gen);
-CREATE INDEX IF NOT EXISTS items_text_hash ON items(text_hash);
-CREATE TABLE IF NOT EXISTS vectors (
-    item_id INTEGER PRIMARY KEY REFERENCES items(id),
-    data    BLOB NOT NULL             -- float32, little-endian, L2-normalised
-);
-CREATE TABLE IF NOT EXISTS removed (
-    item_id INTEGER PRIMARY KEY,
-    gen     INTEGER NOT NULL
-);
-"""
-
-
-@dataclass(frozen=True)
-class RootRow:
-    id: int
-    path: str
-    relpath: str
-    options: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class FileRow:
-    id: int
-    root_id: int
-    relpath: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    sidecar_sig: str | None
-
-
-@dataclass(frozen=True)
-class ItemRow:
-    id: int
-    kind: str
-    file_id: int
-    text: str | None
-    source: str | None
-    position: int
-    root_id: int
-    relpath: str
+__all__ = ["FileRow", "ItemRow", "RootRow", "Store"]
 
 
 class Store:
@@ -127,7 +50,7 @@ class Store:
             raise IndexCorruptError(f"index database unreadable: {path} ({exc})") from exc
 
     def initialise(self) -> None:
-        self.conn.executescript(_SCHEMA)  # idempotent; executescript cannot run inside BEGIN
+        self.conn.executescript(SCHEMA)  # idempotent; executescript cannot run inside BEGIN
         with self.transaction():
             self.conn.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?), ('generation', '0')",
@@ -354,6 +277,14 @@ class Store:
                 "INSERT OR REPLACE INTO removed(item_id, gen) VALUES (?, ?)", [(i, gen) for i in chunk]
             )
 
+    def image_items_with_hash(self, sha256: str) -> list[int]:
+        """Image items of the files with this content."""
+        rows = self.conn.execute(
+            "SELECT i.id FROM items i JOIN files f ON f.id = i.file_id WHERE f.sha256 = ? AND i.kind = 'image'",
+            (sha256,),
+        )
+        return [int(row[0]) for row in rows]
+
     def image_item_of(self, file_id: int) -> int | None:
         row = self.conn.execute(
             "SELECT id FROM items WHERE file_id = ? AND kind = 'image' LIMIT 1", (file_id,)
@@ -500,6 +431,10 @@ class Store:
     def removed_since(self, gen: int) -> np.ndarray:
         rows = self.conn.execute("SELECT item_id FROM removed WHERE gen > ?", (gen,)).fetchall()
         return np.array([int(r[0]) for r in rows], dtype=np.int64)
+
+    def forget_removals(self, up_to: int) -> None:
+        """Drop the removal log up to a generation that every vector file still in use reflects."""
+        self.conn.execute("DELETE FROM removed WHERE gen <= ?", (up_to,))
 
 
 

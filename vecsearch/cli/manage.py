@@ -1,0 +1,172 @@
+"""`vecsearch serve`, `info`, `check`, `list` and `models`: the index and the models around the searches."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import Index, check_index, list_indexes, list_models
+from ..home import default_home
+from ..sizes import human_bytes
+from .app import EXIT_ERROR, EXIT_INDEX, Settings, call, dump, fail, main, quiet_option, size_callback
+from .output import search_settings, table
+
+@main.command("serve")
+@quiet_option
+@click.argument("index_ref", metavar="INDEX")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback shares the index with your network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--max-upload", callback=size_callback, default="20M", show_default=True,
+              help="Largest picture a client may upload to search by (20M, 512K).")
+@click.option("--device", help="Where the model runs (cpu, cuda, cuda:1, mps). Default: CUDA when present.")
+@click.pass_obj
+def serve_command(settings: Settings, index_ref: str, host: str, port: int, max_upload: int, device: str | None) -> None:
+    """Serve INDEX over HTTP: a web page at / and a JSON API under /api (schema at /openapi.json).
+
+    The model and the vectors stay loaded, so queries take milliseconds; the index may be re-crawled
+    while it is served.
+    """
+    import socket
+
+    try:  # a clear message, before the model loads, when the port is taken
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host.strip("[]"), port))
+    except (OSError, OverflowError) as exc:
+        fail(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc})", EXIT_ERROR)
+
+    def run() -> None:
+        from ..serve import is_loopback, serve  # FastAPI and uvicorn: only for this command
+
+        with Index.open(index_ref, home=settings.home, device=device) as index:
+            if not settings.quiet:
+                shown = f"[{host}]" if ":" in host else host
+                click.echo(f"serving {index.name} ({index.counts()['items']:,} items, {index.spec}) at "
+                           f"http://{shown}:{port}/  (Ctrl-C to stop)", err=True)
+                if not is_loopback(host):
+                    click.echo(f"warning: listening on {host}: anyone who can reach it can search this index and "
+                               "see its pictures and paths", err=True)
+            serve(index, host, port, max_upload_bytes=max_upload,
+                  log_level="warning" if settings.quiet else "info")
+
+    call(run)
+
+
+
+@main.command("info")
+@click.argument("index_ref", metavar="INDEX")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def info_command(settings: Settings, index_ref: str, as_json: bool) -> None:
+    """Show an index's model, vector file, counts and folders."""
+    def run() -> Any:
+        with Index.open(index_ref, home=settings.home) as index:
+            return index.info()
+
+    info = call(run)
+    if as_json:
+        dump(info)
+        return
+    counts = info["counts"]
+    faiss_info = info["faiss"]
+    lines = [
+        ("index", info["path"]),
+        ("model", info["model"]["spec"]),
+        ("fingerprint", info["model"]["fingerprint"]),
+        ("dimension", f"{info['dim']} ({info['metric']})"),
+        ("vectors", f"{faiss_info['type']}, {faiss_info['ntotal']} vectors, generation {faiss_info['generation']}"),
+        ("search", search_settings(faiss_info)),
+        ("items", f"{counts['items']} ({counts['images']} images, {counts['captions']} captions)"),
+        ("files", str(counts["files"])),
+        ("size", human_bytes(info["bytes"])),
+        ("format", f"{info['format']} v{info['format_version']}"),
+        ("created", info["created"]),
+        ("updated", info["updated"]),
+    ]
+    lines += [("folder", root) for root in info["roots"]]
+    width = max(len(key) for key, _ in lines)
+    for key, value in lines:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+@main.command("check")
+@click.argument("index_ref", metavar="INDEX")
+@click.option("--repair", is_flag=True, help="Rebuild what is damaged from what is intact, then check again.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def check_command(settings: Settings, index_ref: str, repair: bool, as_json: bool) -> None:
+    """Verify an index's files and that its items and vectors agree (exit 3 if not)."""
+    report = call(lambda: check_index(index_ref, home=settings.home, repair=repair))
+    if as_json:
+        dump(report.to_dict())
+    else:
+        for finding in report.findings:
+            if finding.repaired:
+                click.echo(f"repaired [{finding.area}] {finding.problem}: {finding.repair}")
+            else:
+                hint = f" (--repair would {finding.repair})" if finding.repair and not repair else ""
+                click.echo(f"problem  [{finding.area}] {finding.problem}{hint}")
+        for note in report.notes:
+            click.echo(f"note     {note}")
+        counts = report.counts
+        summary = (
+            f"{counts['items']} items ({counts['images']} images, {counts['captions']} captions), "
+            f"{counts['files']} files" if counts else "contents unknown"
+        )
+        state = "ok" if report.ok else "damaged"
+        click.echo(f"{state}: {report.path}: {summary} ({report.seconds:.2f} s)")
+    if not report.ok:
+        sys.exit(EXIT_INDEX)
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def list_command(settings: Settings, as_json: bool) -> None:
+    """List the named indexes in the home folder."""
+    rows = [summary.to_dict() for summary in list_indexes(settings.home)]
+    if as_json:
+        dump(rows)
+        return
+    if not rows:
+        if not settings.quiet:
+            click.echo(f"no indexes in {default_home(settings.home)}", err=True)
+        return
+    table = []
+    for row in rows:
+        counts = row.get("counts") or {}
+        table.append((
+            row["name"], str(counts.get("images", "?")), str(counts.get("captions", "?")),
+            row.get("model") or f"error: {row.get('error')}", str(row.get("updated") or ""),
+        ))
+    table(("name", "images", "captions", "model", "updated"), table)
+
+
+@main.command("models")
+@click.option("--all", "show_all", is_flag=True, help="Every open_clip architecture and pretrained tag.")
+@click.option("--offline", is_flag=True, help="Only models that load without the network.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models_command(show_all: bool, offline: bool, as_json: bool) -> None:
+    """List models vecsearch can use, and which are already on this machine."""
+    infos = call(lambda: list_models(all_open_clip=show_all))
+    if offline:
+        infos = [i for i in infos if i.available_offline]
+    if as_json:
+        dump([
+            {**i.spec.to_dict(), "spec": str(i.spec), "available_offline": i.available_offline,
+             "default": i.default, "note": i.note}
+            for i in infos
+        ])
+        return
+    rows = []
+    for info in infos:
+        model = info.spec.name if info.spec.family == "open_clip" else f"st:{info.spec.name}"
+        rows.append((
+            model, info.spec.pretrained or "", "yes" if info.available_offline else "no",
+            ("(default) " if info.default else "") + info.note,
+        ))
+    table(("--model", "--pretrained", "offline", "note"), rows)

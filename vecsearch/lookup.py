@@ -1,0 +1,112 @@
+"""Database rows turned into what a user sees: search hits and items, with the paths of their files as
+they are now (a moved index finds its folders relative to itself)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .crawl import SIDECAR_SUFFIXES
+from .errors import IndexCorruptError
+from .pathutil import is_safe_relpath
+from .results import Caption, Hit, Item
+from .store import RootRow, Store
+
+
+class ItemLookup:
+    def __init__(self, store: Store, root_path: Callable[[RootRow], Path], folder: Path) -> None:
+        self.store = store
+        self.root_path = root_path
+        self.folder = folder  # the index's, for messages
+
+    def hits(self, pairs: list[tuple[int, float]], distinct_text: bool, kind: str | None = None) -> list[Hit]:
+        """Hits for (item id, score) pairs, best first; items a writer removed meanwhile are left out, and
+        with `distinct_text` so is every caption whose text an earlier hit had."""
+        with self.store.snapshot():
+            rows = self.store.items(i for i, _ in pairs)
+            file_ids = [row.file_id for row in rows.values()]
+            first_captions = self.store.first_captions(file_ids)
+            image_items = self.store.image_items_of_files(file_ids)
+            roots = {root.id: self.root_path(root) for root in self.store.roots()}
+        hits: list[Hit] = []
+        seen_texts: set[str] = set()
+        for item_id, score in pairs:
+            row = rows.get(item_id)
+            if row is None:  # removed by a writer since the vectors were loaded
+                continue
+            if kind is not None and row.kind != kind:
+                continue
+            if distinct_text and row.text is not None:
+                if row.text in seen_texts:
+                    continue
+                seen_texts.add(row.text)
+            self._check_relpath(row.relpath)
+            image_path = roots[row.root_id] / row.relpath
+            caption = row.text if row.kind == "caption" else first_captions.get(row.file_id)
+            source = None
+            if row.kind == "caption":
+                source = sidecar_path(image_path) if row.source == "sidecar" else row.source
+            hits.append(
+                Hit(
+                    rank=len(hits) + 1,
+                    id=item_id,
+                    score=score,
+                    kind=row.kind,
+                    path=str(image_path),
+                    relpath=row.relpath,
+                    caption=caption,
+                    image=image_items.get(row.file_id),
+                    source=source,
+                )
+            )
+        return hits
+
+    def item(self, item_id: int) -> Item | None:
+        """An indexed item with its file and captions; None when there is no such item."""
+        with self.store.snapshot():
+            row = self.store.items([int(item_id)]).get(int(item_id))
+            if row is None:
+                return None
+            file = self.store.file_at(row.root_id, row.relpath)
+            captions = self.store.captions_of(row.file_id)
+            image = self.store.image_item_of(row.file_id)
+            root = next((r for r in self.store.roots() if r.id == row.root_id), None)
+        if file is None or root is None:
+            return None
+        self._check_relpath(row.relpath)
+        return Item(
+            id=row.id,
+            kind=row.kind,
+            path=str(self.root_path(root) / row.relpath),
+            relpath=row.relpath,
+            text=row.text if row.kind == "caption" else None,
+            image=image,
+            captions=tuple(Caption(i, text, source) for i, text, source in captions),
+            bytes=file.size,
+            mtime_ns=file.mtime_ns,
+            sha256=file.sha256,
+        )
+
+    def with_content(self, contents: Iterable[bytes]) -> set[int]:
+        """Image items with the same content as the given pictures."""
+        found: set[int] = set()
+        for data in contents:
+            found.update(self.store.image_items_with_hash(hashlib.sha256(data).hexdigest()))
+        return found
+
+    def _check_relpath(self, relpath: str) -> None:
+        if not is_safe_relpath(relpath):
+            raise IndexCorruptError(
+                f"index database names a file outside its folder ({relpath!r}); run "
+                f"`vecsearch check --repair {self.folder}`"
+            )
+
+
+def sidecar_path(image_path: Path) -> str:
+    """The caption sidecar of a picture: the one on disk, else where the first kind would be."""
+    for suffix in SIDECAR_SUFFIXES:
+        candidate = image_path.with_name(image_path.stem + suffix)
+        if candidate.exists():
+            return str(candidate)
+    return str(image_path.with_name(image_path.stem + SIDECAR_SUFFIXES[0]))

@@ -1,0 +1,172 @@
+"""The crawl's per-file work on worker threads: hash, decode, prepare for the model, in bounded memory.
+
+A file whose size or modification time changed is hashed first (its content decides whether it needs
+the model at all); only then is a picture decoded, at the size the model needs, and preprocessed, ahead
+of the thread that runs the model. The bytes read for hashing are kept to be decoded without a second
+read, within a cap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from .crawl import FoundFile, hash_file
+from .errors import ImageError
+from .images import load_image
+from .store import FileRow
+
+DECODE_OVERSAMPLE = 3
+HELD_BYTES_LIMIT = 256 << 20  # hashed file contents kept in memory for decoding, all files together
+
+
+@dataclass
+class Pending:
+    """A file whose content changed or is new: hashed, then (if it must be embedded) decoded."""
+
+    root_id: int
+    found: FoundFile
+    row: FileRow | None
+    sha256: str = ""
+    data: bytes | None = None
+    prepared: Any = None  # the model's input, or the decoded picture while `raw`
+    raw: bool = False
+    error: str | None = None
+
+
+class HeldBytes:
+    """A cap on the bytes of hashed files kept in memory to be decoded without a second read.
+
+    Without it, memory would grow with the files' sizes times the number in flight (128 photos of 50 MB
+    is 6.4 GB); past the cap, a picture is simply read again from disk when it is decoded.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def keep(self, size: int) -> bool:
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def release(self, item: Pending) -> None:
+        """Let go of an item's bytes (once: the item forgets them)."""
+        data, item.data = item.data, None
+        if data is not None:
+            with self._lock:
+                self.held -= len(data)
+
+
+def hash_pending(item: Pending, budget: HeldBytes | None = None) -> Pending:
+    """Hash a file on a worker thread. The size and modification time recorded with the hash are the
+    ones it had while it was read, so a file changed since the walk is recorded as what was hashed."""
+    try:
+        content = hash_file(item.found.path)
+    except FileNotFoundError:
+        item.error = "file vanished during the crawl"
+        return item
+    except OSError as exc:
+        item.error = f"cannot read file ({exc.strerror or exc})"
+        return item
+    if not content.stable:
+        item.error = "file changed while being read"
+        return item
+    item.sha256 = content.sha256
+    if content.data is not None and (budget is None or budget.keep(len(content.data))):
+        item.data = content.data
+    if (content.size, content.mtime_ns) != (item.found.size, item.found.mtime_ns):
+        item.found = dataclasses.replace(item.found, size=content.size, mtime_ns=content.mtime_ns)
+    return item
+
+
+def decode_size(encoder: Any) -> int | None:
+    """The smallest side a picture must keep when decoded for this encoder (None: decode at full size).
+
+    Three times the model's input: reduced JPEG decoding then leaves the model's own resize enough
+    pixels to filter, so the vectors match full decoding (at twice, a fine-textured test picture fell to
+    cosine 0.998; tests/test_inference.py and scripts/bench_indexing.py measure it).
+    """
+    size = getattr(encoder, "input_size", None)
+    return DECODE_OVERSAMPLE * int(size) if size else None
+
+
+def decode(
+    item: Pending,
+    prepare: Callable[[Any], Any] | None,
+    max_megapixels: float,
+    min_size: int | None = None,
+    budget: "HeldBytes | None" = None,
+) -> Pending:
+    """Decode (and, once the model is loaded, preprocess) one picture on a worker thread.
+
+    A file too big to keep in memory is decoded from disk after it was hashed: if it changed in between,
+    the picture is not the hashed content, and it is skipped rather than stored under the wrong hash.
+    """
+    try:
+        if item.data is not None:
+            item.prepared = load_image(item.data, max_megapixels, min_size)
+        else:
+            item.prepared = load_image(item.found.path, max_megapixels, min_size)
+            if _changed_since_hashed(item):
+                raise ImageError("file changed while being read")
+        item.raw = True
+    except ImageError as exc:
+        item.prepared = None
+        item.error = "file vanished during the crawl" if str(exc) == "file not found" else str(exc)
+    finally:
+        if budget is not None:
+            budget.release(item)
+        item.data = None
+    if prepare is not None and item.raw:
+        prepare_item(item, prepare)
+    return item
+
+
+def _changed_since_hashed(item: Pending) -> bool:
+    try:
+        info = os.stat(item.found.path)
+    except OSError:
+        return True
+    return (info.st_size, info.st_mtime_ns) != (item.found.size, item.found.mtime_ns)
+
+
+def prepare_item(item: Pending, prepare: Callable[[Any], Any]) -> None:
+    try:
+        item.prepared = prepare(item.prepared)
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:  # a preprocess failure on one odd image
+        item.prepared = None
+        item.error = f"cannot prepare image ({type(exc).__name__}: {exc})"
+    item.raw = False
+
+
+def ordered_map(
+    pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], window: int
+) -> Iterator[Any]:
+    """Like pool.map, but with at most `window` tasks in flight, so memory stays bounded."""
+    queue: deque[Future[Any]] = deque()
+    iterator = iter(items)
+    for item in iterator:
+        queue.append(pool.submit(fn, item))
+        if len(queue) >= window:
+            break
+    while queue:
+        result = queue.popleft().result()
+        nxt = next(iterator, None)
+        if nxt is not None:
+            queue.append(pool.submit(fn, nxt))
+        yield result
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="file", dynamic_ncols=True, leave=False, disable=not enabled)

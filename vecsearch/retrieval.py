@@ -1,0 +1,196 @@
+"""Query execution: from a query vector and its filters to the best hits.
+
+Filters (a kind, a path glob, a folder) become the set of item ids they allow. The exact index searches
+only those; an approximate one answers a narrow filter by an exact scan of the allowed items' stored
+vectors, and a wide one by probing more lists. Candidates are fetched in growing rounds until k hits
+survive the filters that are applied afterwards (a kind that is most of the index, distinct captions,
+items removed meanwhile); then the score cut-offs apply.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import operator
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterable, SupportsIndex
+
+import numpy as np
+
+from .errors import QueryError
+from .lookup import ItemLookup
+from .pathutil import is_within
+from .results import Hit
+from .store import RootRow, Store
+from .vector_file import VectorFile
+from .vectors import VectorIndex
+
+KINDS = ("image", "caption", "any")
+MAX_K = 10_000
+# An approximate index answers a narrow filter (a folder, a glob) by an exact scan of the allowed items'
+# stored vectors up to this many: cheaper than probing lists that hold few of them, and exact.
+EXACT_FILTER_MAX = 20_000
+# A kind filter (images or captions) whose kind is at least this share of the items is applied to the
+# results rather than given to FAISS as a list of every allowed id.
+POST_FILTER_SHARE = 0.2
+
+
+def check_settings(k: object, kind: str, min_score: float | None, within: float | None) -> int:
+    """Refuse impossible search settings before anything is embedded; returns k as an int."""
+    if isinstance(k, bool) or not isinstance(k, SupportsIndex):  # numpy integers are whole numbers too
+        raise QueryError(f"k must be a whole number from 1 to {MAX_K} (got {k!r})")
+    number = operator.index(k)
+    if number < 1 or number > MAX_K:
+        raise QueryError(f"k must be a whole number from 1 to {MAX_K} (got {number})")
+    if kind not in KINDS:
+        raise QueryError(f"kind must be one of {', '.join(KINDS)} (got {kind})")
+    if within is not None and not (0 <= within <= 2):
+        raise QueryError(f"within is a cosine margin from 0 to 2 (got {within})")
+    if min_score is not None and not (-1 <= min_score <= 1):
+        raise QueryError(f"min-score is a cosine from -1 to 1 (got {min_score})")
+    return number
+
+
+class Retrieval:
+    def __init__(
+        self, store: Store, vector_file: VectorFile, lookup: ItemLookup, root_path: Callable[[RootRow], Path]
+    ) -> None:
+        self.store = store
+        self.vector_file = vector_file
+        self.lookup = lookup
+        self.root_path = root_path
+
+    def run(
+        self,
+        vector: np.ndarray,
+        k: int,
+        kind: str,
+        *,
+        path: str | None = None,
+        under: str | os.PathLike[str] | None = None,
+        min_score: float | None = None,
+        within: float | None = None,
+        distinct_text: bool = False,
+        exclude: Iterable[int] = (),
+    ) -> list[Hit]:
+        """The k best hits for a query vector among the items the filters allow, less `exclude` (the
+        query's own items)."""
+        vectors = self.vector_file.vectors
+        post_kind = self._post_filter_kind(kind, path, under)
+        excluded = set(exclude)
+        with self.store.snapshot():
+            allowed = self.allowed_ids("any" if post_kind else kind, path, under)
+        if allowed is not None:
+            allowed = np.setdiff1d(allowed, np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
+            if len(allowed) == 0:
+                return []
+        share = self._kind_share(post_kind) if post_kind else 1.0
+        fetch = int(np.ceil(k * (4 if distinct_text else 1) / share)) + (len(excluded) if allowed is None else 0)
+        available = vectors.ntotal if allowed is None else len(allowed)
+        while True:
+            candidates = self._candidates(vectors, vector, fetch, allowed)
+            pairs = [(i, s) for i, s in candidates if i not in excluded]
+            exhausted = len(candidates) < fetch or fetch >= available
+            hits = self.lookup.hits(pairs, distinct_text, post_kind)
+            if len(hits) >= k or exhausted:
+                break
+            fetch = min(fetch * 4, available)
+        hits = hits[:k]
+        if min_score is not None:
+            hits = [h for h in hits if h.score >= min_score]
+        if within is not None and hits:
+            best = hits[0].score
+            hits = [h for h in hits if h.score >= best - within]
+        return [h if h.rank == rank else replace(h, rank=rank) for rank, h in enumerate(hits, start=1)]
+
+    def _candidates(
+        self, vectors: VectorIndex, vector: np.ndarray, fetch: int, allowed: np.ndarray | None
+    ) -> list[tuple[int, float]]:
+        """Up to `fetch` (id, cosine) pairs nearest the query, best first, among the allowed ids."""
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if not vectors.approximate:
+            scores, ids = vectors.search(vector, fetch, allowed)
+            return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
+            with self.store.snapshot():
+                ids, stored = self.store.vectors_of(allowed)
+            return top(ids, stored @ vector if len(ids) else np.zeros(0, np.float32), fetch)
+        available = vectors.ntotal if allowed is None else len(allowed)
+        wanted = min(fetch * vectors.rerank, available)
+        nprobe = vectors.nprobe
+        if allowed is not None:  # fewer allowed items per list: probe proportionally more lists
+            nprobe = min(vectors.nlist, nprobe * int(np.ceil(vectors.ntotal / max(1, len(allowed)))))
+        while True:
+            scores, ids = vectors.search(vector, wanted, allowed, nprobe)
+            keep = ids[0] >= 0
+            if keep.sum() >= wanted or nprobe >= vectors.nlist:
+                break
+            nprobe = min(vectors.nlist, nprobe * 2)  # the probed lists held too few: widen the search
+        ids, scores = ids[0][keep], scores[0][keep]
+        if vectors.rerank > 1:  # PQ scores are approximate: re-score the candidates exactly
+            with self.store.snapshot():
+                ids, stored = self.store.vectors_of(ids)
+            scores = stored @ vector if len(ids) else np.zeros(0, np.float32)
+        return top(ids, scores, fetch)
+
+    def _post_filter_kind(self, kind: str, path: str | None, under: object) -> str | None:
+        """The kind to filter results by, when handing FAISS every id of that kind would cost more."""
+        if kind == "any" or path is not None or under is not None:
+            return None
+        return kind if self._kind_share(kind) >= POST_FILTER_SHARE else None
+
+    def _kind_share(self, kind: str) -> float:
+        """The share of items of a kind, from the counts of the last save (an estimate that only sets
+        how many candidates to fetch first, never which results are right)."""
+        counts = self.vector_file.manifest.get("counts") or {}
+        total = int(counts.get("items") or 0)
+        if total <= 0:
+            return 1.0
+        return max(int(counts.get(f"{kind}s") or 0) / total, 1e-6)
+
+    def allowed_ids(self, kind: str, pattern: str | None, under: str | os.PathLike[str] | None) -> np.ndarray | None:
+        """Ids a filter lets through, or None when nothing is filtered out."""
+        kind_filter = None if kind == "any" else kind
+        if pattern is None and under is None:
+            if kind_filter is None or not self.store.has_other_kinds(kind_filter):
+                return None
+            return np.array(self.store.item_ids(kind_filter), dtype=np.int64)
+        roots = {root.id: self.root_path(root) for root in self.store.roots()}
+        folders: list[Path] = []
+        if under is not None:
+            folder = Path(os.path.abspath(Path(under).expanduser()))
+            folders = [folder, folder.resolve()]  # roots are recorded resolved; the user may use a symlink
+        patterns = with_resolved_prefix(pattern) if pattern is not None else []
+        file_ids = []
+        for file_id, root_id, relpath in self.store.all_files():
+            absolute = roots[root_id] / relpath
+            if folders and not any(is_within(absolute, folder) for folder in folders):
+                continue
+            if patterns and not any(
+                fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(absolute.as_posix(), p) for p in patterns
+            ):
+                continue
+            file_ids.append(file_id)
+        return np.array(self.store.item_ids(kind_filter, file_ids), dtype=np.int64)
+
+
+def with_resolved_prefix(pattern: str) -> list[str]:
+    """A path glob, plus the same glob with its literal folder part resolved (symlinks followed)."""
+    patterns = [pattern]
+    expanded = os.path.expanduser(pattern)
+    if os.path.isabs(expanded):
+        parts = Path(expanded).parts
+        literal = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+        head = Path(*parts[:literal])
+        if literal and head.exists():
+            rest = parts[literal:]
+            patterns.append(Path(head.resolve(), *rest).as_posix() if rest else head.resolve().as_posix())
+        if expanded != pattern:
+            patterns.append(expanded)
+    return patterns
+
+
+def top(ids: np.ndarray, scores: np.ndarray, count: int) -> list[tuple[int, float]]:
+    order = np.argsort(-scores, kind="stable")[:count]
+    return [(int(ids[i]), float(scores[i])) for i in order]

@@ -1,0 +1,351 @@
+"""The FAISS file of an index, kept in step with the database: load, verify, repair, save, re-plan, tune.
+
+The database is the source of truth and the FAISS file a cache of its vectors. The manifest records
+which file holds them, for which database generation, with its checksum and search settings. A file
+that lags the database (a crash between the two writes) is brought up to date from the database's
+change log; a damaged one is an error for readers and rebuilt by writers. Every save writes a new file
+under a new name, then the manifest, so a crash at any point leaves a consistent pair on disk.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import faults
+from .errors import IndexCorruptError, VecsearchError
+from .manifest import VECTORS, identity, leftover_files, read_manifest, vector_file_name, write_manifest
+from .plan import (
+    EXACT,
+    EXACT_MAX_VECTORS,
+    INDEX_TYPES,
+    MIN_PQ_TRAINING,
+    TUNE_K,
+    TUNE_QUERIES,
+    BudgetError,
+    Plan,
+    Tuning,
+    choose,
+    exact_top_k,
+    outgrown,
+    training_sample,
+    tune,
+)
+from .store import Store
+from .vectors import VectorIndex
+from .version import __version__
+
+# Stored vectors are scanned in chunks this size when an index is tuned: ~15 MB of 384-d vectors at a
+# time, which keeps the end-of-crawl peak flat however large the collection.
+TUNE_CHUNK = 10_000
+
+
+class VectorFile:
+    """An index folder's FAISS file and manifest, seen through one database.
+
+    `manifest` is the manifest as last read or written by this object; readers load the vectors lazily
+    (`vectors`), writers call `open_for_writing` under the index's writer lock, mirror each committed
+    chunk (`mirror`) and `save` at the end.
+    """
+
+    def __init__(self, folder: Path, store: Store, manifest: dict[str, Any]) -> None:
+        self.folder = folder
+        self.store = store
+        self.manifest = manifest
+        self._vectors: VectorIndex | None = None
+        self._unsaved = False
+        self._replan_forced = False
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def loaded(self) -> VectorIndex | None:
+        """The vectors if they are in memory, without loading them."""
+        return self._vectors
+
+    def use(self, vectors: VectorIndex) -> None:
+        """Take vectors already in memory that the saved file holds too (a new index's empty ones)."""
+        self._vectors = vectors
+
+    @property
+    def vectors(self) -> VectorIndex:
+        if self._vectors is None:
+            for attempt in range(3):
+                used = self.manifest["faiss"]
+                try:
+                    self._vectors = self._load()
+                    break
+                except IndexCorruptError:
+                    # A writer may have saved a new generation while we read: start again from it.
+                    self.manifest = read_manifest(self.folder)
+                    if attempt == 2 or self.manifest["faiss"] == used:
+                        raise
+        assert self._vectors is not None
+        return self._vectors
+
+    # --- writers -----------------------------------------------------------------------------------
+
+    def open_for_writing(self, max_memory: int | None = None, index_type: str | None = None) -> None:
+        """Under the writer lock: the manifest as it is now, no leftovers of writers that died, and the
+        vectors loaded (rebuilt where damaged). A new `max_memory` or `index_type` is recorded and makes
+        the next save re-plan the index."""
+        self.manifest = read_manifest(self.folder)
+        self.remove_leftovers()  # no other writer can be using them now
+        self._vectors = self._load(repair=True)
+        check_index_settings(index_type or "auto", max_memory)
+        faiss_info = dict(self.manifest["faiss"])
+        changed = False
+        if max_memory is not None and faiss_info.get("max_memory") != max_memory:
+            faiss_info["max_memory"], changed = max_memory, True
+        if index_type is not None and (faiss_info.get("requested") or "auto") != index_type:
+            faiss_info["requested"], changed = index_type, True
+        if changed:
+            self.manifest = {**self.manifest, "faiss": faiss_info}
+            self._replan_forced = True
+
+    def mirror(self, remove_ids: np.ndarray, add_ids: np.ndarray, add_vectors: np.ndarray | None) -> None:
+        """Apply a chunk the database has just committed to the vectors in memory."""
+        vectors = self.vectors  # never held by the caller: a rebuild at the end must be able to free it
+        vectors.remove(remove_ids)
+        if len(add_ids) and add_vectors is not None:
+            vectors.add(add_ids, add_vectors)
+
+    def needs_saving(self) -> bool:
+        """Does the vector file or manifest on disk lag what this writer holds?"""
+        faiss_info = self.manifest["faiss"]
+        return (
+            self._unsaved
+            or self._replan_forced
+            or faiss_info.get("generation") != self.store.generation
+            or (self._vectors is not None and faiss_info.get("ntotal") != self._vectors.ntotal)
+            or self.manifest.get("location") != str(self.folder.resolve())
+            or self.manifest.get("roots") != [root.path for root in self.store.roots()]
+        )
+
+    def rebuild(self) -> None:
+        """Build the vectors again from the database (the next `save` writes them)."""
+        self._vectors = None
+        self._vectors = self._rebuild()
+
+    def save(self) -> str | None:
+        """Write the FAISS file and the manifest for the database's current generation.
+
+        First re-plan the FAISS index for the collection's size and memory budget: rebuild it when it
+        has outgrown its type, retune it when its size changed much. Returns a sentence saying what was
+        done to the index type, or None.
+        """
+        generation = self.store.generation
+        counts = self.store.counts()
+        if self.vectors.ntotal != counts["items"]:  # e.g. interrupted between commit and mirror
+            self.rebuild()
+        faiss_info, note = self._replan()
+        vectors = self.vectors
+        file_name = vector_file_name(generation)
+        path = self.folder / file_name
+        manifest = dict(self.manifest)
+        manifest["faiss"] = {
+            **faiss_info,
+            "file": file_name,
+            "generation": generation,
+            "ntotal": vectors.ntotal,
+            "sha256": vectors.save(path),
+            "bytes": path.stat().st_size,
+        }
+        manifest["counts"] = counts
+        manifest["roots"] = [root.path for root in self.store.roots()]
+        manifest["updated"] = now()
+        manifest["location"] = str(self.folder.resolve())
+        manifest["vecsearch_version"] = __version__
+        previous = int(self.manifest["faiss"].get("generation") or 0)
+        faults.point("faiss-renamed")
+        write_manifest(self.folder, manifest)
+        faults.point("manifest-written")
+        self.manifest = manifest
+        self.remove_leftovers()
+        self._unsaved = False
+        self._replan_forced = False
+        # The file holds every removal up to now. Keep one saved generation of history, so that the file
+        # saved before this one can still be brought up to date; forget what is older.
+        with self.store.transaction():
+            self.store.forget_removals(min(previous, generation))
+            self.store.set_identity(identity(manifest))
+        return note
+
+    def remove_leftovers(self) -> None:
+        """Delete vector files the manifest no longer names (a reader that still maps one keeps its
+        copy on POSIX; where the system refuses, the next save tries again)."""
+        for path in leftover_files(self.folder, keep=self.manifest["faiss"]["file"]):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+    # --- loading -----------------------------------------------------------------------------------
+
+    def _load(self, repair: bool = False) -> VectorIndex:
+        """Load the FAISS file and bring it up to the database's generation.
+
+        A damaged file is an error for readers and rebuilt by writers (`repair`). Readers memory-map
+        large files, so one query does not read the whole index.
+        """
+        info = self.manifest["faiss"]
+        path = self.folder / info.get("file", VECTORS)
+        kind = info.get("type", EXACT)
+
+        def load(mmap: bool) -> VectorIndex:
+            vectors = VectorIndex.load(
+                path, kind, expected_sha256=info.get("sha256"), expected_bytes=info.get("bytes"), mmap=mmap
+            )
+            vectors.nprobe = int(info.get("nprobe") or 1)
+            vectors.rerank = int(info.get("rerank") or 1)
+            return vectors
+
+        try:
+            vectors = load(mmap=not repair)
+        except IndexCorruptError as exc:
+            if repair:
+                return self._rebuild()
+            raise self._damaged(str(exc)) from exc
+        if vectors.dim != self.dim:
+            raise IndexCorruptError(f"vector file has dimension {vectors.dim}, the manifest says {self.dim}")
+        with self.store.snapshot():
+            db_gen = self.store.generation
+            file_gen = int(info.get("generation", -1))
+            if file_gen > db_gen:
+                if repair:
+                    return self._rebuild()
+                raise self._damaged(f"vector file is newer than the database at {self.folder}")
+            if file_gen < db_gen:
+                if vectors.mapped:  # a mapped index is read-only: read it whole to replay into it
+                    vectors = load(mmap=False)
+                self._unsaved = True
+                removed = self.store.removed_since(file_gen)
+                ids, vecs = self.store.vectors_since(file_gen)
+                vectors.remove(np.concatenate([removed, ids]))
+                vectors.add(ids, vecs)
+            expected = self.store.counts()["items"]
+        if vectors.ntotal != expected:
+            if repair:
+                return self._rebuild()
+            raise self._damaged(f"vector file holds {vectors.ntotal} vectors but the database {expected} items")
+        return vectors
+
+    def _damaged(self, detail: str) -> IndexCorruptError:
+        return IndexCorruptError(
+            f"{detail}; the vectors are intact in the database: run `vecsearch index --index {self.folder}` "
+            "to rebuild the file"
+        )
+
+    def _rebuild(self) -> VectorIndex:
+        """The FAISS index of the recorded type, built again from the vectors in the database."""
+        self._unsaved = True
+        info = self.manifest["faiss"]
+        vectors = self._build(info.get("type", EXACT), int(info.get("nlist") or 0))
+        vectors.nprobe = int(info.get("nprobe") or 1)
+        vectors.rerank = int(info.get("rerank") or 1)
+        return vectors
+
+    def _build(self, factory: str, nlist: int = 0) -> VectorIndex:
+        """A FAISS index of the given type over every stored vector, read in chunks (so a compressed index
+        never needs all the raw vectors in memory at once), trained on a seeded sample."""
+        all_ids = self.store.vector_ids()
+        if factory != EXACT and len(all_ids) == 0:
+            factory = EXACT  # nothing to train on: exact until there are vectors
+        vectors = VectorIndex.create(self.dim, factory)
+        if factory != EXACT:
+            sample = all_ids[training_sample(len(all_ids), nlist or vectors.nlist)]
+            vectors.train(self.store.vectors_of(sample)[1])
+        for ids, vecs in self.store.iter_vectors():
+            vectors.add(ids, vecs)
+        return vectors
+
+    # --- planning and tuning -----------------------------------------------------------------------
+
+    def _replan(self) -> tuple[dict[str, Any], str | None]:
+        """The manifest's FAISS settings for the collection as it is now, rebuilding what must be."""
+        info = dict(self.manifest["faiss"])
+        count = self.vectors.ntotal
+        requested = info.get("requested") or "auto"
+        current = info.get("family") or ("exact" if info.get("type", EXACT) == EXACT else "")
+        warning = None
+        try:
+            plan = choose(count, self.dim, info.get("max_memory"), requested)
+        except BudgetError as exc:
+            # Nothing fits: keep the index type (still retrained when outgrown, and retuned), and say so.
+            warning = f"warning: {exc}; keeping the {info.get('type')} index"
+            plan = Plan(current or "exact", info.get("type", EXACT), int(info.get("nlist") or 0), 0, 0, warning)
+        if plan.approximate and count < (MIN_PQ_TRAINING if plan.reranks else 1):
+            plan = Plan(
+                "exact", EXACT, 0, 0, 0, f"exact until there are {MIN_PQ_TRAINING:,} vectors to train {requested} on"
+            )
+        if current != "exact" and plan.family == "exact" and requested == "auto" and count > EXACT_MAX_VECTORS // 2:
+            # Hysteresis: a collection that shrinks a little below the threshold keeps its index.
+            plan = Plan(current, info["type"], int(info.get("nlist") or 0), 0, 0, "")
+        rebuild = self._replan_forced and plan.factory != info.get("type")
+        rebuild = rebuild or plan.family != current
+        rebuild = rebuild or (plan.approximate and outgrown(int(info.get("trained_on") or 0), count))
+        note = None
+        if rebuild:
+            self._vectors = None  # the old index goes before the new one is built: half the peak memory
+            self._vectors = vectors = self._build(plan.factory, plan.nlist)
+            self._unsaved = True
+            info.update(
+                type=vectors.kind, family=plan.family if vectors.approximate else "exact", nlist=vectors.nlist,
+                trained_on=count if vectors.approximate else 0, reason=plan.reason,
+            )
+            for key in ("nprobe", "rerank", "recall@10", "tuned_on", "tuning_queries"):
+                info.pop(key, None)
+            note = f"vector index is now {vectors.kind}: {plan.reason}"
+        vectors = self.vectors
+        if not vectors.approximate:
+            return info, note
+        tuned_on = int(info.get("tuned_on") or 0)
+        if rebuild or count >= 2 * tuned_on or 2 * count <= tuned_on:
+            tuning = self._tune(vectors, reranks=info.get("family") == "ivf-pq")
+            vectors.nprobe, vectors.rerank = tuning.nprobe, tuning.rerank
+            info.update(
+                {"nprobe": tuning.nprobe, "rerank": tuning.rerank, "recall@10": round(tuning.recall, 4),
+                 "tuned_on": count, "tuning_queries": tuning.queries}
+            )
+            tuned = f"nprobe {tuning.nprobe}" + (f", re-rank depth {tuning.rerank}" if tuning.rerank > 1 else "")
+            note = (note + "; " if note else f"vector index {vectors.kind} retuned: ") + (
+                f"{tuned} gives recall@10 {tuning.recall:.3f} against exact search"
+            )
+        if warning and (note is None or warning not in note):
+            note = f"{warning}; {note}" if note else warning
+        return info, note
+
+    def _tune(self, vectors: VectorIndex, reranks: bool) -> Tuning:
+        """Search parameters measured against exact search, with the index's own vectors as queries."""
+        query_ids, queries = self.store.vectors_of(self.store.sample_item_ids(TUNE_QUERIES))
+        truth = exact_top_k(self.store.iter_vectors(TUNE_CHUNK), queries, query_ids, TUNE_K)
+
+        def run(batch: np.ndarray, k: int, nprobe: int, depth: int) -> np.ndarray:
+            found = np.full((len(batch), k), -1, dtype=np.int64)
+            _, ids = vectors.search(batch, k * depth + 1, nprobe=nprobe)
+            for row, (vector, own, candidates) in enumerate(zip(batch, query_ids, ids)):
+                candidates = candidates[(candidates >= 0) & (candidates != own)]
+                if depth > 1:
+                    cand_ids, cand_vectors = self.store.vectors_of(candidates)
+                    order = np.argsort(-(cand_vectors @ vector), kind="stable")
+                    candidates = cand_ids[order] if len(cand_ids) else cand_ids
+                found[row, : min(k, len(candidates))] = candidates[:k]
+            return found
+
+        return tune(run, queries, truth, vectors.nlist, reranks)
+
+
+def check_index_settings(index_type: str, max_memory: int | None) -> None:
+    if index_type not in INDEX_TYPES:
+        raise VecsearchError(f"unknown index type {index_type!r} (choose from {', '.join(INDEX_TYPES)})")
+    if max_memory is not None and max_memory <= 0:
+        raise VecsearchError(f"max memory must be a positive number of bytes (got {max_memory})")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
