@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from .version import __version__  # noqa: E402
-
 from .check import CheckReport, Finding, check_index  # noqa: E402
 from .classify import DEFAULT_TEMPLATES  # noqa: E402
 from .classify import classify_image as classify
@@ -44,6 +42,7 @@ from .indexer import IndexingInterrupted  # noqa: E402
 from .query import Query, Term  # noqa: E402
 from .results import Caption, CrawlReport, Hit, Item, LabelScore, SkippedFile  # noqa: E402
 from .retrieval import KINDS, MAX_K  # noqa: E402
+from .version import __version__  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

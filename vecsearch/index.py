@@ -23,21 +23,28 @@ from .encoders import IMAGE, Encoder, ModelSpec, load_encoder, resolve_spec
 from .errors import IndexExistsError, ModelMismatchError, UnsupportedModalityError
 from .home import locate
 from .images import DEFAULT_MAX_MEGAPIXELS
-from .indexer import CrawlSettings, Crawler
+from .indexer import Crawler, CrawlSettings
 from .lock import WriterLock
 from .lookup import ItemLookup
-from .manifest import DATABASE, FORMAT, FORMAT_VERSION, LOCK, MANIFEST, identity, read_manifest
-from .manifest import require_free, vector_file_name, write_manifest
+from .manifest import (
+    DATABASE,
+    LOCK,
+    MANIFEST,
+    identity,
+    new_manifest,
+    read_manifest,
+    require_free,
+    vector_file_name,
+    write_manifest,
+)
 from .model import IndexModel
-from .plan import EXACT
 from .query import ITEM, Query, Term
 from .results import CrawlReport, Hit, Item, LabelScore
 from .retrieval import KINDS, Retrieval, check_settings
 from .roots import RootPlanner, locate_root
 from .store import RootRow, Store
-from .vector_file import VectorFile, check_index_settings, now
+from .vector_file import VectorFile, check_index_settings
 from .vectors import VectorIndex
-from .version import __version__
 
 
 class Index:
@@ -118,7 +125,7 @@ class Index:
                 leftover.unlink()  # a creation that died before its manifest: start it again
             store = Store.open(folder / DATABASE, create=True)
             vectors = VectorIndex.create(encoder.dim)
-            manifest = _new_manifest(folder, encoder, index_type, max_memory, vector_file, store.counts())
+            manifest = new_manifest(folder, encoder, index_type, max_memory, vector_file, store.counts())
             with store.transaction():
                 store.set_identity(identity(manifest))
             manifest["faiss"]["sha256"] = vectors.save(folder / vector_file)
@@ -167,7 +174,7 @@ class Index:
             wanted = resolve_spec(model, pretrained)
             recorded = ModelSpec.from_dict(manifest["model"])
             if wanted != recorded:
-                if not (_names_local_files(wanted) or _names_local_files(recorded)):
+                if not (wanted.names_local_files or recorded.names_local_files):
                     # Two different published models: no need to download one to know they differ.
                     raise ModelMismatchError(
                         f"index {folder.name} was built with {recorded}, not {wanted}; leave out --model to "
@@ -444,51 +451,6 @@ class Index:
             vector, k, kind, path=path, under=under, min_score=min_score, within=within,
             distinct_text=distinct_text, exclude=exclude,
         )
-
-
-def _new_manifest(
-    folder: Path, encoder: Encoder, index_type: str, max_memory: int | None, vector_file: str,
-    counts: dict[str, int],
-) -> dict[str, Any]:
-    """What a new, empty index is: its model, its dimension and an empty exact vector file."""
-    created = now()
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "vecsearch_version": __version__,
-        "created": created,
-        "updated": created,
-        "location": str(folder.resolve()),
-        "model": {
-            **encoder.spec.to_dict(),
-            "spec": str(encoder.spec),
-            "fingerprint": encoder.fingerprint,
-            "modalities": sorted(encoder.modalities),
-        },
-        "dim": encoder.dim,
-        "metric": "cosine",
-        "faiss": {
-            "type": EXACT,
-            "family": "exact",
-            "requested": index_type,
-            "max_memory": max_memory,
-            "file": vector_file,
-            "generation": 0,
-            "ntotal": 0,
-            "sha256": None,
-        },
-        "counts": counts,
-        "roots": [],
-    }
-
-
-def _names_local_files(spec: ModelSpec) -> bool:
-    """Does the spec load weights from a local file or folder (whose content a name cannot tell)?"""
-    if spec.name.startswith("local-dir:") or Path(spec.name).is_absolute():
-        return True
-    if not spec.pretrained:
-        return False
-    return Path(spec.pretrained).is_absolute() or Path(spec.pretrained).exists()
 
 
 def brute_force_search(

@@ -7,13 +7,17 @@ import json
 import re
 import secrets
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .encoders.base import Encoder
 from .errors import IndexCorruptError, IndexExistsError, IndexNotFoundError
+from .plan import EXACT
 from .vectors import atomic_write
+from .version import __version__
 
-FORMAT = "vecsearch-index"
+FORMAT = "vecsearch-index"  # the manifest's "format"; FORMAT_VERSION goes up when the layout changes
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASE = "items.sqlite"
@@ -125,3 +129,39 @@ def _empty_database(path: Path) -> bool:
         return False
     finally:
         conn.close()
+
+
+def new_manifest(
+    folder: Path, encoder: Encoder, index_type: str, max_memory: int | None, vector_file: str,
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """What a new, empty index is: its model, its dimension and an empty exact vector file."""
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vecsearch_version": __version__,
+        "created": created,
+        "updated": created,
+        "location": str(folder.resolve()),
+        "model": {
+            **encoder.spec.to_dict(),
+            "spec": str(encoder.spec),
+            "fingerprint": encoder.fingerprint,
+            "modalities": sorted(encoder.modalities),
+        },
+        "dim": encoder.dim,
+        "metric": "cosine",
+        "faiss": {
+            "type": EXACT,
+            "family": "exact",
+            "requested": index_type,
+            "max_memory": max_memory,
+            "file": vector_file,
+            "generation": 0,
+            "ntotal": 0,
+            "sha256": None,
+        },
+        "counts": counts,
+        "roots": [],
+    }

@@ -17,7 +17,14 @@ import numpy as np
 
 from . import faults
 from .errors import IndexCorruptError, VecsearchError
-from .manifest import VECTORS, identity, leftover_files, read_manifest, vector_file_name, write_manifest
+from .manifest import (
+    VECTORS,
+    identity,
+    leftover_files,
+    read_manifest,
+    vector_file_name,
+    write_manifest,
+)
 from .plan import (
     EXACT,
     EXACT_MAX_VECTORS,

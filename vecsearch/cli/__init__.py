@@ -12,7 +12,16 @@ start with '-'), `output` (what people read), and the commands by job: `crawl` (
 from __future__ import annotations
 
 from . import crawl, manage, query  # noqa: F401  (each registers its commands on `main`)
-from .app import EXIT_ERROR, EXIT_INDEX, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main, run
+from .app import (
+    EXIT_ERROR,
+    EXIT_INDEX,
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_USAGE,
+    main,
+    run,
+)
 from .crawl import index_command
 
 __all__ = [

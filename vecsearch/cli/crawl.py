@@ -9,9 +9,20 @@ import click
 
 from .. import Index, IndexingInterrupted, IndexNotFoundError, VecsearchError
 from ..home import is_index, is_valid_name, target
-from .app import EXIT_ERROR, EXIT_INTERRUPTED, Settings, call, fail, main, model_options, quiet_option
-from .app import size_callback, with_options
+from .app import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    Settings,
+    call,
+    fail,
+    main,
+    model_options,
+    quiet_option,
+    size_callback,
+    with_options,
+)
 from .output import print_report
+
 
 @main.command("index")
 @quiet_option

@@ -10,8 +10,19 @@ import click
 from .. import Index, check_index, list_indexes, list_models
 from ..home import default_home
 from ..sizes import human_bytes
-from .app import EXIT_ERROR, EXIT_INDEX, Settings, call, dump, fail, main, quiet_option, size_callback
+from .app import (
+    EXIT_ERROR,
+    EXIT_INDEX,
+    Settings,
+    call,
+    dump,
+    fail,
+    main,
+    quiet_option,
+    size_callback,
+)
 from .output import search_settings, table
+
 
 @main.command("serve")
 @quiet_option
@@ -40,7 +51,10 @@ def serve_command(settings: Settings, index_ref: str, host: str, port: int, max_
         fail(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc})", EXIT_ERROR)
 
     def run() -> None:
-        from ..serve import is_loopback, serve  # FastAPI and uvicorn: only for this command
+        from ..serve import (  # FastAPI and uvicorn: only for this command
+            is_loopback,
+            serve,
+        )
 
         with Index.open(index_ref, home=settings.home, device=device) as index:
             if not settings.quiet:

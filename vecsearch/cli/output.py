@@ -10,6 +10,7 @@ import click
 from ..sizes import human_bytes
 from .app import dump
 
+
 def print_report(report: Any, counts: dict[str, int] | None, folder: Path, quiet: bool, as_json: bool) -> None:
     if as_json:
         data = report.to_dict()

@@ -9,9 +9,20 @@ import click
 
 from .. import Index, Query, QueryError, load_encoder
 from ..classify import DEFAULT_TEMPLATES, check_templates, classify_image, parse_labels
-from .app import Settings, call, dump, filter_options, main, model_options, output_options, quiet_option, with_options
+from .app import (
+    Settings,
+    call,
+    dump,
+    filter_options,
+    main,
+    model_options,
+    output_options,
+    quiet_option,
+    with_options,
+)
 from .output import print_hits, table
 from .terms import TermsCommand
+
 
 @main.command("search", cls=TermsCommand)
 @quiet_option

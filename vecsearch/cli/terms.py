@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+
 class TermsCommand(click.Command):
     """A command whose query terms may start with '-' (`-dog` subtracts dog), like rclip's.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -39,6 +40,15 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
         return cls(family=data["family"], name=data["name"], pretrained=data.get("pretrained"))
+
+    @property
+    def names_local_files(self) -> bool:
+        """Does it load weights from a local file or folder (whose content a name cannot tell)?"""
+        if self.name.startswith("local-dir:") or Path(self.name).is_absolute():
+            return True
+        if not self.pretrained:
+            return False
+        return Path(self.pretrained).is_absolute() or Path(self.pretrained).exists()
 
 
 @runtime_checkable

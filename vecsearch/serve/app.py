@@ -15,7 +15,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .. import DEFAULT_TEMPLATES, KINDS, MAX_K, ImageError, Index, VecsearchError, __version__
+from .. import (
+    DEFAULT_TEMPLATES,
+    KINDS,
+    MAX_K,
+    ImageError,
+    Index,
+    VecsearchError,
+    __version__,
+)
 from .. import Query as ParsedQuery
 from ..images import is_image_path, load_image
 from ..query import UPLOAD_PREFIX
