@@ -82,6 +82,19 @@ def test_index_by_name_lands_in_home(runner: CliRunner, photo_tree: Path, tiny_m
     rows = json.loads(listed.stdout)
     assert [r["name"] for r in rows] == ["pics"]
     assert rows[0]["counts"]["images"] == 4
+    assert rows[0].keys() == {"name", "path", "model", "counts", "updated"}
+
+    # The table for people, with an index whose manifest cannot be read listed as such.
+    (home / "broken").mkdir()
+    (home / "broken" / "manifest.json").write_text("{not json")
+    table = invoke(runner, "--home", str(home), "list")
+    assert table.exit_code == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["name", "images", "captions", "model", "updated"]
+    assert lines[1].startswith("broken") and "error: index manifest unreadable" in lines[1]
+    assert lines[2].split()[:4] == ["pics", "4", "4", f"open_clip:local-dir:{tiny_model_dir}"]
+    broken = json.loads(invoke(runner, "--home", str(home), "list", "--json").stdout)[0]
+    assert broken.keys() == {"name", "path", "error"}
 
 
 def test_search_outputs_match_the_api(runner: CliRunner, built: Path) -> None:

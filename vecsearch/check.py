@@ -35,6 +35,7 @@ from .manifest import (
 )
 from .pathutil import is_safe_relpath
 from .plan import EXACT
+from .roots import locate_root
 from .store import Store
 from .vector_file import VectorFile
 from .vectors import VectorIndex
@@ -275,8 +276,6 @@ def _check_vector_file(folder: Path, manifest: dict[str, Any], store: Any, repor
 
 def _check_sources(folder: Path, location: str | None, store: Any, report: CheckReport) -> None:
     """Indexed files that are gone from disk are not damage (the next crawl drops them): a note."""
-    from .index import locate_root
-
     roots = {root.id: locate_root(folder, location, root) for root in store.roots()}
     missing = sum(
         1 for root_id, relpath in store.conn.execute("SELECT root_id, relpath FROM files")

@@ -142,22 +142,22 @@ def check_command(settings: Settings, index_ref: str, repair: bool, as_json: boo
 @click.pass_obj
 def list_command(settings: Settings, as_json: bool) -> None:
     """List the named indexes in the home folder."""
-    rows = [summary.to_dict() for summary in list_indexes(settings.home)]
+    summaries = list_indexes(settings.home)
     if as_json:
-        dump(rows)
+        dump([summary.to_dict() for summary in summaries])
         return
-    if not rows:
+    if not summaries:
         if not settings.quiet:
             click.echo(f"no indexes in {default_home(settings.home)}", err=True)
         return
-    table = []
-    for row in rows:
-        counts = row.get("counts") or {}
-        table.append((
-            row["name"], str(counts.get("images", "?")), str(counts.get("captions", "?")),
-            row.get("model") or f"error: {row.get('error')}", str(row.get("updated") or ""),
-        ))
-    table(("name", "images", "captions", "model", "updated"), table)
+    table(
+        ("name", "images", "captions", "model", "updated"),
+        [
+            (s.name, str(s.counts.get("images", "?")), str(s.counts.get("captions", "?")),
+             s.model or f"error: {s.error}", s.updated or "")
+            for s in summaries
+        ],
+    )
 
 
 @main.command("models")

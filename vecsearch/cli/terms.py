@@ -58,7 +58,7 @@ def _parses(option: click.Option, text: str) -> bool:
     if not isinstance(option.type, (click.types.IntParamType, click.types.FloatParamType, click.IntRange)):
         return False
     try:
-        option.type.convert(text, None, None)  # type: ignore[arg-type]
+        option.type.convert(text, None, None)  # type: ignore[arg-type]  # click types the value as a number already; parsing the text is what is asked
         return True
     except click.BadParameter:
         return False
