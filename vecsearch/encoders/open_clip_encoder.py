@@ -235,7 +235,7 @@ def _resolve_hf_hub(repo_id: str, cache: str | None) -> tuple[str, dict[str, Any
     if weights is None:
         try:
             weights = hub.fetch_hf_file(repo_id, HF_SAFE_WEIGHTS_NAME, what, cache)
-        except ModelUnavailableError:
+        except hub.HubFileMissingError:  # an older repository, with pickled weights only
             weights = hub.fetch_hf_file(repo_id, HF_WEIGHTS_NAME, what, cache)
     # The hub cache keeps a repo's files side by side in one snapshot folder: load it as a local dir.
     return f"{LOCAL_DIR_PREFIX}{os.path.dirname(config)}", {}
@@ -290,7 +290,7 @@ def _fetch_tag_weights(name: str, tag: str, tag_cfg: dict[str, Any], cache: str 
         for candidate in safe_names:
             try:
                 return hub.fetch_hf_file(repo_id, candidate, what, cache)
-            except ModelUnavailableError:
+            except hub.HubFileMissingError:  # not published as safetensors; a failed download is not this
                 continue
         return hub.fetch_hf_file(repo_id, filename, what, cache)
     if tag_cfg.get("url"):

