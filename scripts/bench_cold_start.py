@@ -97,8 +97,10 @@ def build_query_index(work: Path, items: int) -> Path:
     index = vecsearch.Index.create(folder, encoder=encoder)
     start = time.perf_counter()
     fill_index(index, ClusteredVectors(dim=encoder.dim, seed=0).collection(items))
-    print(f"built a {items:,}-item index in {time.perf_counter() - start:.0f} s: {index.manifest['faiss']['type']}, "
-          f"nprobe {index.manifest['faiss'].get('nprobe')}, recall@10 {index.manifest['faiss'].get('recall@10')}")
+    print(
+        f"built a {items:,}-item index in {time.perf_counter() - start:.0f} s: {index.manifest['faiss']['type']}, "
+        f"nprobe {index.manifest['faiss'].get('nprobe')}, recall@10 {index.manifest['faiss'].get('recall@10')}"
+    )
     index.close()
     return folder
 
@@ -129,21 +131,28 @@ def cold_query(work: Path, items: int, runs: int) -> None:
         totals = []
         heavy = set()
         for _ in range(runs):
-            out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True,
-                                 env=env, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", script, str(folder)], capture_output=True, text=True, env=env, check=True
+            )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             parts.append(result["steps"])
             heavy.add(result["torch imported"])
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "vecsearch", "search", str(folder), "a red apple on a table",
-                            "--json"], capture_output=True, env=env, check=True)
+            subprocess.run(
+                [sys.executable, "-m", "vecsearch", "search", str(folder), "a red apple on a table", "--json"],
+                capture_output=True,
+                env=env,
+                check=True,
+            )
             totals.append(time.perf_counter() - start)
         print(f"\ncold text query, {items:,}-item index, ViT-B-32, {title}, median of {runs} new processes:")
         for key in parts[0]:
             print(f"  {key:<34}{statistics.median(p[key] for p in parts) * 1000:8.0f} ms")
         print(f"  {'sum of the steps':<34}{statistics.median(sum(p.values()) for p in parts) * 1000:8.0f} ms")
-        print(f"  {'vecsearch search (whole command)':<34}{statistics.median(totals) * 1000:8.0f} ms "
-              f"(min {min(totals) * 1000:.0f}, max {max(totals) * 1000:.0f})")
+        print(
+            f"  {'vecsearch search (whole command)':<34}{statistics.median(totals) * 1000:8.0f} ms "
+            f"(min {min(totals) * 1000:.0f}, max {max(totals) * 1000:.0f})"
+        )
         print(f"  torch, torchvision, open_clip or transformers imported: {'yes' if True in heavy else 'no'}")
     print("\n  rclip, published: 3.7 s a query (65 % model loading); 1.9 s once it loaded only its text tower")
 
@@ -181,8 +190,10 @@ def recrawl(work: Path, files: int) -> None:
             start = time.perf_counter()
             report = index.add(progress=False)
             times.append(time.perf_counter() - start)
-    print(f"re-crawl of the unchanged tree of {files:,} files: median {statistics.median(times):.2f} s "
-          f"over 3 runs ({report.unchanged} unchanged, {report.embedded_images} embedded)")
+    print(
+        f"re-crawl of the unchanged tree of {files:,} files: median {statistics.median(times):.2f} s "
+        f"over 3 runs ({report.unchanged} unchanged, {report.embedded_images} embedded)"
+    )
 
 
 def main() -> None:

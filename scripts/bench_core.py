@@ -88,19 +88,23 @@ def bench_crawl(work: Path, count: int) -> None:
     again = index.add(work / "photos")
     recrawl_seconds = time.perf_counter() - start
 
-    by_name = dict(index.store.conn.execute(
-        "SELECT f.relpath, i.id FROM items i JOIN files f ON f.id = i.file_id WHERE i.kind = 'image'"
-    ).fetchall())
-    cosines = [
-        float(index.store.vector(by_name[p.name]) @ plain_vectors[i]) for i, p in enumerate(images)
-    ]
+    by_name = dict(
+        index.store.conn.execute(
+            "SELECT f.relpath, i.id FROM items i JOIN files f ON f.id = i.file_id WHERE i.kind = 'image'"
+        ).fetchall()
+    )
+    cosines = [float(index.store.vector(by_name[p.name]) @ plain_vectors[i]) for i, p in enumerate(images)]
     print(f"crawl: {count} JPEGs of 1024x768, ViT-B-32 (random weights), CPU, batch 32, models warmed up")
     print(f"  model only (pre-decoded tensors)   {model_only:6.1f} images/s")
     print(f"  plain open_clip loop               {count / plain_seconds:6.1f} images/s")
-    print(f"  vecsearch Index.add                {count / crawl_seconds:6.1f} images/s "
-          f"({report.added} added, {report.embedded_images} embedded)")
-    print(f"  re-crawl, nothing changed          {recrawl_seconds * 1000:6.1f} ms "
-          f"({again.unchanged} unchanged, {again.embedded_images} embedded)")
+    print(
+        f"  vecsearch Index.add                {count / crawl_seconds:6.1f} images/s "
+        f"({report.added} added, {report.embedded_images} embedded)"
+    )
+    print(
+        f"  re-crawl, nothing changed          {recrawl_seconds * 1000:6.1f} ms "
+        f"({again.unchanged} unchanged, {again.embedded_images} embedded)"
+    )
     print(f"  cosine(vecsearch, plain loop)      min {min(cosines):.6f}, mean {statistics.mean(cosines):.6f}")
     index.close()
 
@@ -131,8 +135,10 @@ def bench_search(count: int, dim: int = 512, queries: int = 200) -> None:
     batch_qps = queries / (time.perf_counter() - start)
     latencies.sort()
     print(f"search: {count} vectors of dimension {dim} (clustered), exact IDMap2,Flat, top-10")
-    print(f"  build {build:.2f} s; single query p50 {latencies[len(latencies) // 2]:.2f} ms, "
-          f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f} ms; batch {batch_qps:.0f} queries/s")
+    print(
+        f"  build {build:.2f} s; single query p50 {latencies[len(latencies) // 2]:.2f} ms, "
+        f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f} ms; batch {batch_qps:.0f} queries/s"
+    )
     print(f"  results different from numpy brute force: {mismatches} of {queries} queries")
 
 
@@ -141,8 +147,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--vectors", type=int, default=100_000)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         bench_crawl(Path(folder), args.images)
     bench_search(args.vectors)

@@ -28,6 +28,7 @@ files with `--inference fp32` (no ONNX export), skips the warm-up and writes res
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -37,9 +38,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,10 +55,40 @@ TREE_FORMAT = 2  # bump when the tree recipe changes, so that kept trees are reb
 FILES_PER_FOLDER = 100
 FORCED = {7: 0.001, 13: 0.0025, 21: 0.0032, 30: 0.005}  # picture number -> roll: truncated, text, empty, other
 ADJECTIVES = ["red", "small", "old", "bright", "wet", "wooden", "striped", "golden", "broken", "quiet"]
-SUBJECTS = ["apple", "dog", "bicycle", "lighthouse", "kitchen", "mountain", "cat", "bridge", "boat", "garden",
-            "tree", "car", "window", "cup", "beach", "street", "horse", "clock", "book", "lamp"]
-PLACES = ["on a table", "in the rain", "at sunset", "in the snow", "by the sea", "in a city", "at night",
-          "in a field", "under a tree", "on a shelf"]
+SUBJECTS = [
+    "apple",
+    "dog",
+    "bicycle",
+    "lighthouse",
+    "kitchen",
+    "mountain",
+    "cat",
+    "bridge",
+    "boat",
+    "garden",
+    "tree",
+    "car",
+    "window",
+    "cup",
+    "beach",
+    "street",
+    "horse",
+    "clock",
+    "book",
+    "lamp",
+]
+PLACES = [
+    "on a table",
+    "in the rain",
+    "at sunset",
+    "in the snow",
+    "by the sea",
+    "in a city",
+    "at night",
+    "in a field",
+    "under a tree",
+    "on a shelf",
+]
 
 
 # --- the tree --------------------------------------------------------------------------------------
@@ -173,8 +205,18 @@ class Run:
     samples: list[tuple[float, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("added", "unchanged", "reused", "skipped", "captions_added", "embedded_images",
-                "embedded_captions", "vector_index", "inference", "seconds")
+        keys = (
+            "added",
+            "unchanged",
+            "reused",
+            "skipped",
+            "captions_added",
+            "embedded_images",
+            "embedded_captions",
+            "vector_index",
+            "inference",
+            "seconds",
+        )
         report = {k: self.report.get(k) for k in keys if k in self.report}
         if isinstance(report.get("skipped"), list):
             report["skipped"] = len(report["skipped"])
@@ -182,8 +224,11 @@ class Run:
             report["inference"] = report["inference"].get("mode")
         step = max(1, len(self.samples) // 40)
         return {
-            "peak_rss_bytes": self.peak_rss, "wall_seconds": round(self.seconds, 3),
-            "peak_sampled_at_seconds": round(self.peak_at, 2), "report": report, "counts": self.report.get("counts"),
+            "peak_rss_bytes": self.peak_rss,
+            "wall_seconds": round(self.seconds, 3),
+            "peak_sampled_at_seconds": round(self.peak_at, 2),
+            "report": report,
+            "counts": self.report.get("counts"),
             "rss_timeline": [[round(t, 2), rss] for t, rss in self.samples[::step]],
         }
 
@@ -210,15 +255,27 @@ sys.exit(code)
 
 def crawl(tree: Path, index: Path, env: dict[str, str], inference: str | None = None) -> Run:
     """`vecsearch index` as a new process: its own peak RSS and wall time."""
-    command = [sys.executable, "-m", "vecsearch", "index", str(tree), "--index", str(index), "--model", "starter",
-               "--json", "-q"] + (["--inference", inference] if inference else [])
+    command = [
+        sys.executable,
+        "-m",
+        "vecsearch",
+        "index",
+        str(tree),
+        "--index",
+        str(index),
+        "--model",
+        "starter",
+        "--json",
+        "-q",
+    ] + (["--inference", inference] if inference else [])
     samples: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "launcher.json"
         with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
             start = time.perf_counter()
-            process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(report), *command], stdout=out,
-                                       stderr=err, env=env)
+            process = subprocess.Popen(
+                [sys.executable, "-c", LAUNCHER, str(report), *command], stdout=out, stderr=err, env=env
+            )
             done = threading.Event()
             sampler = threading.Thread(target=_sample, args=(report, start, samples, done), daemon=True)
             sampler.start()
@@ -280,10 +337,17 @@ def machine() -> dict[str, Any]:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_bytes": memory, "system": platform.platform(),
-        "python": platform.python_version(), "torch": installed("torch"),
-        "faiss": installed("faiss-cpu", "faiss-gpu", "faiss"), "open_clip": installed("open_clip_torch"),
-        "onnxruntime": installed("onnxruntime"), "vecsearch": installed("vecsearch"), "load_average_at_start": list(os.getloadavg()),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": memory,
+        "system": platform.platform(),
+        "python": platform.python_version(),
+        "torch": installed("torch"),
+        "faiss": installed("faiss-cpu", "faiss-gpu", "faiss"),
+        "open_clip": installed("open_clip_torch"),
+        "onnxruntime": installed("onnxruntime"),
+        "vecsearch": installed("vecsearch"),
+        "load_average_at_start": list(os.getloadavg()),
     }
 
 
@@ -299,55 +363,80 @@ def mb(value: float) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=100_000, help="The largest tree (picture files).")
-    parser.add_argument("--sizes", type=int, nargs="+", help="Tree sizes to crawl (default: 1k, 10k, ... up to "
-                        "--files).")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="Tree sizes to crawl (default: 1k, 10k, ... up to --files)."
+    )
     parser.add_argument("--tree", type=Path, help="Keep the trees here for later runs (default: in --work).")
     parser.add_argument("--work", type=Path, help="Indexes and caches go here (default: a temporary folder).")
-    parser.add_argument("--results-dir", type=Path, help="Write bench_crawl_memory.txt/.json here (default: "
-                        "scripts/results; with --quick: nowhere).")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        help="Write bench_crawl_memory.txt/.json here (default: scripts/results; with --quick: nowhere).",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--inference", help="Pass --inference MODE to vecsearch index (default: the command's "
-                        "own default, auto; with --quick: fp32, which skips exporting the ONNX model).")
+    parser.add_argument(
+        "--inference",
+        help="Pass --inference MODE to vecsearch index (default: the command's "
+        "own default, auto; with --quick: fp32, which skips exporting the ONNX model).",
+    )
     parser.add_argument("--quick", action="store_true", help="One tree of 50 files, no warm-up: a smoke run.")
     args = parser.parse_args(argv)
-    if args.quick:
-        sizes = args.sizes or [50]
-    else:
-        sizes = args.sizes or default_sizes(args.files)
+    sizes = args.sizes or ([50] if args.quick else default_sizes(args.files))
     results_dir = args.results_dir or (None if args.quick else RESULTS)
     with tempfile.TemporaryDirectory(prefix="bench-crawl-memory-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         inference = args.inference or ("fp32" if args.quick else None)
-        return run(work, args.tree or work / "trees", sorted(set(sizes)), args.seed, not args.quick, results_dir,
-                   inference)
+        return run(
+            work, args.tree or work / "trees", sorted(set(sizes)), args.seed, not args.quick, results_dir, inference
+        )
 
 
-def run(work: Path, trees: Path, sizes: list[int], seed: int, warm_up: bool, results_dir: Path | None,
-        inference: str | None = None) -> dict[str, Any]:
+def run(
+    work: Path,
+    trees: Path,
+    sizes: list[int],
+    seed: int,
+    warm_up: bool,
+    results_dir: Path | None,
+    inference: str | None = None,
+) -> dict[str, Any]:
     lines: list[str] = []
 
     def say(text: str = "") -> None:
         print(text, flush=True)
         lines.append(text)
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "VECSEARCH_HOME": str(work / "home"), "VECSEARCH_CACHE_DIR": str(work / "cache")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VECSEARCH_HOME": str(work / "home"),
+        "VECSEARCH_CACHE_DIR": str(work / "cache"),
+    }
     info = machine()
-    say(f"machine: {info['cpu']}, {info['cores']} cores, {mb(info['memory_bytes'] or 0)} memory, "
-        f"python {info['python']}, torch {info['torch']}, faiss {info['faiss']}, {time.strftime('%Y-%m-%d')}")
-    say(f"load average at start: {' '.join(f'{v:.2f}' for v in info['load_average_at_start'])} "
-        "(the machine may be shared: times drift between runs)")
+    say(
+        f"machine: {info['cpu']}, {info['cores']} cores, {mb(info['memory_bytes'] or 0)} memory, "
+        f"python {info['python']}, torch {info['torch']}, faiss {info['faiss']}, {time.strftime('%Y-%m-%d')}"
+    )
+    say(
+        f"load average at start: {' '.join(f'{v:.2f}' for v in info['load_average_at_start'])} "
+        "(the machine may be shared: times drift between runs)"
+    )
     extra = f" --inference {inference}" if inference else ""
-    say(f"command: python -m vecsearch index TREE --index IDX --model starter --json -q{extra} (a new process "
-        "each run; peak RSS is the kernel's ru_maxrss of that process)")
+    say(
+        f"command: python -m vecsearch index TREE --index IDX --model starter --json -q{extra} (a new process "
+        "each run; peak RSS is the kernel's ru_maxrss of that process)"
+    )
 
     if warm_up:
         tree = trees / "warm-up"
         build_tree(tree, 64, seed + 1)
         first = crawl(tree, work / "index-warm-up", env, inference)
-        say(f"warm-up (fills the model cache, not counted): 64 files, {first.seconds:.1f} s, "
-            f"peak RSS {mb(first.peak_rss)}")
+        say(
+            f"warm-up (fills the model cache, not counted): 64 files, {first.seconds:.1f} s, "
+            f"peak RSS {mb(first.peak_rss)}"
+        )
 
     rows: list[dict[str, Any]] = []
     dim = 0
@@ -364,27 +453,40 @@ def run(work: Path, trees: Path, sizes: list[int], seed: int, warm_up: bool, res
         manifest = json.loads((index / "manifest.json").read_text())
         dim = int(manifest["dim"])
         row = {
-            "files": size, "tree": stats.__dict__, "tree_seconds": round(built, 1),
-            "items": counts.get("items"), "vector_index": manifest["faiss"].get("type"), "first": first.to_dict(), "recrawl": again.to_dict(),
+            "files": size,
+            "tree": stats.__dict__,
+            "tree_seconds": round(built, 1),
+            "items": counts.get("items"),
+            "vector_index": manifest["faiss"].get("type"),
+            "first": first.to_dict(),
+            "recrawl": again.to_dict(),
             "index_bytes": sum(p.stat().st_size for p in index.iterdir() if p.is_file()),
         }
         rows.append(row)
-        say(f"  {size:>7,} files: tree ready in {built:.0f} s; first crawl {first.seconds:.1f} s, peak "
+        say(
+            f"  {size:>7,} files: tree ready in {built:.0f} s; first crawl {first.seconds:.1f} s, peak "
             f"{mb(first.peak_rss)} (at {first.peak_at:.1f} s); re-crawl {again.seconds:.1f} s, peak "
-            f"{mb(again.peak_rss)}; {counts.get('items')} items")
+            f"{mb(again.peak_rss)}; {counts.get('items')} items"
+        )
         shutil.rmtree(index, ignore_errors=True)
 
     say()
-    say(f"{'files':>8} {'items':>8} | {'first crawl':>11} {'peak RSS':>10} {'peak at':>8} | "
-        f"{'re-crawl':>9} {'peak RSS':>10} | added  skipped  captions  unchanged")
+    say(
+        f"{'files':>8} {'items':>8} | {'first crawl':>11} {'peak RSS':>10} {'peak at':>8} | "
+        f"{'re-crawl':>9} {'peak RSS':>10} | added  skipped  captions  unchanged"
+    )
     for row in rows:
         first, again = row["first"], row["recrawl"]
         rep = first["report"]
-        say(f"{row['files']:>8,} {row['items'] or 0:>8,} | {first['wall_seconds']:>9.1f} s {mb(first['peak_rss_bytes']):>10} "
+        say(
+            f"{row['files']:>8,} {row['items'] or 0:>8,} | {first['wall_seconds']:>9.1f} s {mb(first['peak_rss_bytes']):>10} "
             f"{first['peak_sampled_at_seconds']:>6.1f} s | {again['wall_seconds']:>7.1f} s "
             f"{mb(again['peak_rss_bytes']):>10} | {rep.get('added', 0):>5} {rep.get('skipped', 0):>8} "
-            f"{rep.get('captions_added', 0):>9} {again['report'].get('unchanged', 0):>10}")
-    notes = sorted({str(r["first"]["report"].get("vector_index")) for r in rows if r["first"]["report"].get("vector_index")})
+            f"{rep.get('captions_added', 0):>9} {again['report'].get('unchanged', 0):>10}"
+        )
+    notes = sorted(
+        {str(r["first"]["report"].get("vector_index")) for r in rows if r["first"]["report"].get("vector_index")}
+    )
     for note in notes:
         say(f"  vector index: {note}")
 
@@ -392,26 +494,40 @@ def run(work: Path, trees: Path, sizes: list[int], seed: int, warm_up: bool, res
     growth: list[dict[str, Any]] = []
     if len(rows) > 1:
         say()
-        say(f"growth of peak RSS between sizes (the starter model's vectors have {dim} dimensions: an exact "
-            f"FAISS index holds {dim * 4 + 8} bytes an item, the vector and its id, plus the id map)")
-    for lower, upper in zip(rows, rows[1:]):
+        say(
+            f"growth of peak RSS between sizes (the starter model's vectors have {dim} dimensions: an exact "
+            f"FAISS index holds {dim * 4 + 8} bytes an item, the vector and its id, plus the id map)"
+        )
+    for lower, upper in itertools.pairwise(rows):
         files = upper["files"] - lower["files"]
         items = (upper["items"] or 0) - (lower["items"] or 0)
         entry = {"from": lower["files"], "to": upper["files"]}
         for key in ("first", "recrawl"):
             delta = upper[key]["peak_rss_bytes"] - lower[key]["peak_rss_bytes"]
-            entry[key] = {"peak_rss_delta_bytes": delta, "bytes_per_file": round(delta / files, 1),
-                          "bytes_per_item": round(delta / items, 1) if items else None}
+            entry[key] = {
+                "peak_rss_delta_bytes": delta,
+                "bytes_per_file": round(delta / files, 1),
+                "bytes_per_item": round(delta / items, 1) if items else None,
+            }
         growth.append(entry)
-        say(f"  {lower['files']:>7,} -> {upper['files']:>7,} files (+{items:,} items): first crawl "
+        say(
+            f"  {lower['files']:>7,} -> {upper['files']:>7,} files (+{items:,} items): first crawl "
             f"{entry['first']['peak_rss_delta_bytes'] / 2**20:+,.0f} MB = {entry['first']['bytes_per_file']:,.0f} "
             f"bytes a file; re-crawl {entry['recrawl']['peak_rss_delta_bytes'] / 2**20:+,.0f} MB = "
             f"{entry['recrawl']['bytes_per_file']:,.0f} bytes a file; FAISS vectors alone "
-            f"{items * (dim * 4 + 8) / 2**20:,.0f} MB = {items * (dim * 4 + 8) / files:,.0f} bytes a file")
+            f"{items * (dim * 4 + 8) / 2**20:,.0f} MB = {items * (dim * 4 + 8) / files:,.0f} bytes a file"
+        )
 
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": info, "command": "python -m vecsearch index TREE --index "
-              f"IDX --model starter --json -q{extra}", "dim": dim, "sizes": sizes, "seed": seed,
-              "rows": rows, "growth": growth}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": info,
+        "command": f"python -m vecsearch index TREE --index IDX --model starter --json -q{extra}",
+        "dim": dim,
+        "sizes": sizes,
+        "seed": seed,
+        "rows": rows,
+        "growth": growth,
+    }
     if results_dir is not None:
         results_dir.mkdir(parents=True, exist_ok=True)
         (results_dir / "bench_crawl_memory.txt").write_text("\n".join(lines) + "\n")

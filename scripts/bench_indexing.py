@@ -110,8 +110,10 @@ def run(work: Path, count: int) -> None:
     from vecsearch.images import load_image
 
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     checkpoint = work / "vit-b-32-random.safetensors"
     if not checkpoint.exists():
         torch.manual_seed(0)
@@ -121,8 +123,9 @@ def run(work: Path, count: int) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     # --- the ceiling and the model alone, per mode ------------------------------------------------
-    encoder = vecsearch.load_encoder("ViT-B-32", pretrained=str(checkpoint), device="cpu", inference="fp32",
-                                     cache_dir=str(work / "cache"))
+    encoder = vecsearch.load_encoder(
+        "ViT-B-32", pretrained=str(checkpoint), device="cpu", inference="fp32", cache_dir=str(work / "cache")
+    )
     model = encoder.model  # type: ignore[attr-defined]
     gflops = gemm_gflops()
     flops = 2 * 4.4e9  # ViT-B-32 image tower: about 4.4 G multiply-adds per 224x224 image
@@ -142,8 +145,10 @@ def run(work: Path, count: int) -> None:
             print(f"  {mode:<10} unavailable: {exc}")
             continue
         cosine = np.sum(vectors * exact, axis=1)
-        print(f"  model only, {mode:<10} {model_only[mode]:6.1f} images/s   cosine to fp32: min {cosine.min():.5f}, "
-              f"mean {cosine.mean():.5f}")
+        print(
+            f"  model only, {mode:<10} {model_only[mode]:6.1f} images/s   cosine to fp32: min {cosine.min():.5f}, "
+            f"mean {cosine.mean():.5f}"
+        )
 
     # --- decoding -----------------------------------------------------------------------------------
     def decode_ms(min_size: int | None) -> float:
@@ -152,20 +157,29 @@ def run(work: Path, count: int) -> None:
             encoder.prepare_image(load_image(path, min_size=min_size))
         return (time.perf_counter() - start) / 8 * 1000
 
-    print(f"decode + preprocess of one 12 MP JPEG, one thread: full {decode_ms(None):.0f} ms, reduced to "
-          f">= 672 px (vecsearch's choice) {decode_ms(672):.0f} ms, to >= 224 px {decode_ms(224):.0f} ms")
+    print(
+        f"decode + preprocess of one 12 MP JPEG, one thread: full {decode_ms(None):.0f} ms, reduced to "
+        f">= 672 px (vecsearch's choice) {decode_ms(672):.0f} ms, to >= 224 px {decode_ms(224):.0f} ms"
+    )
     full = exact[:16]
     for min_size in (672, 224):
         reduced = ImageInference(model, "cpu", encoder.fingerprint, "fp32").run(
             torch.stack([encoder.prepare_image(load_image(p, min_size=min_size)) for p in photos[:16]])
         )
         cosine = np.sum(reduced * full, axis=1)
-        print(f"  vectors from reduced decoding (>= {min_size} px) against full decoding: cosine min "
-              f"{cosine.min():.5f}, mean {cosine.mean():.5f}")
+        print(
+            f"  vectors from reduced decoding (>= {min_size} px) against full decoding: cosine min "
+            f"{cosine.min():.5f}, mean {cosine.mean():.5f}"
+        )
 
     # --- the plain loop and vecsearch index, each as a new process ----------------------------------
-    out = subprocess.run([sys.executable, "-c", PLAIN_LOOP, str(checkpoint), str(work / "photos"),
-                          str(work / "plain.npy")], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOOP, str(checkpoint), str(work / "photos"), str(work / "plain.npy")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     plain_seconds = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
     plain = np.load(work / "plain.npy")
     import shutil
@@ -177,9 +191,24 @@ def run(work: Path, count: int) -> None:
         shutil.rmtree(target, ignore_errors=True)
         start = time.perf_counter()
         out = subprocess.run(
-            [sys.executable, "-m", "vecsearch", "index", str(work / "photos"), "--index", str(target),
-             "--model", "ViT-B-32", "--pretrained", str(checkpoint), "--json", "-q"],
-            capture_output=True, text=True, env={**env, "VECSEARCH_CACHE_DIR": str(work / "cache")},
+            [
+                sys.executable,
+                "-m",
+                "vecsearch",
+                "index",
+                str(work / "photos"),
+                "--index",
+                str(target),
+                "--model",
+                "ViT-B-32",
+                "--pretrained",
+                str(checkpoint),
+                "--json",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            env={**env, "VECSEARCH_CACHE_DIR": str(work / "cache")},
         )
         runs.append(time.perf_counter() - start)
         if out.returncode != 0:
@@ -188,15 +217,18 @@ def run(work: Path, count: int) -> None:
     report = json.loads(out.stdout)
     mode = (report.get("inference") or {}).get("mode", "fp32")
     with vecsearch.Index.open(target) as index:
-        by_name = dict(index.store.conn.execute(
-            "SELECT f.relpath, i.id FROM items i JOIN files f ON f.id = i.file_id WHERE i.kind = 'image'"
-        ).fetchall())
+        by_name = dict(
+            index.store.conn.execute(
+                "SELECT f.relpath, i.id FROM items i JOIN files f ON f.id = i.file_id WHERE i.kind = 'image'"
+            ).fetchall()
+        )
         stored = np.stack([index.store.vector(by_name[p.name]) for p in photos])
     cosine = np.sum(stored * plain, axis=1)
 
     # --- steady state: model loaded, mode settled ---------------------------------------------------
-    steady_encoder = vecsearch.load_encoder("ViT-B-32", pretrained=str(checkpoint), device="cpu", inference=mode,
-                                            cache_dir=str(work / "cache"))
+    steady_encoder = vecsearch.load_encoder(
+        "ViT-B-32", pretrained=str(checkpoint), device="cpu", inference=mode, cache_dir=str(work / "cache")
+    )
     steady_encoder.embed_prepared_images([pixels[0]] * 2)  # warm-up
     steady = vecsearch.Index.create(work / "steady", encoder=steady_encoder)
     start = time.perf_counter()
@@ -209,12 +241,18 @@ def run(work: Path, count: int) -> None:
     print(f"\n{count} JPEGs of 4000x3000, ViT-B-32, CPU, end to end as new processes:")
     print(f"  plain open_clip loop (fp32, full decoding)     {plain_rate:6.2f} images/s ({plain_seconds:.1f} s)")
     first_rate = count / runs[0]
-    print("  vecsearch index, first run (exports ONNX)".ljust(49) + f"{first_rate:6.2f} images/s ({runs[0]:.1f} s)"
-          f"  = {first_rate / plain_rate:.1f}x the plain loop")
-    print(f"  vecsearch index (auto -> {mode})".ljust(49) + f"{index_rate:6.2f} images/s ({index_seconds:.1f} s)"
-          f"  = {index_rate / plain_rate:.1f}x the plain loop")
-    print(f"  vecsearch steady state ({mode})".ljust(49) + f"{steady_rate:6.2f} images/s"
-          f"  = {steady_rate / model_only.get(mode, float('nan')):.0%} of the model-only {mode} rate")
+    print(
+        "  vecsearch index, first run (exports ONNX)".ljust(49) + f"{first_rate:6.2f} images/s ({runs[0]:.1f} s)"
+        f"  = {first_rate / plain_rate:.1f}x the plain loop"
+    )
+    print(
+        f"  vecsearch index (auto -> {mode})".ljust(49) + f"{index_rate:6.2f} images/s ({index_seconds:.1f} s)"
+        f"  = {index_rate / plain_rate:.1f}x the plain loop"
+    )
+    print(
+        f"  vecsearch steady state ({mode})".ljust(49) + f"{steady_rate:6.2f} images/s"
+        f"  = {steady_rate / model_only.get(mode, float('nan')):.0%} of the model-only {mode} rate"
+    )
     print(f"  cosine(vecsearch, plain loop): min {cosine.min():.5f}, mean {cosine.mean():.5f}")
     print(f"  mode check: {json.dumps(report.get('inference'))}")
 

@@ -96,27 +96,34 @@ def measure(size: int, dim: int, results: list[dict[str, Any]]) -> None:
     tuning_truth = exact_top_k([(ids, data)], data[tuning_ids], tuning_ids, TUNE_K)
     for budget in (None, 1 << 30):
         chosen = choose(size, dim, budget)
-        print(f"auto choice with {'default budget' if budget is None else human_bytes(budget) + ' budget'}: "
-              f"{chosen.factory} ({chosen.reason})")
-    print(f"{'index':<24}{'build s':>9}{'memory':>11}{'nprobe':>8}{'depth':>7}{'R@10 tune':>11}"
-          f"{'R@10 img':>10}{'R@10 txt':>10}{'p50 ms':>9}{'p99 ms':>9}{'batch QPS':>11}")
+        print(
+            f"auto choice with {'default budget' if budget is None else human_bytes(budget) + ' budget'}: "
+            f"{chosen.factory} ({chosen.reason})"
+        )
+    print(
+        f"{'index':<24}{'build s':>9}{'memory':>11}{'nprobe':>8}{'depth':>7}{'R@10 tune':>11}"
+        f"{'R@10 img':>10}{'R@10 txt':>10}{'p50 ms':>9}{'p99 ms':>9}{'batch QPS':>11}"
+    )
     for family in ("exact", "ivf-flat", "ivf-sq8", "ivf-pq"):
         gc.collect()
         before = rss()
-        index, seconds, plan = (exact, 0.0, candidate("exact", size, dim)) if family == "exact" else build(family, data, ids)
+        index, seconds, plan = (
+            (exact, 0.0, candidate("exact", size, dim)) if family == "exact" else build(family, data, ids)
+        )
         memory = len(__import__("faiss").serialize_index(index.index)) if family != "exact" else size * dim * 4
         grown = rss() - before
         run = searcher(index, data, plan.reranks)
         nprobe, depth, tuned = 0, 1, 1.0
         if index.approximate:
             setting = tune(
-                lambda q, k, p, d, run=run: run(q, k, p, d, exclude=tuning_ids), data[tuning_ids], tuning_truth,
-                index.nlist, plan.reranks,
+                lambda q, k, p, d, run=run: run(q, k, p, d, exclude=tuning_ids),
+                data[tuning_ids],
+                tuning_truth,
+                index.nlist,
+                plan.reranks,
             )
             nprobe, depth, tuned = setting.nprobe, setting.rerank, setting.recall
-        recalls = {
-            name: recall_at_k(run(q, TUNE_K, nprobe or 1, depth), truth[name]) for name, q in query_sets.items()
-        }
+        recalls = {name: recall_at_k(run(q, TUNE_K, nprobe or 1, depth), truth[name]) for name, q in query_sets.items()}
         latencies = []
         for query in query_sets["text-like"]:
             began = time.perf_counter()
@@ -128,17 +135,29 @@ def measure(size: int, dim: int, results: list[dict[str, Any]]) -> None:
         run(batch, TUNE_K, nprobe or 1, depth)
         qps = len(batch) / (time.perf_counter() - began)
         row = {
-            "vectors": size, "dim": dim, "index": plan.factory, "family": family, "build_seconds": round(seconds, 1),
-            "memory_bytes": memory, "rss_growth_bytes": grown, "nprobe": nprobe, "rerank_depth": depth,
-            "recall@10_tuning": round(tuned, 4), "recall@10_image_like": round(recalls["image-like"], 4),
+            "vectors": size,
+            "dim": dim,
+            "index": plan.factory,
+            "family": family,
+            "build_seconds": round(seconds, 1),
+            "memory_bytes": memory,
+            "rss_growth_bytes": grown,
+            "nprobe": nprobe,
+            "rerank_depth": depth,
+            "recall@10_tuning": round(tuned, 4),
+            "recall@10_image_like": round(recalls["image-like"], 4),
             "recall@10_text_like": round(recalls["text-like"], 4),
             "p50_ms": round(latencies[len(latencies) // 2], 3),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3), "batch_qps": round(qps, 1),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3),
+            "batch_qps": round(qps, 1),
         }
         results.append(row)
-        print(f"{plan.factory:<24}{seconds:>9.1f}{human_bytes(memory):>11}{nprobe:>8}{depth:>7}{tuned:>11.3f}"
-              f"{recalls['image-like']:>10.3f}{recalls['text-like']:>10.3f}{row['p50_ms']:>9.2f}"
-              f"{row['p99_ms']:>9.2f}{qps:>11.0f}", flush=True)
+        print(
+            f"{plan.factory:<24}{seconds:>9.1f}{human_bytes(memory):>11}{nprobe:>8}{depth:>7}{tuned:>11.3f}"
+            f"{recalls['image-like']:>10.3f}{recalls['text-like']:>10.3f}{row['p50_ms']:>9.2f}"
+            f"{row['p99_ms']:>9.2f}{qps:>11.0f}",
+            flush=True,
+        )
         if family != "exact":
             del index
     del exact, data
@@ -149,8 +168,11 @@ def measure_streaming(size: int, dim: int, budget: int, results: list[dict[str, 
     in memory. Exact answers for the held-out queries are computed over the same stream."""
     generator = ClusteredVectors(dim=dim, topics=max(50, size // 1000), seed=0)
     plan = choose(size, dim, budget)
-    print(f"\n== {size:,} vectors of dimension {dim}, streamed; budget {human_bytes(budget)}: {plan.factory} "
-          f"({plan.reason})", flush=True)
+    print(
+        f"\n== {size:,} vectors of dimension {dim}, streamed; budget {human_bytes(budget)}: {plan.factory} "
+        f"({plan.reason})",
+        flush=True,
+    )
     queries = {"image-like": generator.queries(HELD_OUT), "text-like": generator.queries(HELD_OUT, text_like=True)}
     tuning = generator.chunk(0)[:TUNE_QUERIES]  # the collection's first vectors, ids 0..199
     tuning_ids = np.arange(TUNE_QUERIES, dtype=np.int64)
@@ -162,8 +184,10 @@ def measure_streaming(size: int, dim: int, budget: int, results: list[dict[str, 
     del sample
     trained = time.perf_counter() - start
     print(f"  trained in {trained:.0f} s", flush=True)
-    best = {name: (np.full((len(q), TUNE_K), -np.inf, np.float32), np.full((len(q), TUNE_K), -1, np.int64))
-            for name, q in {**queries, "tuning": tuning}.items()}
+    best = {
+        name: (np.full((len(q), TUNE_K), -np.inf, np.float32), np.full((len(q), TUNE_K), -1, np.int64))
+        for name, q in {**queries, "tuning": tuning}.items()
+    }
     generate_seconds = 0.0
     for number, begin in enumerate(range(0, size, 100_000)):
         t0 = time.perf_counter()
@@ -185,15 +209,19 @@ def measure_streaming(size: int, dim: int, budget: int, results: list[dict[str, 
     build = time.perf_counter() - start - generate_seconds
     memory = rss()
     run = searcher(index, np.zeros((0, dim), np.float32), False)
-    setting = tune(lambda q, k, p, d: run(q, k, p, d, exclude=tuning_ids), tuning, best["tuning"][1],
-                   index.nlist, False)
+    setting = tune(
+        lambda q, k, p, d: run(q, k, p, d, exclude=tuning_ids), tuning, best["tuning"][1], index.nlist, False
+    )
     recalls = {name: recall_at_k(run(q, TUNE_K, setting.nprobe, 1), best[name][1]) for name, q in queries.items()}
     curve = [
         (nprobe, recall_at_k(run(queries["text-like"], TUNE_K, nprobe, 1), best["text-like"][1]))
         for nprobe in (1, 4, 16, 64, 256)
     ]
-    print("  recall@10 of text-like queries by nprobe: "
-          + ", ".join(f"{nprobe}: {recall:.3f}" for nprobe, recall in curve), flush=True)
+    print(
+        "  recall@10 of text-like queries by nprobe: "
+        + ", ".join(f"{nprobe}: {recall:.3f}" for nprobe, recall in curve),
+        flush=True,
+    )
     latencies = []
     for query in queries["text-like"]:
         began = time.perf_counter()
@@ -206,33 +234,54 @@ def measure_streaming(size: int, dim: int, budget: int, results: list[dict[str, 
     qps = len(batch) / (time.perf_counter() - began)
     size_bytes = len(__import__("faiss").serialize_index(index.index))
     row = {
-        "vectors": size, "dim": dim, "index": plan.factory, "family": plan.family, "budget_bytes": budget,
-        "build_seconds": round(build, 1), "train_seconds": round(trained, 1), "memory_bytes": size_bytes,
-        "process_rss_bytes": memory, "nprobe": setting.nprobe, "recall@10_tuning": round(setting.recall, 4),
-        "recall@10_image_like": round(recalls["image-like"], 4), "recall@10_text_like": round(recalls["text-like"], 4),
-        "p50_ms": round(latencies[len(latencies) // 2], 3), "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3),
-        "batch_qps": round(qps, 1), "text_like_recall_by_nprobe": dict(curve),
+        "vectors": size,
+        "dim": dim,
+        "index": plan.factory,
+        "family": plan.family,
+        "budget_bytes": budget,
+        "build_seconds": round(build, 1),
+        "train_seconds": round(trained, 1),
+        "memory_bytes": size_bytes,
+        "process_rss_bytes": memory,
+        "nprobe": setting.nprobe,
+        "recall@10_tuning": round(setting.recall, 4),
+        "recall@10_image_like": round(recalls["image-like"], 4),
+        "recall@10_text_like": round(recalls["text-like"], 4),
+        "p50_ms": round(latencies[len(latencies) // 2], 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3),
+        "batch_qps": round(qps, 1),
+        "text_like_recall_by_nprobe": dict(curve),
     }
     results.append(row)
-    print(f"  {plan.factory}: build {build:.0f} s (training {trained:.0f} s, generation excluded), index "
-          f"{human_bytes(size_bytes)}, process RSS {human_bytes(memory)}; nprobe {setting.nprobe}: recall@10 "
-          f"{setting.recall:.3f} tuning, {recalls['image-like']:.3f} image-like, {recalls['text-like']:.3f} text-like; "
-          f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, batch {qps:.0f} QPS", flush=True)
+    print(
+        f"  {plan.factory}: build {build:.0f} s (training {trained:.0f} s, generation excluded), index "
+        f"{human_bytes(size_bytes)}, process RSS {human_bytes(memory)}; nprobe {setting.nprobe}: recall@10 "
+        f"{setting.recall:.3f} tuning, {recalls['image-like']:.3f} image-like, {recalls['text-like']:.3f} text-like; "
+        f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, batch {qps:.0f} QPS",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--stream", type=int, nargs="*", default=[],
-                        help="Sizes to build streamed, with the index chosen for --budget (e.g. 10000000).")
+    parser.add_argument(
+        "--stream",
+        type=int,
+        nargs="*",
+        default=[],
+        help="Sizes to build streamed, with the index chosen for --budget (e.g. 10000000).",
+    )
     parser.add_argument("--budget", default="8G", help="Memory budget for the streamed sizes.")
     parser.add_argument("--json", type=Path, help="Also write the rows as JSON here.")
     args = parser.parse_args()
     import faiss
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"faiss {faiss.__version__} with {faiss.omp_get_max_threads()} threads, numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"faiss {faiss.__version__} with {faiss.omp_get_max_threads()} threads, numpy {np.__version__}"
+    )
     results: list[dict[str, Any]] = []
     for size in args.sizes:
         measure(size, args.dim, results)

@@ -181,7 +181,7 @@ def hit_key(path: str) -> str:
 
 
 def text_to_image(index, pictures: list[Picture], copies: list[Path]) -> dict:
-    caption_of = {hit_key(str(copy)): picture.caption for copy, picture in zip(copies, pictures)}
+    caption_of = {hit_key(str(copy)): picture.caption for copy, picture in zip(copies, pictures, strict=True)}
     holders: dict[str, int] = Counter(p.caption for p in pictures)
     n = len(pictures)
     hits = {k: 0 for k in KS}
@@ -203,7 +203,7 @@ def text_to_image(index, pictures: list[Picture], copies: list[Path]) -> dict:
 def image_to_text(index, pictures: list[Picture], copies: list[Path]) -> dict:
     captions = len({p.caption for p in pictures})
     hits = {k: 0 for k in KS}
-    for copy, picture in zip(copies, pictures):
+    for copy, picture in zip(copies, pictures, strict=True):
         found = index.describe(copy, k=max(KS))
         texts = [hit.caption for hit in found]
         for k in KS:
@@ -218,7 +218,7 @@ def image_to_text(index, pictures: list[Picture], copies: list[Path]) -> dict:
 
 
 def zero_shot(index, pictures: list[Picture], copies: list[Path]) -> dict:
-    stamps = [(copy, p) for copy, p in zip(copies, pictures) if p.category]
+    stamps = [(copy, p) for copy, p in zip(copies, pictures, strict=True) if p.category]
     if not stamps:
         return {"queries": 0}
     categories = sorted({p.category for _, p in stamps} | set(starter_data.tuxpaint_categories()))
@@ -298,18 +298,24 @@ def random_recall(n: int, relevant: int, k: int) -> float:
 
 
 def print_report(results: dict) -> None:
-    print(f"starter model on {results['source']}: {results['pictures']} pictures, "
-          f"{results['distinct_captions']} distinct captions (indexed in {results['index_seconds']} s)")
+    print(
+        f"starter model on {results['source']}: {results['pictures']} pictures, "
+        f"{results['distinct_captions']} distinct captions (indexed in {results['index_seconds']} s)"
+    )
     t2i, i2t, zs, i2i = (results[k] for k in ("text_to_image", "image_to_text", "zero_shot", "image_to_image"))
     print("task            " + "".join(f"  R@{k:<3} (chance)  " for k in KS))
     for name, row in (("text -> image", t2i), ("image -> text", i2t)):
         print(f"{name:<16}" + "".join(f"  {row[f'recall@{k}']:.3f} ({row[f'chance@{k}']:.3f}) " for k in KS))
-    print(f"image -> image    R@1 {i2i['recall@1']:.3f} (chance {i2i['chance@1']:.4f}), "
-          f"R@5 {i2i['recall@5']:.3f}  [{i2i['transform']}]")
+    print(
+        f"image -> image    R@1 {i2i['recall@1']:.3f} (chance {i2i['chance@1']:.4f}), "
+        f"R@5 {i2i['recall@5']:.3f}  [{i2i['transform']}]"
+    )
     if zs.get("queries"):
-        print(f"zero-shot         {zs['queries']} Tux Paint stamps into {zs['labels']} categories: accuracy "
-              f"{zs['accuracy']:.3f} (majority class '{zs['majority_class']}' {zs['majority_rate']:.3f}, "
-              f"chance {zs['chance']:.3f})")
+        print(
+            f"zero-shot         {zs['queries']} Tux Paint stamps into {zs['labels']} categories: accuracy "
+            f"{zs['accuracy']:.3f} (majority class '{zs['majority_class']}' {zs['majority_rate']:.3f}, "
+            f"chance {zs['chance']:.3f})"
+        )
 
 
 if __name__ == "__main__":

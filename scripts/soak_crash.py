@@ -58,7 +58,7 @@ def change_tree(tree: Path, rng: random.Random, round_no: int) -> str:
     """A day of changes: a few new pictures, an edit, a rename, a deletion, caption edits."""
     pictures = sorted(tree.rglob("*.jpg"))
     added = make_jpegs(tree / f"new{round_no:03d}", rng.randint(60, 200), size=(256, 192), seed=round_no)
-    for path in added[:: 5]:
+    for path in added[::5]:
         path.with_suffix(".txt").write_text(f"picture {path.stem} of round {round_no}\n")
     done = [f"+{len(added)}"]
     if len(pictures) > 10:
@@ -86,14 +86,21 @@ def default_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def stop_after(command: list[str], sig: int, *, delay: float | None = None, commits: int = 0,
-               extra: float = 0.0) -> tuple[int, str, float]:
+def stop_after(
+    command: list[str], sig: int, *, delay: float | None = None, commits: int = 0, extra: float = 0.0
+) -> tuple[int, str, float]:
     """Run, and send `sig` either `delay` seconds after the start or `extra` seconds after the process
     logged its `commits`-th commit (mid-crawl, mid-batch or while saving: wherever it then is).
     Returns (exit status, stderr, seconds it ran)."""
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment(),
-                               text=True, preexec_fn=default_ctrl_c)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=environment(),
+        text=True,
+        preexec_fn=default_ctrl_c,
+    )
     assert process.stderr is not None
     lines: list[str] = []
     timer = None
@@ -167,15 +174,30 @@ def main() -> None:
             print(text, flush=True)
             lines.append(text)
 
-        say(f"soak_crash: {args.files} pictures, {args.rounds} rounds, seed {args.seed}, "
+        say(
+            f"soak_crash: {args.files} pictures, {args.rounds} rounds, seed {args.seed}, "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{time.strftime('%Y-%m-%d')}")
-        say(f"{'round':>5}  {'signal':7} {'after s':>7}  {'exit':>4}  {'commits':>7}  {'items':>6}  "
-            f"{'check':5}  {'exact':5}  changes")
+            f"{time.strftime('%Y-%m-%d')}"
+        )
+        say(
+            f"{'round':>5}  {'signal':7} {'after s':>7}  {'exit':>4}  {'commits':>7}  {'items':>6}  "
+            f"{'check':5}  {'exact':5}  changes"
+        )
         rounds = []
         # fp32: every process embeds exactly alike, so the end result can be compared vector by vector
-        command = vecsearch("-v", "index", str(tree), "--index", str(index_dir), "--model", "starter",
-                            "--batch-size", "16", "--inference", "fp32")
+        command = vecsearch(
+            "-v",
+            "index",
+            str(tree),
+            "--index",
+            str(index_dir),
+            "--model",
+            "starter",
+            "--batch-size",
+            "16",
+            "--inference",
+            "fp32",
+        )
         for round_no in range(1, args.rounds + 1):
             changes = change_tree(tree, rng, round_no) if round_no > 1 else "first crawl"
             before = index_state(index_dir) if (index_dir / "manifest.json").exists() else (0, 0)
@@ -183,16 +205,15 @@ def main() -> None:
             if rng.random() < 0.3:  # any moment, start-up and walking included
                 status, stderr, ran = stop_after(command, sig, delay=rng.uniform(0.5, args.max_delay))
             else:  # in the thick of it: after some commits, at a random point of the next batch or save
-                status, stderr, ran = stop_after(command, sig, commits=rng.randint(1, 12),
-                                                 extra=rng.uniform(0.0, 0.4))
+                status, stderr, ran = stop_after(command, sig, commits=rng.randint(1, 12), extra=rng.uniform(0.0, 0.4))
             commits = [(int(g), int(n)) for g, n in COMMITTED.findall(stderr)]
             if not (index_dir / "manifest.json").exists():
                 say(f"{round_no:>5}  {sig.name:7} {ran:7.1f}  {status:>4}  (stopped before the index existed)")
-                rounds.append({"round": round_no, "signal": sig.name, "seconds": ran, "exit": status,
-                               "created": False})
+                rounds.append({"round": round_no, "signal": sig.name, "seconds": ran, "exit": status, "created": False})
                 continue
-            checked = subprocess.run(vecsearch("check", str(index_dir), "--json"), capture_output=True,
-                                     text=True, env=environment())
+            checked = subprocess.run(
+                vecsearch("check", str(index_dir), "--json"), capture_output=True, text=True, env=environment()
+            )
             report = json.loads(checked.stdout) if checked.stdout.strip() else {"ok": False}
             state = index_state(index_dir)
             # The log line follows the commit, so a stop between the two leaves the database one
@@ -201,36 +222,81 @@ def main() -> None:
             matches_log = state == logged or state[0] == logged[0] + 1
             exact = answers_like_exact_scan(index_dir)
             ok = report.get("ok") and checked.returncode == 0 and matches_log and exact
-            say(f"{round_no:>5}  {sig.name:7} {ran:7.1f}  {status:>4}  {len(commits):>7}  {state[1]:>6}  "
+            say(
+                f"{round_no:>5}  {sig.name:7} {ran:7.1f}  {status:>4}  {len(commits):>7}  {state[1]:>6}  "
                 f"{'ok' if report.get('ok') else 'BAD':5}  {'ok' if exact else 'BAD':5}  {changes}"
-                + ("" if matches_log else f"  DATABASE {state} != LAST COMMIT {logged}"))
-            rounds.append({"round": round_no, "signal": sig.name, "seconds": round(ran, 2), "exit": status,
-                           "commits": len(commits), "items": state[1], "check_ok": bool(report.get("ok")),
-                           "matches_last_commit": matches_log, "exact": exact, "ok": bool(ok)})
+                + ("" if matches_log else f"  DATABASE {state} != LAST COMMIT {logged}")
+            )
+            rounds.append(
+                {
+                    "round": round_no,
+                    "signal": sig.name,
+                    "seconds": round(ran, 2),
+                    "exit": status,
+                    "commits": len(commits),
+                    "items": state[1],
+                    "check_ok": bool(report.get("ok")),
+                    "matches_last_commit": matches_log,
+                    "exact": exact,
+                    "ok": bool(ok),
+                }
+            )
 
         finished = subprocess.run(command, capture_output=True, text=True, env=environment())
         fresh_dir = work / "fresh"
-        fresh = subprocess.run(vecsearch("index", str(tree), "--index", str(fresh_dir), "--model", "starter",
-                                         "--batch-size", "16", "--inference", "fp32", "-q"),
-                               capture_output=True, text=True, env=environment())
+        fresh = subprocess.run(
+            vecsearch(
+                "index",
+                str(tree),
+                "--index",
+                str(fresh_dir),
+                "--model",
+                "starter",
+                "--batch-size",
+                "16",
+                "--inference",
+                "fp32",
+                "-q",
+            ),
+            capture_output=True,
+            text=True,
+            env=environment(),
+        )
         got, want = contents(index_dir), contents(fresh_dir)
         same_items = got.keys() == want.keys()
         same_vectors = same_items and all(np.allclose(got[k], want[k], atol=1e-5) for k in want)
         bad = [r for r in rounds if r.get("created", True) and not r.get("ok")]
-        say(f"final run exit {finished.returncode}; fresh index exit {fresh.returncode}; "
+        say(
+            f"final run exit {finished.returncode}; fresh index exit {fresh.returncode}; "
             f"{len(got)} items against {len(want)} in a fresh index of the same tree: "
-            f"items {'equal' if same_items else 'DIFFER'}, vectors {'equal' if same_vectors else 'DIFFER'}")
-        say(f"{len(rounds)} stops ({sum(r['signal'] == 'SIGKILL' for r in rounds)} SIGKILL, "
-            f"{sum(r['signal'] == 'SIGINT' for r in rounds)} SIGINT), {len(bad)} broke a promise")
+            f"items {'equal' if same_items else 'DIFFER'}, vectors {'equal' if same_vectors else 'DIFFER'}"
+        )
+        say(
+            f"{len(rounds)} stops ({sum(r['signal'] == 'SIGKILL' for r in rounds)} SIGKILL, "
+            f"{sum(r['signal'] == 'SIGINT' for r in rounds)} SIGINT), {len(bad)} broke a promise"
+        )
         if not args.no_save:
             RESULTS.mkdir(exist_ok=True)
             (RESULTS / "soak_crash.txt").write_text("\n".join(lines) + "\n")
-            (RESULTS / "soak_crash.json").write_text(json.dumps({
-                "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-                "cores": os.cpu_count(), "files": args.files, "seed": args.seed, "rounds": rounds,
-                "final_items": len(got), "fresh_items": len(want), "items_equal": same_items,
-                "vectors_equal": same_vectors, "broken": len(bad),
-            }, indent=2) + "\n")
+            (RESULTS / "soak_crash.json").write_text(
+                json.dumps(
+                    {
+                        "date": time.strftime("%Y-%m-%d"),
+                        "machine": platform.processor() or platform.machine(),
+                        "cores": os.cpu_count(),
+                        "files": args.files,
+                        "seed": args.seed,
+                        "rounds": rounds,
+                        "final_items": len(got),
+                        "fresh_items": len(want),
+                        "items_equal": same_items,
+                        "vectors_equal": same_vectors,
+                        "broken": len(bad),
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
         sys.exit(0 if not bad and same_vectors else 1)
 
 

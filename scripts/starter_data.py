@@ -23,9 +23,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -71,9 +71,7 @@ def ensure_packages(install: bool = True) -> None:
     subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *DEBIAN_PACKAGES], check=True)
 
 
-def collect(
-    openclipart_dir: Path = OPENCLIPART_DIR, tuxpaint_dir: Path = TUXPAINT_DIR
-) -> list[Record]:
+def collect(openclipart_dir: Path = OPENCLIPART_DIR, tuxpaint_dir: Path = TUXPAINT_DIR) -> list[Record]:
     """Every usable picture of both packages, in a stable order."""
     records = list(_tuxpaint_records(tuxpaint_dir)) + list(_openclipart_records(openclipart_dir))
     records.sort(key=lambda r: r.path)

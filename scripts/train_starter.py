@@ -49,10 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ema", type=float, default=0.0,
-                        help="keep an exponential moving average of the weights with this decay (0: off)")
-    parser.add_argument("--strong-aug", action="store_true",
-                        help="wider zoom and shift, and a white square cut out of half the pictures")
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights with this decay (0: off)",
+    )
+    parser.add_argument(
+        "--strong-aug",
+        action="store_true",
+        help="wider zoom and shift, and a white square cut out of half the pictures",
+    )
     parser.add_argument("--limit", type=int, default=0, help="use only this many training pictures (smoke runs)")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the packaged one)")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "vecsearch" / "starter-data")
@@ -106,9 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     val_caption_ids = torch.tensor([caption_id[r.caption] for r in val])
     t0 = time.perf_counter()
     curve = fit(
-        model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_caption_ids,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device, log=log,
-        ema_decay=args.ema, strong=args.strong_aug,
+        model,
+        train_pixels,
+        train_caption_ids,
+        text_vectors,
+        val_pixels,
+        val_caption_ids,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=device,
+        log=log,
+        ema_decay=args.ema,
+        strong=args.strong_aug,
     )
     train_seconds = time.perf_counter() - t0
     total_seconds = time.perf_counter() - started
@@ -129,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         "view_loss_weight": VIEW_LOSS_WEIGHT,
         "train_pictures": len(train),
         "val_pictures": len(val),
-        "device": device if device != "cpu" else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+        "device": device
+        if device != "cpu"
+        else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
         "torch": torch.__version__,
         "decode_seconds": round(decode_seconds, 1),
         "train_seconds": round(train_seconds, 1),
@@ -140,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     starter.save_image_tower(model, out, metadata={"card": json.dumps(card)})
     card_path = starter.CARD_PATH if out == starter.WEIGHTS_PATH else out.with_suffix(".card.json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); training took {train_seconds / 60:.1f} min, "
-        f"{total_seconds / 60:.1f} min in all")
+    log(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); training took {train_seconds / 60:.1f} min, "
+        f"{total_seconds / 60:.1f} min in all"
+    )
     return 0
 
 
@@ -190,8 +212,23 @@ def embed_captions(model, tokenizer, captions: list[str], device: str):
     return torch.cat(vectors).clone()
 
 
-def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_caption_ids, *,
-        epochs, batch_size, lr, seed, device, log, ema_decay: float = 0.0, strong: bool = False) -> list[dict]:
+def fit(
+    model,
+    train_pixels,
+    train_caption_ids,
+    text_vectors,
+    val_pixels,
+    val_caption_ids,
+    *,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    device,
+    log,
+    ema_decay: float = 0.0,
+    strong: bool = False,
+) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
@@ -208,8 +245,11 @@ def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_ca
     warmup = min(steps_per_epoch, max(1, total_steps // 10))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: (step + 1) / warmup if step < warmup
-        else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup))),
+        lambda step: (
+            (step + 1) / warmup
+            if step < warmup
+            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+        ),
     )
     pixels = torch.from_numpy(train_pixels)
     text_vectors = text_vectors.to(device)
@@ -252,8 +292,12 @@ def fit(model, train_pixels, train_caption_ids, text_vectors, val_pixels, val_ca
         if ema is not None and epoch + 1 < epochs:
             visual.load_state_dict(live)  # keep training the live weights; the average is what ships
         visual.train()
-        point = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)) if losses else 0.0, 4),
-                 "val_text_to_image_r10": round(recall, 4), "seconds": round(time.perf_counter() - t0, 1)}
+        point = {
+            "epoch": epoch + 1,
+            "loss": round(float(np.mean(losses)) if losses else 0.0, 4),
+            "val_text_to_image_r10": round(recall, 4),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         curve.append(point)
         log(json.dumps(point))
     visual.eval()

@@ -10,8 +10,9 @@ Models load once per session; every test gets a clean environment (no network, i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def assert_same_ranking(
     np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=atol)
     wanted = dict(want)
     last = want[-1][1] if want else 0.0
-    for (got_id, _), (want_id, want_score) in zip(got, want):
+    for (got_id, _), (want_id, want_score) in zip(got, want, strict=True):
         if got_id == want_id:
             continue
         # a swap among near-equal scores, or an item that tied with the last one kept
@@ -109,7 +110,9 @@ def minilm_encoder():
     return load_encoder("st:all-MiniLM-L6-v2", device="cpu")
 
 
-def make_image(path: Path, colour: str = "red", shape: str = "circle", size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
+def make_image(
+    path: Path, colour: str = "red", shape: str = "circle", size: tuple[int, int] = (64, 48), seed: int = 0
+) -> Path:
     """A picture of a coloured shape on a noisy background; different seeds give different pictures."""
     rng = np.random.default_rng(seed)
     background = (rng.random((size[1], size[0], 3)) * 60 + 100).astype("uint8")
@@ -133,8 +136,9 @@ def make_images() -> Callable[..., list[Path]]:
         paths = []
         for i in range(count):
             paths.append(
-                make_image(folder / f"{prefix}{i}{suffix}", colours[i % len(colours)],
-                           "circle" if i % 2 else "square", seed=i)
+                make_image(
+                    folder / f"{prefix}{i}{suffix}", colours[i % len(colours)], "circle" if i % 2 else "square", seed=i
+                )
             )
         return paths
 
@@ -184,13 +188,29 @@ def write_tiny_st_clip(folder: Path, seed: int = 0) -> Path:
     (hf / "vocab.json").write_text(json.dumps(vocab))
     (hf / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizerFast(vocab_file=str(hf / "vocab.json"), merges_file=str(hf / "merges.txt"))
-    special = {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
-               "pad_token_id": vocab["<|endoftext|>"]}
+    special = {
+        "bos_token_id": vocab["<|startoftext|>"],
+        "eos_token_id": vocab["<|endoftext|>"],
+        "pad_token_id": vocab["<|endoftext|>"],
+    }
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=64, **special),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            **special,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=16,
     )
     torch.manual_seed(seed)

@@ -158,8 +158,11 @@ class LoopbackHub:
     def body_gets(self, filename: str | None = None) -> list[Request]:
         """GETs that sent file content (of one file, or of any)."""
         with self._lock:
-            return [r for r in self.log if r.method == "GET" and r.body_bytes > 0
-                    and (filename is None or self.filename_of(r) == filename)]
+            return [
+                r
+                for r in self.log
+                if r.method == "GET" and r.body_bytes > 0 and (filename is None or self.filename_of(r) == filename)
+            ]
 
     def filename_of(self, request: Request) -> str | None:
         """The repository file a request was about (a CDN path names the file by its sha256)."""
@@ -225,14 +228,23 @@ def _handler(hub: LoopbackHub, server_name: str) -> type[BaseHTTPRequestHandler]
 
         def _record(self, status: int, body_bytes: int = 0) -> None:
             with hub._lock:
-                hub.log.append(Request(server_name, self.command, urlsplit(self.path).path,
-                                       dict(self.headers.items()), status, body_bytes))
+                hub.log.append(
+                    Request(
+                        server_name,
+                        self.command,
+                        urlsplit(self.path).path,
+                        dict(self.headers.items()),
+                        status,
+                        body_bytes,
+                    )
+                )
 
         def _answer(self, send_body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
             routes: list[tuple[re.Pattern[str], Callable[[re.Match[str], bool], None]]] = (
-                [(_CDN, self._cdn)] if server_name == "cdn" else
-                [(_RESOLVE, self._resolve), (_TREE, self._tree), (_INFO, self._info), (_AGENTS, self._agents)]
+                [(_CDN, self._cdn)]
+                if server_name == "cdn"
+                else [(_RESOLVE, self._resolve), (_TREE, self._tree), (_INFO, self._info), (_AGENTS, self._agents)]
             )
             for pattern, route in routes:
                 match = pattern.match(path)
@@ -362,12 +374,26 @@ def _handler(hub: LoopbackHub, server_name: str) -> type[BaseHTTPRequestHandler]
             if repo is None:
                 return
             siblings = [
-                {"rfilename": name, "size": f.size, "blobId": f.git_oid,
-                 **({"lfs": {"sha256": f.sha256, "size": f.size, "pointerSize": len(f.git_blob)}} if f.lfs else {})}
+                {
+                    "rfilename": name,
+                    "size": f.size,
+                    "blobId": f.git_oid,
+                    **({"lfs": {"sha256": f.sha256, "size": f.size, "pointerSize": len(f.git_blob)}} if f.lfs else {}),
+                }
                 for name, f in sorted(repo.files.items())
             ]
-            self._json({"id": match.group("repo"), "modelId": match.group("repo"), "sha": repo.commit,
-                        "private": False, "gated": False, "disabled": False, "siblings": siblings}, send_body)
+            self._json(
+                {
+                    "id": match.group("repo"),
+                    "modelId": match.group("repo"),
+                    "sha": repo.commit,
+                    "private": False,
+                    "gated": False,
+                    "disabled": False,
+                    "siblings": siblings,
+                },
+                send_body,
+            )
 
         def _tree(self, match: re.Match[str], send_body: bool) -> None:
             repo = self._repo(match, send_body)
@@ -383,14 +409,22 @@ def _handler(hub: LoopbackHub, server_name: str) -> type[BaseHTTPRequestHandler]
                 base = f"{folder}/" if folder else ""
                 for depth in range(1, len(parts)):
                     path = base + "/".join(parts[:depth])
-                    entries[path] = {"type": "directory", "path": path, "size": 0,
-                                     "oid": hashlib.sha1(path.encode()).hexdigest()}
+                    entries[path] = {
+                        "type": "directory",
+                        "path": path,
+                        "size": 0,
+                        "oid": hashlib.sha1(path.encode()).hexdigest(),
+                    }
                     if not recursive:
                         break
                 if recursive or len(parts) == 1:
-                    entries[name] = {"type": "file", "path": name, "size": f.size, "oid": f.git_oid,
-                                     **({"lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(f.git_blob)}}
-                                        if f.lfs else {})}
+                    entries[name] = {
+                        "type": "file",
+                        "path": name,
+                        "size": f.size,
+                        "oid": f.git_oid,
+                        **({"lfs": {"oid": f.sha256, "size": f.size, "pointerSize": len(f.git_blob)}} if f.lfs else {}),
+                    }
             if folder and not entries:
                 self._error(404, "EntryNotFound", send_body, repo)
                 return

@@ -17,18 +17,51 @@ MAX_LINES = 500
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("version", "errors", "results", "faults", "pathutil", "sizes", "schema"),
-    "components": ("images", "crawl", "encoders", "store", "plan", "vectors", "manifest", "lock", "home",
-                   "query", "classify", "thumbnails"),
-    "jobs": ("vector_file", "model", "roots", "pipeline", "chunks", "captions", "indexer", "embedding",
-             "lookup", "retrieval", "check"),
+    "components": (
+        "images",
+        "crawl",
+        "encoders",
+        "store",
+        "plan",
+        "vectors",
+        "manifest",
+        "lock",
+        "home",
+        "query",
+        "classify",
+        "thumbnails",
+    ),
+    "jobs": (
+        "vector_file",
+        "model",
+        "roots",
+        "pipeline",
+        "chunks",
+        "captions",
+        "indexer",
+        "embedding",
+        "lookup",
+        "retrieval",
+        "check",
+    ),
     "facade": ("index",),
     "public API": ("",),  # vecsearch/__init__.py
     "front-ends": ("cli", "serve", "__main__"),
 }
 # What the command line and the server may use besides the public API: helpers that know nothing of how
 # an index is stored or searched.
-FRONT_END_HELPERS = {"errors", "results", "query", "images", "thumbnails", "sizes", "home", "classify",
-                     "encoders", "version"}
+FRONT_END_HELPERS = {
+    "errors",
+    "results",
+    "query",
+    "images",
+    "thumbnails",
+    "sizes",
+    "home",
+    "classify",
+    "encoders",
+    "version",
+}
 
 
 def modules() -> dict[str, Path]:
@@ -62,7 +95,7 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
         for target in targets:
             if target != "vecsearch" and not target.startswith("vecsearch."):
                 continue
-            inner = target[len("vecsearch."):] if target != "vecsearch" else ""
+            inner = target[len("vecsearch.") :] if target != "vecsearch" else ""
             while inner not in known and inner:
                 inner = inner.rpartition(".")[0]
             if inner in known and inner != name:
@@ -103,7 +136,7 @@ def test_no_import_circle() -> None:
         path.append(node)
         for target in sorted(edges[node]):
             if state.get(target) == 1:
-                circles.append(" -> ".join(path[path.index(target):] + [target]))
+                circles.append(" -> ".join(path[path.index(target) :] + [target]))
             elif target not in state:
                 visit(target)
         path.pop()

@@ -22,8 +22,9 @@ import sys
 import textwrap
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -160,7 +161,11 @@ def build_corpus(
     put("text.jpg", b"<html>this is a web page, not a photo</html>\n", "^not a readable image$")
     put("random.png", np.random.default_rng(3).bytes(5000), "^not a readable image$")
     # decompression bombs: tiny files claiming huge pictures
-    put("bomb.png", png_claiming(100_000, 100_000), re.escape("image too large (100000x100000, 10000 MP > limit 1000 MP)"))
+    put(
+        "bomb.png",
+        png_claiming(100_000, 100_000),
+        re.escape("image too large (100000x100000, 10000 MP > limit 1000 MP)"),
+    )
     put("bomb.bmp", bmp_claiming(30_000, 30_000), re.escape(f"image too large (900 MP: {ONLY_STREAMED})"))
     put("cut_huge.png", png_claiming(20_000, 20_000), r"^cannot decode image \(vipspng: ")
     # odd but valid pictures
@@ -282,7 +287,7 @@ def test_bad_files_are_skipped_with_reasons_and_good_ones_indexed_correctly(
         report = index.add(root, captions=captions)
 
         got = skips(report)
-        assert set(got) == set(expected_skips), (set(got) ^ set(expected_skips))
+        assert set(got) == set(expected_skips), set(got) ^ set(expected_skips)
         for path, pattern in expected_skips.items():
             assert re.search(pattern, got[path]), (path, got[path])
         assert len(report.skipped) == len(got)  # each file once
@@ -324,7 +329,7 @@ def test_cli_reports_every_skip_and_exits_0(tmp_path: Path, tiny_model_dir: Path
     assert len(printed) == len(expected_skips)
     for path, pattern in expected_skips.items():
         line = next(line for line in printed if line.startswith(f"skipped {path}: "))
-        assert re.search(pattern, line[len(f"skipped {path}: "):]), line
+        assert re.search(pattern, line[len(f"skipped {path}: ") :]), line
 
 
 # --- what the indexed pictures look like ---------------------------------------------------------
@@ -356,8 +361,10 @@ def test_transparency_becomes_white_on_both_paths(stream_above: float) -> None:
     palette = Image.new("P", (60, 40), 0)
     palette.putpalette([0, 200, 0, 10, 10, 10] + [0, 0, 0] * 254)
     palette.paste(1, (30, 0, 60, 40))
-    for data, left in ((_encoded(Image.fromarray(rgba, "RGBA"), "PNG"), RED),
-                       (_encoded(palette, "PNG", transparency=1), (0, 200, 0))):
+    for data, left in (
+        (_encoded(Image.fromarray(rgba, "RGBA"), "PNG"), RED),
+        (_encoded(palette, "PNG", transparency=1), (0, 200, 0)),
+    ):
         pixels = np.asarray(load_image(data, stream_above_megapixels=stream_above), dtype=np.int32)
         assert (pixels[:, 30:] == 255).all()
         assert (pixels[:, :30] == left).all()
@@ -394,8 +401,12 @@ def test_huge_png_is_streamed_to_the_size_asked(huge_png: Path) -> None:
 # --- files that vanish or change while a crawl runs ------------------------------------------------
 
 
-def _hook_hashing(patch: pytest.MonkeyPatch, target: Path, before: Callable[[], None] | None = None,
-                  after: Callable[[], None] | None = None) -> None:
+def _hook_hashing(
+    patch: pytest.MonkeyPatch,
+    target: Path,
+    before: Callable[[], None] | None = None,
+    after: Callable[[], None] | None = None,
+) -> None:
     """Run `before`/`after` around the crawler's hashing of `target`: the moment between walking the
     folder and decoding the picture."""
     real = pipeline.hash_file
@@ -489,7 +500,7 @@ def _grow_while_read(patch: pytest.MonkeyPatch, target: Path) -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(self.handle, name)
 
-        def __enter__(self) -> "Growing":
+        def __enter__(self) -> Growing:
             return self
 
         def __exit__(self, *exc: object) -> None:

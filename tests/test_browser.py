@@ -21,8 +21,9 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from conftest import make_image
@@ -69,7 +70,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser-photos")
     colours = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
     names = ["apple", "sea", "leaf", "sun", "trips/car", "trips/tent", "trips/night", "more/snow"]
-    for i, (name, colour) in enumerate(zip(names, colours)):
+    for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
         make_image(root / f"{name}.png", colour, "circle" if i % 2 else "square", size=(96, 72), seed=i)
         if name in SIDECARS:
             (root / f"{name}.txt").write_text(SIDECARS[name] + "\n")
@@ -145,8 +146,15 @@ def browser(server: str) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
-                     "--force-device-scale-factor=1", "--disable-gpu", "--lang=en-US"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--force-device-scale-factor=1",
+        "--disable-gpu",
+        "--lang=en-US",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     with pytest.MonkeyPatch.context() as patch:
@@ -179,16 +187,24 @@ def act(driver: Any, do: Callable[[], Any]) -> None:
     """Do something on the page and wait until the actions it started are over (body[data-state=idle])."""
     before = done_count(driver)
     do()
-    wait(driver, lambda d: d.execute_script(
-        "return document.body.dataset.state === 'idle' && Number(document.body.dataset.done) > arguments[0]",
-        before), "the page did not finish its requests")
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            "return document.body.dataset.state === 'idle' && Number(document.body.dataset.done) > arguments[0]", before
+        ),
+        "the page did not finish its requests",
+    )
 
 
 def open_page(driver: Any, server: str) -> None:
     driver.get(server + "/")
-    wait(driver, lambda d: d.execute_script(
-        "return document.body.dataset.state === 'idle' && Number(document.body.dataset.done) >= 1"),
-        "the page did not load the index's info")
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            "return document.body.dataset.state === 'idle' && Number(document.body.dataset.done) >= 1"
+        ),
+        "the page did not load the index's info",
+    )
     k = find(driver, "#k")
     k.clear()
     k.send_keys(str(K))
@@ -234,7 +250,7 @@ def assert_results(driver: Any, expected: list) -> None:
     shown = cards(driver)
     assert [c["id"] for c in shown] == [h.id for h in expected]
     assert [c["rank"] for c in shown] == list(range(1, len(expected) + 1))
-    for card, hit in zip(shown, expected):
+    for card, hit in zip(shown, expected, strict=True):
         assert re.fullmatch(r"-?\d\.\d{3}", card["score"]), card["score"]
         assert abs(float(card["score"]) - hit.score) <= 0.0005 + 1e-6
         assert card["kind"] == hit.kind
@@ -243,16 +259,26 @@ def assert_results(driver: Any, expected: list) -> None:
 
 def wait_for_thumbnails(driver: Any, count: int) -> None:
     """Every card's thumbnail is a decoded picture (naturalWidth > 0), not a broken image."""
-    wait(driver, lambda d: d.execute_script("""
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            """
         const imgs = Array.from(document.querySelectorAll('#results .result img.thumb'));
         return imgs.length === arguments[0] && imgs.every((img) => img.complete && img.naturalWidth > 0);
-        """, count), "the thumbnails did not load")
+        """,
+            count,
+        ),
+        "the thumbnails did not load",
+    )
 
 
 def assert_no_script_errors(driver: Any) -> None:
     """No uncaught exception in the page (an API's 4xx answer logs a failed resource: that is expected)."""
-    errors = [entry["message"] for entry in driver.get_log("browser")
-              if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]]
+    errors = [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]
     assert not errors, errors
 
 
@@ -283,8 +309,16 @@ def test_prompt_search_shows_the_library_results(browser: Any, server: str, libr
     wait_for_thumbnails(browser, K)
     assert [c["alt"] for c in cards(browser)] == [h.caption or h.relpath for h in expected]
     assert re.fullmatch(rf"{K} results in \d+ ms", find(browser, "#status").text)
-    assert query_json(browser) == {"terms": [PROMPT], "k": K, "kind": None, "path": None, "min_score": None,
-                                   "within": None, "like": [], "unlike": []}
+    assert query_json(browser) == {
+        "terms": [PROMPT],
+        "k": K,
+        "kind": None,
+        "path": None,
+        "min_score": None,
+        "within": None,
+        "like": [],
+        "unlike": [],
+    }
     assert find(browser, "#error").get_attribute("hidden") is not None
 
     # Copy: to the clipboard where the browser allows it, else the JSON is selected for Ctrl+C.
@@ -330,7 +364,8 @@ def test_more_and_less_like_this_refine_the_query(browser: Any, server: str, lib
 
 def drop_file(driver: Any, data: bytes, name: str, mime: str = "image/png") -> None:
     """A real drop event on the drop zone, its DataTransfer holding a File made of these bytes."""
-    driver.execute_script("""
+    driver.execute_script(
+        """
         const [b64, name, mime] = arguments;
         const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
@@ -338,7 +373,11 @@ def drop_file(driver: Any, data: bytes, name: str, mime: str = "image/png") -> N
         const zone = document.querySelector('#drop-zone');
         for (const type of ['dragenter', 'dragover', 'drop']) {
           zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
-        }""", base64.b64encode(data).decode("ascii"), name, mime)
+        }""",
+        base64.b64encode(data).decode("ascii"),
+        name,
+        mime,
+    )
 
 
 def test_dropped_and_chosen_pictures_search_like_the_files(
@@ -401,17 +440,22 @@ def test_describe_and_classify_a_result(browser: Any, server: str, library: Inde
     labels = find(browser, "#classify-labels")
     labels.send_keys("red, blue")
     act(browser, lambda: find(browser, "#classify-button").click())
-    shown = [(e.find_element("css selector", ".label").text, e.find_element("css selector", ".probability").text)
-             for e in find_all(browser, "#classify-output li")]
+    shown = [
+        (e.find_element("css selector", ".label").text, e.find_element("css selector", ".probability").text)
+        for e in find_all(browser, "#classify-output li")
+    ]
     reference = library.classify(f"id:{item}", ["red", "blue"])
     assert [label for label, _ in shown] == [x.label for x in reference]
-    for (_, percent), x in zip(shown, reference):
+    for (_, percent), x in zip(shown, reference, strict=True):
         assert abs(float(percent.rstrip("%")) - 100 * x.probability) <= 0.05 + 1e-6
 
     # Escape closes the panel, and leaves the results as they were.
     ActionChains(browser).send_keys(Keys.ESCAPE).perform()
-    wait(browser, lambda d: d.find_element("css selector", "#picture-panel").get_attribute("open") is None,
-         "Escape did not close the panel")
+    wait(
+        browser,
+        lambda d: d.find_element("css selector", "#picture-panel").get_attribute("open") is None,
+        "Escape did not close the panel",
+    )
     assert [c["id"] for c in cards(browser)] == [h.id for h in library.search(PROMPT, k=K)]
     assert_no_script_errors(browser)
 

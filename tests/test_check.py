@@ -142,7 +142,7 @@ def test_damaged_database_pages_are_salvaged(built, tiny_encoder) -> None:
     data = bytearray(path.read_bytes())
     page = 4096
     start = len(data) - 3 * page
-    data[start:start + page] = b"\xff" * page
+    data[start : start + page] = b"\xff" * page
     path.write_bytes(bytes(data))
     report = check_index(folder)
     assert [f.area for f in report.findings] == ["database"] and report.findings[0].repair

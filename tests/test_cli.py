@@ -50,7 +50,9 @@ def test_python_dash_m_runs() -> None:
     assert result.stdout.strip() == "vecsearch, version 0.1.0"
 
 
-def test_index_command_creates_and_updates(runner: CliRunner, tmp_path: Path, photo_tree: Path, tiny_model_dir: Path) -> None:
+def test_index_command_creates_and_updates(
+    runner: CliRunner, tmp_path: Path, photo_tree: Path, tiny_model_dir: Path
+) -> None:
     folder = tmp_path / "made"
     result = invoke(runner, "index", str(photo_tree), "--index", str(folder), "--model", f"local-dir:{tiny_model_dir}")
     assert result.exit_code == 0, result.output
@@ -71,10 +73,22 @@ def test_index_command_creates_and_updates(runner: CliRunner, tmp_path: Path, ph
     assert report["counts"] == {"items": 8, "images": 4, "captions": 4, "files": 4}
 
 
-def test_index_by_name_lands_in_home(runner: CliRunner, photo_tree: Path, tiny_model_dir: Path, monkeypatch, tmp_path: Path) -> None:
+def test_index_by_name_lands_in_home(
+    runner: CliRunner, photo_tree: Path, tiny_model_dir: Path, monkeypatch, tmp_path: Path
+) -> None:
     home = tmp_path / "myhome"
-    result = invoke(runner, "--home", str(home), "index", str(photo_tree), "--name", "pics",
-                    "--model", f"local-dir:{tiny_model_dir}", "-q")
+    result = invoke(
+        runner,
+        "--home",
+        str(home),
+        "index",
+        str(photo_tree),
+        "--name",
+        "pics",
+        "--model",
+        f"local-dir:{tiny_model_dir}",
+        "-q",
+    )
     assert result.exit_code == 0
     assert result.stdout == ""
     assert (home / "pics" / "manifest.json").is_file()
@@ -111,7 +125,7 @@ def test_search_outputs_match_the_api(runner: CliRunner, built: Path) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["#", "score", "kind", "id", "path", "caption"]
     assert len(lines) == 4
-    for line, hit in zip(lines[1:], expected):
+    for line, hit in zip(lines[1:], expected, strict=True):
         cells = line.split()
         assert cells[:5] == [str(hit.rank), f"{hit.score:.4f}", hit.kind, str(hit.id), hit.path]
 
@@ -122,8 +136,21 @@ def test_negative_terms_and_options_mix(runner: CliRunner, built: Path) -> None:
     result = invoke(runner, "search", str(built), "a car", "-apple", "--kind", "any", "+2:sand", "-k", "4", "--json")
     assert result.exit_code == 0, result.output
     assert [h["id"] for h in json.loads(result.stdout)] == [h.id for h in expected]
-    subtract = invoke(runner, "search", str(built), "a car", "--subtract", "apple", "--add", "2:sand",
-                      "--kind", "any", "-k", "4", "--json")
+    subtract = invoke(
+        runner,
+        "search",
+        str(built),
+        "a car",
+        "--subtract",
+        "apple",
+        "--add",
+        "2:sand",
+        "--kind",
+        "any",
+        "-k",
+        "4",
+        "--json",
+    )
     assert [h["id"] for h in json.loads(subtract.stdout)] == [h.id for h in expected]
 
 
@@ -146,14 +173,23 @@ def test_describe_and_classify(runner: CliRunner, built: Path, photo_tree: Path,
     texts = [h["caption"] for h in hits]
     assert len(texts) == len(set(texts))
 
-    labels = invoke(runner, "classify", str(photo_tree / "car.jpg"), "--labels", "car,apple,beach",
-                    "--model", f"local-dir:{tiny_model_dir}", "--json")
+    labels = invoke(
+        runner,
+        "classify",
+        str(photo_tree / "car.jpg"),
+        "--labels",
+        "car,apple,beach",
+        "--model",
+        f"local-dir:{tiny_model_dir}",
+        "--json",
+    )
     assert labels.exit_code == 0, labels.output
     scores = json.loads(labels.stdout)
     assert sorted(s["label"] for s in scores) == ["apple", "beach", "car"]
     assert abs(sum(s["probability"] for s in scores) - 1) < 1e-5
-    with_index = invoke(runner, "classify", str(photo_tree / "car.jpg"), "--labels", "car,apple,beach",
-                        "--index", str(built), "--json")
+    with_index = invoke(
+        runner, "classify", str(photo_tree / "car.jpg"), "--labels", "car,apple,beach", "--index", str(built), "--json"
+    )
     assert json.loads(with_index.stdout) == scores
 
 
@@ -178,14 +214,21 @@ def test_info_and_models(runner: CliRunner, built: Path) -> None:
     ("args", "code", "message"),
     [
         (["search", "nosuch", "cat"], 3, "Error: unknown index 'nosuch'"),
-        (["search", "{idx}", "missing.jpg"], 1,
-         "Error: query image not found: missing.jpg (to search for the words, write text:missing.jpg)"),
+        (
+            ["search", "{idx}", "missing.jpg"],
+            1,
+            "Error: query image not found: missing.jpg (to search for the words, write text:missing.jpg)",
+        ),
         (["search", "{idx}"], 1, "Error: empty query: give text, an image path or --like ID"),
         (["search", "{idx}", "-dog"], 1, "Error: the query has only negative terms; add something to search for"),
         (["search", "{idx}", "2x:cat", "--like", "abc"], 1, "Error: --like/--unlike take an item id"),
         (["search", "{idx}", "id:99999"], 1, "Error: no item with id 99999 in this index"),
         (["search", "{idx}", "cat", "--json", "--paths"], 2, "Error: choose --json or --paths, not both"),
-        (["search", "{idx}", "cat", "--model", "ViT-B-32"], 4, "Error: open_clip model ViT-B-32 (laion2b_s34b_b79k) is not downloaded yet"),
+        (
+            ["search", "{idx}", "cat", "--model", "ViT-B-32"],
+            4,
+            "Error: open_clip model ViT-B-32 (laion2b_s34b_b79k) is not downloaded yet",
+        ),
         (["index", "/no/such/folder", "--index", "{tmp}/new"], 1, "Error: path not found: /no/such/folder"),
         (["index", "--index", "{tmp}/new"], 3, "Error: no index at"),
         (["index", "{tmp}/missing", "--index", "{idx}"], 1, "Error: path not found:"),
@@ -194,7 +237,9 @@ def test_info_and_models(runner: CliRunner, built: Path) -> None:
         (["info", "{tmp}"], 3, "is not a vecsearch index (no manifest.json)"),
     ],
 )
-def test_errors_are_one_line_with_exit_codes(runner, built: Path, photo_tree: Path, tmp_path: Path, args, code, message) -> None:
+def test_errors_are_one_line_with_exit_codes(
+    runner, built: Path, photo_tree: Path, tmp_path: Path, args, code, message
+) -> None:
     filled = [a.format(idx=built, tmp=tmp_path, tree=photo_tree) for a in args]
     result = invoke(runner, *filled)
     assert result.exit_code == code, result.output
@@ -260,23 +305,48 @@ def test_query_image_by_url_from_a_local_server(runner: CliRunner, built: Path, 
     assert "Error: cannot download query image" in missing.stderr
 
 
-def test_the_installed_command_prints_everything_and_keeps_its_exit_codes(tmp_path: Path, tiny_model_dir: Path,
-                                                                            make_images) -> None:
+def test_the_installed_command_prints_everything_and_keeps_its_exit_codes(
+    tmp_path: Path, tiny_model_dir: Path, make_images
+) -> None:
     """`python -m vecsearch` ends the process itself once torch is loaded: output and status must survive."""
     make_images(tmp_path / "pics", 5)
     index = tmp_path / "idx"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    built = subprocess.run([sys.executable, "-m", "vecsearch", "index", str(tmp_path / "pics"), "--index", str(index),
-                            "--model", str(tiny_model_dir), "--json"], capture_output=True, text=True, env=env)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vecsearch",
+            "index",
+            str(tmp_path / "pics"),
+            "--index",
+            str(index),
+            "--model",
+            str(tiny_model_dir),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["added"] == 5
-    found = subprocess.run([sys.executable, "-m", "vecsearch", "search", str(index), "red circle", "-k", "3", "--json"],
-                           capture_output=True, text=True, env=env)
+    found = subprocess.run(
+        [sys.executable, "-m", "vecsearch", "search", str(index), "red circle", "-k", "3", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)) == 3
-    bad = subprocess.run([sys.executable, "-m", "vecsearch", "search", str(index), "./no-such.jpg"],
-                         capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vecsearch", "search", str(index), "./no-such.jpg"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 1 and "no-such.jpg" in bad.stderr
-    missing = subprocess.run([sys.executable, "-m", "vecsearch", "info", str(tmp_path / "nothing")],
-                             capture_output=True, text=True, env=env)
+    missing = subprocess.run(
+        [sys.executable, "-m", "vecsearch", "info", str(tmp_path / "nothing")], capture_output=True, text=True, env=env
+    )
     assert missing.returncode == 3 and "no index at" in missing.stderr

@@ -39,9 +39,25 @@ def test_readers_see_committed_states_while_a_writer_crawls(tmp_path: Path, tiny
     log = tmp_path / "writer.log"
     with open(log, "w") as stderr:
         writer = subprocess.Popen(
-            [sys.executable, "-m", "vecsearch", "-v", "index", str(tree), "--index", str(tmp_path / "idx"),
-             "--model", f"local-dir:{tiny_model_dir}", "--batch-size", "2", "--inference", "fp32"],
-            stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ},
+            [
+                sys.executable,
+                "-m",
+                "vecsearch",
+                "-v",
+                "index",
+                str(tree),
+                "--index",
+                str(tmp_path / "idx"),
+                "--model",
+                f"local-dir:{tiny_model_dir}",
+                "--batch-size",
+                "2",
+                "--inference",
+                "fp32",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ},
         )
         seen: list[tuple[int, int]] = []
         refused_writers = 0
@@ -94,11 +110,15 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path, tiny_encoder) -> None:
     make_image(tmp_path / "tree" / "a.png", "red")
     Index.create(tmp_path / "idx", encoder=tiny_encoder).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from vecsearch.lock import WriterLock; "
-         f"WriterLock(__import__('pathlib').Path({str(tmp_path / 'idx' / '.lock')!r}), 'idx').acquire(); "
-         "print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from vecsearch.lock import WriterLock; "
+            f"WriterLock(__import__('pathlib').Path({str(tmp_path / 'idx' / '.lock')!r}), 'idx').acquire(); "
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     with Index.open(tmp_path / "idx", encoder=tiny_encoder) as index:

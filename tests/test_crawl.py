@@ -35,17 +35,35 @@ def relpaths(result) -> list[str]:
 def test_walk_finds_every_image_extension_in_any_case_recursively(tmp_path: Path) -> None:
     root = tmp_path / "root"
     for rel in [
-        "a.jpg", "b.JPEG", "c.png", "sub/d.WebP", "sub/e.gif", "sub/deeper/f.BMP", "sub/deeper/g.tif",
-        "h.TIFF", "i.Jpg", "j.jpeg",
+        "a.jpg",
+        "b.JPEG",
+        "c.png",
+        "sub/d.WebP",
+        "sub/e.gif",
+        "sub/deeper/f.BMP",
+        "sub/deeper/g.tif",
+        "h.TIFF",
+        "i.Jpg",
+        "j.jpeg",
     ]:
         touch(root / rel)
     for rel in ["notes.txt", "k.heic", "l.jpg.bak", "m", "sub/n.svg", "sub/deeper/o.md"]:
         touch(root / rel)
     result = walk(root)
-    assert relpaths(result) == sorted([
-        "a.jpg", "b.JPEG", "c.png", "h.TIFF", "i.Jpg", "j.jpeg",
-        "sub/d.WebP", "sub/e.gif", "sub/deeper/f.BMP", "sub/deeper/g.tif",
-    ])
+    assert relpaths(result) == sorted(
+        [
+            "a.jpg",
+            "b.JPEG",
+            "c.png",
+            "h.TIFF",
+            "i.Jpg",
+            "j.jpeg",
+            "sub/d.WebP",
+            "sub/e.gif",
+            "sub/deeper/f.BMP",
+            "sub/deeper/g.tif",
+        ]
+    )
     assert result.skipped == []
     found = {f.relpath: f for f in result.files}
     a = found["a.jpg"]
@@ -78,7 +96,11 @@ def test_walk_skips_hidden_files_and_folders_unless_asked(tmp_path: Path) -> Non
     touch(root / "sub" / "visible.jpg")
     assert relpaths(walk(root)) == ["seen.png", "sub/visible.jpg"]
     assert relpaths(walk(root, include_hidden=True)) == [
-        ".dotfile.png", ".hidden/secret.png", "seen.png", "sub/.cache/thumb.jpg", "sub/visible.jpg",
+        ".dotfile.png",
+        ".hidden/secret.png",
+        "seen.png",
+        "sub/.cache/thumb.jpg",
+        "sub/visible.jpg",
     ]
 
 
@@ -99,11 +121,20 @@ def test_walk_exclude_patterns_match_names_and_relative_paths(tmp_path: Path) ->
     assert len(relpaths(walk(root, exclude=["*.gif"]))) == 6
     # a glob on the path relative to the root: only trips/beach.*, not other names or other/trips
     assert relpaths(walk(root, exclude=["trips/beach.*"])) == [
-        "anim.gif", "keep.png", "other/trips/y.png", "other/z.png", "trips/inner/x.png",
+        "anim.gif",
+        "keep.png",
+        "other/trips/y.png",
+        "other/z.png",
+        "trips/inner/x.png",
     ]
     # an exact relative path of a folder prunes it
     assert relpaths(walk(root, exclude=["other/trips"])) == [
-        "anim.gif", "keep.png", "other/z.png", "trips/beach.jpg", "trips/beach.png", "trips/inner/x.png",
+        "anim.gif",
+        "keep.png",
+        "other/z.png",
+        "trips/beach.jpg",
+        "trips/beach.png",
+        "trips/inner/x.png",
     ]
 
 
@@ -263,10 +294,7 @@ def test_captions_csv_with_header(tmp_path: Path) -> None:
     folder.mkdir()
     csv_file = folder / "captions.csv"
     csv_file.write_text(
-        "path,caption\n"
-        "apple.png,a red apple\n"
-        'sub/car.jpg,"a blue car, parked"\n'
-        "apple.png,an apple on a table\n"
+        'path,caption\napple.png,a red apple\nsub/car.jpg,"a blue car, parked"\napple.png,an apple on a table\n'
     )
     assert read_captions_file(csv_file) == {
         folder / "apple.png": ["a red apple", "an apple on a table"],
@@ -399,7 +427,10 @@ def test_captions_source_gives_reasons_for_bad_data_and_raises_for_bad_syntax(tm
     huge = tmp_path / "huge.jsonl"
     with open(huge, "wb") as handle:
         handle.truncate(MAX_CAPTIONS_FILE_BYTES + 1)
-    assert read_captions_source(huge) == ({}, f"captions file too large ({MAX_CAPTIONS_FILE_BYTES + 1} bytes > {MAX_CAPTIONS_FILE_BYTES})")
+    assert read_captions_source(huge) == (
+        {},
+        f"captions file too large ({MAX_CAPTIONS_FILE_BYTES + 1} bytes > {MAX_CAPTIONS_FILE_BYTES})",
+    )
     with pytest.raises(CaptionsFileError, match="too large"):
         read_captions_file(huge)
     bad = tmp_path / "bad.jsonl"

@@ -22,16 +22,50 @@ CLI_DOC = (DOCS / "cli.md").read_text(encoding="utf-8")
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(vecsearch.__all__) == sorted([
-        "DEFAULT_MODEL", "DEFAULT_TEMPLATES", "Caption", "CaptionsFileError", "CheckReport", "CrawlReport", "Encoder",
-        "Finding", "Hit",
-        "ImageError", "Index", "IndexCorruptError", "IndexExistsError", "IndexLockedError",
-        "IndexNotFoundError", "IndexSummary", "IndexingInterrupted", "Item", "KINDS", "LabelScore", "MAX_K",
-        "ModelError", "ModelInfo",
-        "ModelMismatchError", "ModelNotFoundError", "ModelSpec", "ModelUnavailableError", "Query",
-        "QueryError", "STARTER_MODEL", "SkippedFile", "Term", "UnsupportedModalityError", "VecsearchError", "__version__",
-        "check_index", "classify", "list_indexes", "list_models", "load_encoder",
-    ])
+    assert sorted(vecsearch.__all__) == sorted(
+        [
+            "DEFAULT_MODEL",
+            "DEFAULT_TEMPLATES",
+            "Caption",
+            "CaptionsFileError",
+            "CheckReport",
+            "CrawlReport",
+            "Encoder",
+            "Finding",
+            "Hit",
+            "ImageError",
+            "Index",
+            "IndexCorruptError",
+            "IndexExistsError",
+            "IndexLockedError",
+            "IndexNotFoundError",
+            "IndexSummary",
+            "IndexingInterrupted",
+            "Item",
+            "KINDS",
+            "LabelScore",
+            "MAX_K",
+            "ModelError",
+            "ModelInfo",
+            "ModelMismatchError",
+            "ModelNotFoundError",
+            "ModelSpec",
+            "ModelUnavailableError",
+            "Query",
+            "QueryError",
+            "STARTER_MODEL",
+            "SkippedFile",
+            "Term",
+            "UnsupportedModalityError",
+            "VecsearchError",
+            "__version__",
+            "check_index",
+            "classify",
+            "list_indexes",
+            "list_models",
+            "load_encoder",
+        ]
+    )
     for name in vecsearch.__all__:
         assert hasattr(vecsearch, name), name
 
@@ -58,7 +92,7 @@ def test_readme_starts_with_the_two_commands_ci_runs() -> None:
 def test_command_reference_lists_every_option() -> None:
     start = CLI_DOC.index("## Command reference")
     end = CLI_DOC.find("\n## ", start + 1)
-    table = CLI_DOC[start:end if end != -1 else len(CLI_DOC)]
+    table = CLI_DOC[start : end if end != -1 else len(CLI_DOC)]
     rows = {}
     for line in table.splitlines():
         match = re.match(r"\| `(?:vecsearch` \(global\)|(\w+)[^`]*`) \| (.*) \|$", line)

@@ -64,7 +64,12 @@ def test_sidecar_captions_survive_an_interrupt(tmp_path: Path, tiny_encoder, mak
     report = resumed.add(pics)
     assert (report.added, report.captions_added) == (4, 4)
     resumed.close()
-    assert consistent(tmp_path / "idx", tiny_encoder).counts() == {"items": 40, "images": 20, "captions": 20, "files": 20}
+    assert consistent(tmp_path / "idx", tiny_encoder).counts() == {
+        "items": 40,
+        "images": 20,
+        "captions": 20,
+        "files": 20,
+    }
 
 
 def test_an_interrupted_update_is_redone_next_time(tmp_path: Path, tiny_encoder) -> None:
@@ -182,7 +187,8 @@ def test_copied_index_and_tree_can_crawl_the_original(tmp_path: Path, tiny_encod
         report = copy.add(old / "pics")
         assert report.reused == 1
         assert sorted(h.path for h in copy.search("x")) == [
-            str(tmp_path / "new" / "pics" / "a.png"), str(old / "pics" / "a.png")
+            str(tmp_path / "new" / "pics" / "a.png"),
+            str(old / "pics" / "a.png"),
         ]
 
 
@@ -190,9 +196,11 @@ def test_captions_file_with_an_oversized_field(tmp_path: Path, tiny_encoder) -> 
     make_image(tmp_path / "pics" / "a.png", "red", seed=1)
     captions = tmp_path / "caps.csv"
     captions.write_text('path,caption\na.png,"' + "x" * 200_000 + '"\n')
-    with Index.create(tmp_path / "idx", encoder=tiny_encoder) as index:
-        with pytest.raises(CaptionsFileError, match="not a valid CSV file"):
-            index.add(tmp_path / "pics", captions=[captions])
+    with (
+        Index.create(tmp_path / "idx", encoder=tiny_encoder) as index,
+        pytest.raises(CaptionsFileError, match="not a valid CSV file"),
+    ):
+        index.add(tmp_path / "pics", captions=[captions])
 
 
 @pytest.mark.parametrize("model", ["foo/bar/baz", "hf-hub:foo/bar/baz"])

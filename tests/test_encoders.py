@@ -59,8 +59,13 @@ def vit_b32(tmp_path_factory: pytest.TempPathFactory):
 
     images = folder / "images"
     for i, (name, size) in enumerate(REFERENCE_IMAGES):
-        make_image(images / name, ["red", "green", "blue", "yellow", "purple"][i], "circle" if i % 2 else "square",
-                   size=size, seed=10 + i)
+        make_image(
+            images / name,
+            ["red", "green", "blue", "yellow", "purple"][i],
+            "circle" if i % 2 else "square",
+            size=size,
+            seed=10 + i,
+        )
     return {
         "checkpoint": checkpoint,
         "encoder": encoder,
@@ -150,7 +155,7 @@ def test_search_scores_are_open_clip_cosines(vit_b32, tmp_path: Path) -> None:
 
     text = _open_clip_text_vectors(vit_b32, ["a photo of a red circle"])[0]
     paths = [vit_b32["images"] / name for name, _ in REFERENCE_IMAGES]
-    expected = dict(zip((p.name for p in paths), _open_clip_image_vectors(vit_b32, paths) @ text))
+    expected = dict(zip((p.name for p in paths), _open_clip_image_vectors(vit_b32, paths) @ text, strict=True))
     assert len(hits) == len(REFERENCE_IMAGES)
     for hit in hits:
         assert hit.score == pytest.approx(float(expected[hit.relpath]), abs=1e-4)
@@ -289,7 +294,7 @@ def test_resolve_spec(model, pretrained, expected: ModelSpec) -> None:
 
 
 def test_default_model_constant() -> None:
-    assert DEFAULT_MODEL == ModelSpec("open_clip", "ViT-B-32", "laion2b_s34b_b79k")
+    assert ModelSpec("open_clip", "ViT-B-32", "laion2b_s34b_b79k") == DEFAULT_MODEL
     assert str(DEFAULT_MODEL) == "open_clip:ViT-B-32@laion2b_s34b_b79k"
     assert resolve_spec(DEFAULT_MODEL) is DEFAULT_MODEL
 
@@ -541,9 +546,10 @@ def test_checkpoints_load_without_random_initialisation_and_equal_open_clips_own
     assert all(torch.equal(ours[k], reference[k]) for k in reference)
     assert torch.equal(model.attn_mask, vit_b32["model"].attn_mask)
     assert str(preprocess) == str(vit_b32["preprocess"])
-    assert vit_b32["encoder"].fingerprint == load_encoder(
-        "ViT-B-32", pretrained=str(vit_b32["checkpoint"]), device="cpu"
-    ).fingerprint
+    assert (
+        vit_b32["encoder"].fingerprint
+        == load_encoder("ViT-B-32", pretrained=str(vit_b32["checkpoint"]), device="cpu").fingerprint
+    )
     # Not a plain CLIP checkpoint: the usual path.
     assert _create_without_random_init("ViT-B-32", {}, "cpu") is None
 

@@ -35,8 +35,22 @@ COMMITTED = re.compile(r"committed generation (\d+): (\d+) items")
 
 def _index_command(tree: Path, index: Path, model_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "vecsearch", "-v", "index", str(tree), "--index", str(index),
-        "--model", f"local-dir:{model_dir}", "--batch-size", "4", "--inference", "fp32", "--workers", "2",
+        sys.executable,
+        "-m",
+        "vecsearch",
+        "-v",
+        "index",
+        str(tree),
+        "--index",
+        str(index),
+        "--model",
+        f"local-dir:{model_dir}",
+        "--batch-size",
+        "4",
+        "--inference",
+        "fp32",
+        "--workers",
+        "2",
     ]
 
 
@@ -114,8 +128,16 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, tiny_encoder) -> dict[str
     return {"tree": tree, "before": before, "reference": reference}
 
 
-def _killed_run(scenario, tmp_path: Path, tiny_model_dir: Path, fault: str | None, *, fresh: bool = False,
-                kill_after_commits: int | None = None, delay: float = 0.0) -> tuple[Path, str]:
+def _killed_run(
+    scenario,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fault: str | None,
+    *,
+    fresh: bool = False,
+    kill_after_commits: int | None = None,
+    delay: float = 0.0,
+) -> tuple[Path, str]:
     index_dir = tmp_path / "index"
     if not fresh:
         shutil.copytree(scenario["before"], index_dir)
@@ -124,8 +146,9 @@ def _killed_run(scenario, tmp_path: Path, tiny_model_dir: Path, fault: str | Non
         done = subprocess.run(command, capture_output=True, text=True, env=_environment(fault), timeout=120)
         assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
         return index_dir, done.stderr
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                               env=_environment(None))
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_environment(None)
+    )
     assert process.stderr is not None
     lines = []
     seen = 0
@@ -142,8 +165,9 @@ def _killed_run(scenario, tmp_path: Path, tiny_model_dir: Path, fault: str | Non
     return index_dir, "".join(lines)
 
 
-def _check_survivors_and_resume(scenario, index_dir: Path, stderr: str, tiny_encoder, fresh: bool,
-                                outside: bool = False) -> None:
+def _check_survivors_and_resume(
+    scenario, index_dir: Path, stderr: str, tiny_encoder, fresh: bool, outside: bool = False
+) -> None:
     """`outside`: stopped by a signal from another process, at a moment the log cannot pin down exactly."""
     commits = _commits(stderr)
     survived = check_index(index_dir)  # items and vectors agree, files are intact
@@ -184,48 +208,72 @@ def _check_survivors_and_resume(scenario, index_dir: Path, stderr: str, tiny_enc
 @pytest.mark.parametrize(
     "fault",
     [
-        "walk:3", "embed:1", "embed:3", "commit:1", "commit:4", "committed:1", "committed:3",
-        "faiss-write:1", "faiss-renamed:1", "manifest-written:1",
+        "walk:3",
+        "embed:1",
+        "embed:3",
+        "commit:1",
+        "commit:4",
+        "committed:1",
+        "committed:3",
+        "faiss-write:1",
+        "faiss-renamed:1",
+        "manifest-written:1",
     ],
 )
-def test_killed_update_keeps_what_was_committed(scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder,
-                                               fault: str) -> None:
+def test_killed_update_keeps_what_was_committed(
+    scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder, fault: str
+) -> None:
     index_dir, stderr = _killed_run(scenario, tmp_path, tiny_model_dir, fault)
     _check_survivors_and_resume(scenario, index_dir, stderr, tiny_encoder, fresh=False)
 
 
 @pytest.mark.parametrize("commits, delay", [(1, 0.0), (2, 0.03)])
-def test_killed_from_outside_mid_crawl(scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder,
-                                       commits: int, delay: float) -> None:
+def test_killed_from_outside_mid_crawl(
+    scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder, commits: int, delay: float
+) -> None:
     index_dir, stderr = _killed_run(scenario, tmp_path, tiny_model_dir, None, kill_after_commits=commits, delay=delay)
     _check_survivors_and_resume(scenario, index_dir, stderr, tiny_encoder, fresh=False, outside=True)
 
 
 @pytest.mark.parametrize("fault", ["faiss-write:1", "walk:2", "committed:2"])
-def test_killed_first_crawl_of_a_new_index(scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder,
-                                           fault: str) -> None:
+def test_killed_first_crawl_of_a_new_index(
+    scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder, fault: str
+) -> None:
     index_dir, stderr = _killed_run(scenario, tmp_path, tiny_model_dir, fault, fresh=True)
     if fault == "faiss-write:1":  # died while creating the index, before its manifest existed
         assert not (index_dir / "manifest.json").exists()
         # the next run starts the creation again instead of calling the folder someone else's
-        done = subprocess.run(_index_command(scenario["tree"], index_dir, tiny_model_dir), capture_output=True,
-                              text=True, env=_environment(None), timeout=120)
+        done = subprocess.run(
+            _index_command(scenario["tree"], index_dir, tiny_model_dir),
+            capture_output=True,
+            text=True,
+            env=_environment(None),
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
-        with Index.open(index_dir, encoder=tiny_encoder) as index, \
-                Index.open(scenario["reference"], encoder=tiny_encoder) as reference:
+        with (
+            Index.open(index_dir, encoder=tiny_encoder) as index,
+            Index.open(scenario["reference"], encoder=tiny_encoder) as reference,
+        ):
             assert _contents(index).keys() == _contents(reference).keys()
             _assert_answers_like_brute_force(index)
         return
     _check_survivors_and_resume(scenario, index_dir, stderr, tiny_encoder, fresh=True)
 
 
-def test_full_disk_while_saving_keeps_the_previous_state(scenario, tmp_path: Path, tiny_model_dir: Path,
-                                                         tiny_encoder) -> None:
+def test_full_disk_while_saving_keeps_the_previous_state(
+    scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder
+) -> None:
     index_dir = tmp_path / "index"
     shutil.copytree(scenario["before"], index_dir)
     manifest_before = (index_dir / "manifest.json").read_bytes()
-    done = subprocess.run(_index_command(scenario["tree"], index_dir, tiny_model_dir), capture_output=True,
-                          text=True, env=_environment("faiss-write:1:enospc"), timeout=120)
+    done = subprocess.run(
+        _index_command(scenario["tree"], index_dir, tiny_model_dir),
+        capture_output=True,
+        text=True,
+        env=_environment("faiss-write:1:enospc"),
+        timeout=120,
+    )
     assert done.returncode == 1
     assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
     # The database committed its chunks; the old vector file and manifest stay as they were, and
@@ -235,15 +283,21 @@ def test_full_disk_while_saving_keeps_the_previous_state(scenario, tmp_path: Pat
     _check_survivors_and_resume(scenario, index_dir, done.stderr, tiny_encoder, fresh=False)
 
 
-def test_ctrl_c_mid_crawl_exits_promptly_and_keeps_what_was_committed(scenario, tmp_path: Path,
-                                                                      tiny_model_dir: Path, tiny_encoder) -> None:
+def test_ctrl_c_mid_crawl_exits_promptly_and_keeps_what_was_committed(
+    scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder
+) -> None:
     """A real SIGINT, as a terminal sends it, in the middle of a crawl."""
     index_dir = tmp_path / "index"
     shutil.copytree(scenario["before"], index_dir)
     # A job started in the background inherits SIGINT ignored; a terminal's Ctrl-C is what is tested here.
-    process = subprocess.Popen(_index_command(scenario["tree"], index_dir, tiny_model_dir), stderr=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, env=_environment(None),
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        _index_command(scenario["tree"], index_dir, tiny_model_dir),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_environment(None),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert process.stderr is not None
     lines = []
     for line in process.stderr:
@@ -266,8 +320,9 @@ def test_ctrl_c_mid_crawl_exits_promptly_and_keeps_what_was_committed(scenario, 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file size limits")
 @pytest.mark.parametrize("headroom", [0, 16_384, 65_536])
-def test_files_that_cannot_grow_keep_the_previous_state(scenario, tmp_path: Path, tiny_model_dir: Path,
-                                                        tiny_encoder, headroom: int) -> None:
+def test_files_that_cannot_grow_keep_the_previous_state(
+    scenario, tmp_path: Path, tiny_model_dir: Path, tiny_encoder, headroom: int
+) -> None:
     """A real write failure from the kernel, as on a full disk: no file of the process may grow past a
     limit (RLIMIT_FSIZE), so SQLite's or FAISS's next write that needs more room fails mid-crawl."""
     import resource
@@ -280,8 +335,14 @@ def test_files_that_cannot_grow_keep_the_previous_state(scenario, tmp_path: Path
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    done = subprocess.run(_index_command(scenario["tree"], index_dir, tiny_model_dir), capture_output=True,
-                          text=True, env=_environment(None), timeout=120, preexec_fn=limit_file_sizes)
+    done = subprocess.run(
+        _index_command(scenario["tree"], index_dir, tiny_model_dir),
+        capture_output=True,
+        text=True,
+        env=_environment(None),
+        timeout=120,
+        preexec_fn=limit_file_sizes,
+    )
     assert done.returncode in (1, 3), done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -111,19 +111,30 @@ def test_ivf_file_with_a_wrong_count_in_its_header(tmp_path: Path, tiny_encoder)
     conn = sqlite3.connect(folder / "items.sqlite")
     conn.execute("INSERT INTO roots(id, path, relpath) VALUES (1, '/nowhere', '../nowhere')")
     for i in range(1, 201):
-        conn.execute("INSERT INTO files(id, root_id, relpath, size, mtime_ns, sha256) VALUES (?, 1, ?, 1, 1, ?)",
-                     (i, f"f{i}.png", f"{i:064x}"))
+        conn.execute(
+            "INSERT INTO files(id, root_id, relpath, size, mtime_ns, sha256) VALUES (?, 1, ?, 1, 1, ?)",
+            (i, f"f{i}.png", f"{i:064x}"),
+        )
         conn.execute("INSERT INTO items(id, kind, file_id, added_gen) VALUES (?, 'image', ?, 0)", (i, i))
         conn.execute("INSERT INTO vectors(item_id, data) VALUES (?, ?)", (i, data[i - 1].astype("<f4").tobytes()))
     conn.commit()
     conn.close()
     name = read_manifest(folder)["faiss"]["file"]
     shutil.copy(path, folder / name)
-    _edit_manifest(folder, type="IVF4,Flat", family="ivf-flat", nlist=4, sha256=file_sha256(folder / name),
-                   bytes=(folder / name).stat().st_size, ntotal=200)
-    with Index.open(folder, encoder=tiny_encoder) as index:
-        with pytest.raises(IndexCorruptError, match="holds 150 vectors but the database 200 items"):
-            index.search("a red circle")
+    _edit_manifest(
+        folder,
+        type="IVF4,Flat",
+        family="ivf-flat",
+        nlist=4,
+        sha256=file_sha256(folder / name),
+        bytes=(folder / name).stat().st_size,
+        ntotal=200,
+    )
+    with (
+        Index.open(folder, encoder=tiny_encoder) as index,
+        pytest.raises(IndexCorruptError, match="holds 150 vectors but the database 200 items"),
+    ):
+        index.search("a red circle")
 
 
 def test_relpath_pointing_outside_is_never_followed(built: Path, tiny_encoder) -> None:
@@ -131,9 +142,8 @@ def test_relpath_pointing_outside_is_never_followed(built: Path, tiny_encoder) -
     conn.execute("UPDATE files SET relpath = '../../../etc/passwd' WHERE id = (SELECT MIN(id) FROM files)")
     conn.commit()
     conn.close()
-    with Index.open(built, encoder=tiny_encoder) as index:
-        with pytest.raises(IndexCorruptError, match="outside its folder"):
-            index.search("a red circle", k=3)
+    with Index.open(built, encoder=tiny_encoder) as index, pytest.raises(IndexCorruptError, match="outside its folder"):
+        index.search("a red circle", k=3)
     _search_fails(built, "outside its folder")
 
 
@@ -153,8 +163,19 @@ def test_pickled_weights_are_never_unpickled(tmp_path: Path, tiny_model_dir: Pat
         load_encoder(f"local-dir:{folder}", device="cpu")
     checkpoint = tmp_path / "evil.pt"
     shutil.copy(folder / "model.bin", checkpoint)
-    result = CliRunner().invoke(main, ["index", str(tmp_path), "--index", str(tmp_path / "idx"),
-                                       "--model", "ViT-B-32", "--pretrained", str(checkpoint)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "index",
+            str(tmp_path),
+            "--index",
+            str(tmp_path / "idx"),
+            "--model",
+            "ViT-B-32",
+            "--pretrained",
+            str(checkpoint),
+        ],
+    )
     assert result.exit_code == EXIT_MODEL, result.output
     assert "Traceback" not in result.output
     assert not marker.exists()

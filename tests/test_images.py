@@ -291,7 +291,7 @@ def test_is_image_path_is_case_insensitive(name: str, expected: bool) -> None:
 
 
 def test_supported_extensions_are_lowercase_with_dot() -> None:
-    assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+    assert {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"} == IMAGE_EXTENSIONS
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -358,7 +358,9 @@ def test_default_cap_refuses_decompression_bombs_before_decoding() -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 50_000, 40_000, 8, 2, 0, 0, 0)  # 2,000 MP of RGB in ~100 bytes
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     assert DEFAULT_MAX_MEGAPIXELS >= 1000
     with pytest.raises(ImageError, match=r"^image too large \(50000x40000, 2000 MP > limit 1000 MP\)$"):
         load_image(bomb)

@@ -93,7 +93,12 @@ def test_first_crawl_report_and_counts(tmp_path: Path, photo_tree: Path, tiny_en
     report = index.add(photo_tree)
 
     assert (report.added, report.updated, report.renamed, report.reused, report.removed, report.unchanged) == (
-        4, 0, 0, 0, 0, 0,
+        4,
+        0,
+        0,
+        0,
+        0,
+        0,
     )
     assert report.captions_added == 4
     assert report.captions_removed == 0
@@ -403,9 +408,10 @@ def test_captions_csv_file(indexed, tmp_path: Path) -> None:
     assert report.captions_added == 3
     assert report.embedded_captions == 2  # "a red apple" is known from the sidecar
     assert report.unchanged == 4
-    assert SkippedFile(
-        str(root / "missing.png"), f"named in captions file {csv_file.resolve()} but not in the index"
-    ) in report.skipped
+    assert (
+        SkippedFile(str(root / "missing.png"), f"named in captions file {csv_file.resolve()} but not in the index")
+        in report.skipped
+    )
     assert index.counts() == {"items": 11, "images": 4, "captions": 7, "files": 4}
 
     files = layout(index)
@@ -779,9 +785,7 @@ def test_search_matches_brute_force(indexed) -> None:
 # --- corruption --------------------------------------------------------------------------------
 
 
-def test_truncated_vector_file_is_an_error_for_readers_and_rebuilt_by_writers(
-    indexed, tiny_encoder
-) -> None:
+def test_truncated_vector_file_is_an_error_for_readers_and_rebuilt_by_writers(indexed, tiny_encoder) -> None:
     index, _ = indexed
     expected = [h.id for h in all_hits(index)]
     index.close()
@@ -991,8 +995,9 @@ def test_a_non_image_file_is_refused(indexed) -> None:
         index.add(root / "notes.md")
 
 
-def test_bytes_held_for_decoding_are_capped_and_all_let_go(tmp_path: Path, photo_tree: Path, tiny_encoder,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bytes_held_for_decoding_are_capped_and_all_let_go(
+    tmp_path: Path, photo_tree: Path, tiny_encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Hashed file contents wait in memory to be decoded without a second read, within a cap; every one is
     let go as soon as it is decoded or found not to need decoding (touched, renamed, twin or broken)."""
     import vecsearch.indexer as indexer

@@ -126,7 +126,9 @@ def test_reduced_decoding_of_large_jpegs_gives_the_same_vectors(tmp_path: Path, 
     folder.mkdir()
     ys, xs = np.mgrid[0:1500, 0:2000]
     for i in range(4):
-        field = np.stack([127 + 100 * np.sin(xs / (50 + 30 * i)), 127 + 100 * np.cos(ys / 70), 127 + 90 * np.sin((xs + ys) / 90)], -1)
+        field = np.stack(
+            [127 + 100 * np.sin(xs / (50 + 30 * i)), 127 + 100 * np.cos(ys / 70), 127 + 90 * np.sin((xs + ys) / 90)], -1
+        )
         pixels = np.clip(field + rng.normal(0, 10, field.shape), 0, 255).astype("uint8")
         Image.fromarray(pixels).save(folder / f"photo{i}.jpg", quality=90)
     assert decode_size(starter) == 3 * 64

@@ -44,7 +44,9 @@ def test_interrupted_crawl_keeps_committed_work(tmp_path: Path, tiny_encoder, ma
     assert reopened.counts()["images"] == 20
 
 
-def test_ctrl_c_in_the_command_exits_130_and_saves(tmp_path: Path, tiny_encoder, tiny_model_dir: Path, make_images, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_in_the_command_exits_130_and_saves(
+    tmp_path: Path, tiny_encoder, tiny_model_dir: Path, make_images, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_images(tmp_path / "pics", 12)
     Index.create(tmp_path / "idx", encoder=tiny_encoder).close()
     wrapped = InterruptingEncoder(tiny_encoder, stop_at=2)

@@ -222,7 +222,7 @@ def test_an_index_outgrowing_exact_search_is_rebuilt_tuned_and_recorded(
     assert reopened.vectors.approximate and reopened.vectors.nprobe == faiss_info["nprobe"]
     stored_ids, stored = reopened.store.vectors_of(reopened.store.sample_item_ids(30, seed=5))
     found = 0
-    for item_id, vector in zip(stored_ids, stored):
+    for item_id, vector in zip(stored_ids, stored, strict=True):
         hits = reopened.search(f"id:{item_id}", k=10, kind="any")
         truth = [i for i, _ in brute_force_search(reopened, vector, 11) if i != item_id][:10]
         found += len({h.id for h in hits} & set(truth))
@@ -253,7 +253,7 @@ def test_pq_indexes_rescore_candidates_with_the_stored_vectors(tmp_path: Path, t
     info = index.manifest["faiss"]
     assert info["family"] == "ivf-pq" and info["rerank"] >= 4
     hits = index.search("id:10", k=5, kind="any")
-    stored = {i: v for i, v in zip(*index.store.vectors_of(np.array([h.id for h in hits])))}
+    stored = {i: v for i, v in zip(*index.store.vectors_of(np.array([h.id for h in hits])), strict=True)}
     query = index.store.vector(10)
     for hit in hits:  # scores are exact cosines, not PQ estimates
         assert hit.score == pytest.approx(float(stored[hit.id] @ query), abs=1e-5)
@@ -268,8 +268,20 @@ def test_the_cli_records_a_memory_budget_and_index_type(
     target = tmp_path / "idx"
     runner = CliRunner()
     result = runner.invoke(
-        main, ["index", str(folder), "--index", str(target), "--model", str(tiny_model_dir), "--max-memory", "2G",
-               "--index-type", "ivf-flat", "--json"],
+        main,
+        [
+            "index",
+            str(folder),
+            "--index",
+            str(target),
+            "--model",
+            str(tiny_model_dir),
+            "--max-memory",
+            "2G",
+            "--index-type",
+            "ivf-flat",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -343,7 +355,7 @@ def test_tuning_stops_where_recall_plateaus_and_takes_the_cheapest_setting_near_
     def search(queries: np.ndarray, k: int, nprobe: int, depth: int) -> np.ndarray:
         tried.append(nprobe)
         found = truth.copy()
-        found[0, ceiling.get(nprobe, 941):] = -1  # the codes cap recall at 0.941
+        found[0, ceiling.get(nprobe, 941) :] = -1  # the codes cap recall at 0.941
         return found
 
     result = tune(search, np.zeros((1, 4)), truth, nlist=4096, reranks=False)

@@ -118,9 +118,13 @@ def test_any_text_parses_or_raises_query_error(token: str) -> None:
 
 
 @FAST
-@given(st.lists(st.text(max_size=12), max_size=4), st.lists(st.text(max_size=12), max_size=2),
-       st.lists(st.text(max_size=12), max_size=2), st.lists(st.text(max_size=8), max_size=2),
-       st.lists(st.text(max_size=8), max_size=2))
+@given(
+    st.lists(st.text(max_size=12), max_size=4),
+    st.lists(st.text(max_size=12), max_size=2),
+    st.lists(st.text(max_size=12), max_size=2),
+    st.lists(st.text(max_size=8), max_size=2),
+    st.lists(st.text(max_size=8), max_size=2),
+)
 def test_any_query_parses_or_raises_query_error(terms, add, subtract, like, unlike) -> None:
     try:
         query = Query.parse(terms, add=add, subtract=subtract, like=like, unlike=unlike)
@@ -131,15 +135,23 @@ def test_any_query_parses_or_raises_query_error(terms, add, subtract, like, unli
     assert len(query.terms) == len(terms) + len(add) + len(subtract) + len(like) + len(unlike)
 
 
-@pytest.mark.parametrize("token", [
-    "id:" + "9" * 5000,  # more digits than Python turns into an int
-    "id:9223372036854775808",  # one past SQLite's largest integer
-    "x" * 300 + ".jpg",  # a name the file system refuses
-    "~no-such-user-here/cat.jpg",  # a home folder that cannot be found
-    "image:",
-    ":cat", "-:cat", "inf:cat", "-NaN:cat", "1e999:cat", "1e-9:cat",
-    "1.2.3:first line\nsecond line",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "id:" + "9" * 5000,  # more digits than Python turns into an int
+        "id:9223372036854775808",  # one past SQLite's largest integer
+        "x" * 300 + ".jpg",  # a name the file system refuses
+        "~no-such-user-here/cat.jpg",  # a home folder that cannot be found
+        "image:",
+        ":cat",
+        "-:cat",
+        "inf:cat",
+        "-NaN:cat",
+        "1e999:cat",
+        "1e-9:cat",
+        "1.2.3:first line\nsecond line",
+    ],
+)
 def test_hostile_terms_raise_query_error_on_one_line(token: str) -> None:
     with pytest.raises(QueryError) as info:
         Query.parse([token])
@@ -187,10 +199,18 @@ def picture_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @FAST
-@given(st.lists(st.one_of(term_tokens().map(lambda case: case[0]),
-                          st.sampled_from(["pic.png", "-0.5:sub dir/other.JPG", "2:image:scan", "+./pic.png"])),
-                min_size=1, max_size=6),
-       st.lists(st.integers(0, 10**6), max_size=2), st.lists(st.integers(0, 10**6), max_size=2))
+@given(
+    st.lists(
+        st.one_of(
+            term_tokens().map(lambda case: case[0]),
+            st.sampled_from(["pic.png", "-0.5:sub dir/other.JPG", "2:image:scan", "+./pic.png"]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.integers(0, 10**6), max_size=2),
+    st.lists(st.integers(0, 10**6), max_size=2),
+)
 def test_printed_query_parses_back(picture_folder: Path, tokens: list[str], like: list[int], unlike: list[int]) -> None:
     try:
         query = Query.parse(tokens, like=like, unlike=unlike, base=picture_folder)
@@ -200,8 +220,13 @@ def test_printed_query_parses_back(picture_folder: Path, tokens: list[str], like
 
 
 @FAST
-@given(st.lists(term_tokens(), max_size=5), st.lists(WORDS, max_size=3), st.lists(WORDS, max_size=3),
-       st.lists(st.integers(0, 1000), max_size=3), st.lists(st.integers(0, 1000), max_size=3))
+@given(
+    st.lists(term_tokens(), max_size=5),
+    st.lists(WORDS, max_size=3),
+    st.lists(WORDS, max_size=3),
+    st.lists(st.integers(0, 1000), max_size=3),
+    st.lists(st.integers(0, 1000), max_size=3),
+)
 def test_terms_keep_their_order_and_sign(cases, add, subtract, like, unlike) -> None:
     tokens = [token for token, _ in cases]
     if any(expected is None for _, expected in cases):
@@ -272,8 +297,12 @@ def test_combine_is_unit_norm_and_the_weighted_sum_or_a_clear_error(seed: int, t
 
 
 @FAST
-@given(st.integers(0, 2**32 - 1), st.lists(WEIGHTED, min_size=1, max_size=5), st.randoms(use_true_random=False),
-       st.floats(1e-3, 1e3))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(WEIGHTED, min_size=1, max_size=5),
+    st.randoms(use_true_random=False),
+    st.floats(1e-3, 1e3),
+)
 def test_combine_ignores_order_and_overall_scale(seed: int, terms, rng, factor: float) -> None:
     table = table_for(seed)
     assume(any(not negative for _, _, negative in terms))
@@ -295,8 +324,12 @@ def test_combine_ignores_order_and_overall_scale(seed: int, terms, rng, factor: 
 
 
 @FAST
-@given(st.integers(0, 2**32 - 1), st.sampled_from(NAMES), st.floats(MIN_WEIGHT, MAX_WEIGHT),
-       st.lists(st.floats(MIN_WEIGHT, MAX_WEIGHT), max_size=3))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(NAMES),
+    st.floats(MIN_WEIGHT, MAX_WEIGHT),
+    st.lists(st.floats(MIN_WEIGHT, MAX_WEIGHT), max_size=3),
+)
 def test_terms_that_cancel_raise(seed: int, name: str, weight: float, parts: list[float]) -> None:
     """`w:x` minus the same weight of x, however it is split up, leaves nothing to search for."""
     table = table_for(seed)
@@ -444,8 +477,14 @@ class CrawlMachine(RuleBasedStateMachine):
     @rule(dest=st.sampled_from(["sub", "moved", "sub/deep"]))
     def move_folder(self, dest: str) -> None:
         """Move a whole folder: every file in it is renamed at once."""
-        source = next((self.root / s for s in ("sub", "moved", "sub/deep") if (self.root / s).is_dir()
-                       and s != dest and not dest.startswith(s + "/")), None)
+        source = next(
+            (
+                self.root / s
+                for s in ("sub", "moved", "sub/deep")
+                if (self.root / s).is_dir() and s != dest and not dest.startswith(s + "/")
+            ),
+            None,
+        )
         if source is None or (self.root / dest).exists():
             return
         (self.root / dest).parent.mkdir(parents=True, exist_ok=True)
@@ -501,16 +540,27 @@ NOT_A_PICTURE = b"this is not an image"
 
 def test_incremental_index_equals_fresh_index(tiny_encoder) -> None:
     if not CONTENTS:
-        CONTENTS.extend([picture_bytes("red", 1, ".bmp"), picture_bytes("blue", 2, ".bmp"),
-                         picture_bytes("green", 3, ".png"), NOT_A_PICTURE])
+        CONTENTS.extend(
+            [
+                picture_bytes("red", 1, ".bmp"),
+                picture_bytes("blue", 2, ".bmp"),
+                picture_bytes("green", 3, ".png"),
+                NOT_A_PICTURE,
+            ]
+        )
         assert len(CONTENTS[0]) == len(CONTENTS[1]) and CONTENTS[0] != CONTENTS[1]
     CrawlMachine.encoder = tiny_encoder
     # 25 sequences keep the suite quick; CRAWL_EXAMPLES=300 hunts harder (a few minutes).
     examples = int(os.environ.get("CRAWL_EXAMPLES", "25"))
     run_state_machine_as_test(
         CrawlMachine,
-        settings=settings(max_examples=examples, stateful_step_count=10, deadline=None, database=None,
-                          suppress_health_check=[HealthCheck.too_slow]),
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=10,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
     )
 
 

@@ -205,15 +205,18 @@ def test_term_str_round_trip_form() -> None:
     assert parse_term(str(Term(TEXT, "cat", -0.25))) == Term(TEXT, "cat", -0.25)
 
 
-@pytest.mark.parametrize("term", [
-    Term(TEXT, "notes.jpg", 1.0),  # would be read as an image
-    Term(TEXT, "id:5", 1.0),  # as an item
-    Term(TEXT, "https://example.com", 1.0),  # as a URL
-    Term(TEXT, "AC/DC", 1.0),  # as a path, if such a file existed
-    Term(TEXT, "text:x", 1.0),
-    Term(TEXT, "cat", 0.1234567),  # more digits than %g keeps
-    Term(TEXT, "cat", -1e-05),
-])
+@pytest.mark.parametrize(
+    "term",
+    [
+        Term(TEXT, "notes.jpg", 1.0),  # would be read as an image
+        Term(TEXT, "id:5", 1.0),  # as an item
+        Term(TEXT, "https://example.com", 1.0),  # as a URL
+        Term(TEXT, "AC/DC", 1.0),  # as a path, if such a file existed
+        Term(TEXT, "text:x", 1.0),
+        Term(TEXT, "cat", 0.1234567),  # more digits than %g keeps
+        Term(TEXT, "cat", -1e-05),
+    ],
+)
 def test_term_str_parses_back_for_text_that_looks_like_something_else(term: Term) -> None:
     assert parse_term(str(term)) == term
 
@@ -509,6 +512,8 @@ def test_combine_url_with_picture_reader(tmp_path: Path) -> None:
         assert [p.size for p in images] == [(33, 22)]
         return BASIS[5:6]
 
-    vector = combine(Query.parse("https://example.com/u.png"), TextTable(TEXTS), embed_images, no_items, read_picture=fetch)
+    vector = combine(
+        Query.parse("https://example.com/u.png"), TextTable(TEXTS), embed_images, no_items, read_picture=fetch
+    )
     np.testing.assert_allclose(vector, BASIS[5], atol=1e-7)
     assert fetched == ["https://example.com/u.png"]

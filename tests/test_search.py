@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pytest
@@ -20,8 +20,28 @@ from vecsearch.images import load_image
 from vecsearch.index import brute_force_search
 
 WORDS = [
-    "red", "green", "blue", "yellow", "circle", "square", "dog", "cat", "car", "tree", "a photo of",
-    "noise", "bright", "dark", "small", "large", "sunset", "beach", "apple", "box", "purple", "orange",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "circle",
+    "square",
+    "dog",
+    "cat",
+    "car",
+    "tree",
+    "a photo of",
+    "noise",
+    "bright",
+    "dark",
+    "small",
+    "large",
+    "sunset",
+    "beach",
+    "apple",
+    "box",
+    "purple",
+    "orange",
 ]
 
 # Distinct texts only: identical texts share one vector, and exact ties have no defined order.
@@ -132,8 +152,13 @@ def query_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("queries")
     colours = ["red", "green", "blue", "yellow", "black", "white"]
     return [
-        make_image(folder / f"q{i}.png", colours[i % len(colours)], "circle" if i % 3 else "square",
-                   size=(40 + 4 * i, 40), seed=100 + i)
+        make_image(
+            folder / f"q{i}.png",
+            colours[i % len(colours)],
+            "circle" if i % 3 else "square",
+            size=(40 + 4 * i, 40),
+            seed=100 + i,
+        )
         for i in range(6)
     ]
 
@@ -164,7 +189,7 @@ def test_outside_image_queries_equal_brute_force(index: Index, query_images: lis
 
 def test_mixed_text_and_image_queries_equal_brute_force(index: Index, query_images: list[Path]) -> None:
     rng = np.random.default_rng(3)
-    for picture, text in zip(query_images, random_text_queries(len(query_images), seed=9)):
+    for picture, text in zip(query_images, random_text_queries(len(query_images), seed=9), strict=True):
         weight = float(rng.choice([0.5, 1.0, 2.0]))
         terms = [text, f"{weight}:{picture}", "-0.3:dog"]
         hits = index.search(terms, 8, kind="any")
@@ -181,7 +206,7 @@ def test_indexed_image_queries_equal_brute_force_without_themselves(index: Index
             assert_same_results(hits, reference(index, query, 9, kind, exclude=[own]))
 
 
-@pytest.mark.parametrize("pattern", ["sub/*", "*.png", "img1*", "*/sub3.png", str("*photos/img[0-4].png")])
+@pytest.mark.parametrize("pattern", ["sub/*", "*.png", "img1*", "*/sub3.png", "*photos/img[0-4].png"])
 def test_path_glob_filter_equals_brute_force(index: Index, pattern: str) -> None:
     allowed_files = []
     for _, _root_id, relpath in index.store.all_files():
@@ -317,7 +342,8 @@ def test_unlike_subtracts_half_the_item(index: Index, tiny_encoder) -> None:
     hits = index.search(text, 10, kind="image", unlike=[disliked])
     assert disliked not in [h.id for h in hits]
     assert_same_results(
-        hits, brute_force_search(index, expected_vector, 10, [i for i in index.store.item_ids("image") if i != disliked])
+        hits,
+        brute_force_search(index, expected_vector, 10, [i for i in index.store.item_ids("image") if i != disliked]),
     )
 
 
@@ -505,7 +531,7 @@ def hand_classify(encoder, picture: Path, labels, templates=DEFAULT_TEMPLATES) -
     logits = encoder.logit_scale * cosines
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
-    return {label: (float(p), float(c)) for label, p, c in zip(labels, probabilities, cosines)}
+    return {label: (float(p), float(c)) for label, p, c in zip(labels, probabilities, cosines, strict=True)}
 
 
 def test_label_vectors_are_unit_template_means(tiny_encoder) -> None:
@@ -535,9 +561,7 @@ def test_top_level_classify_matches_index_classify(index: Index, photos: Path, q
         from_index = index.classify(picture, LABELS)
         standalone = vecsearch.classify(picture, LABELS, encoder=tiny_encoder)
         assert [r.label for r in standalone] == [r.label for r in from_index]
-        np.testing.assert_allclose(
-            [r.probability for r in standalone], [r.probability for r in from_index], atol=1e-6
-        )
+        np.testing.assert_allclose([r.probability for r in standalone], [r.probability for r in from_index], atol=1e-6)
         np.testing.assert_allclose([r.score for r in standalone], [r.score for r in from_index], atol=1e-6)
 
 
@@ -639,8 +663,12 @@ def text_index(tmp_path_factory: pytest.TempPathFactory, minilm_encoder):
 
 
 def test_text_only_index_semantic_search(text_index: Index) -> None:
-    for query, stem in [("a kitten", "cat"), ("a puppy playing", "dog"), ("spaghetti dinner", "pasta"),
-                        ("a jet at the airport", "plane")]:
+    for query, stem in [
+        ("a kitten", "cat"),
+        ("a puppy playing", "dog"),
+        ("spaghetti dinner", "pasta"),
+        ("a jet at the airport", "plane"),
+    ]:
         hits = text_index.search(query, 3)
         assert hits[0].caption == TEXT_CAPTIONS[stem], query
         assert hits[0].relpath == f"{stem}.png"

@@ -17,8 +17,8 @@ import sys
 import time
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -45,7 +45,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("serve-photos")
     colours = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
     names = ["apple", "sea", "leaf", "sun", "trips/car", "trips/tent", "night", "snow"]
-    for i, (name, colour) in enumerate(zip(names, colours)):
+    for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
         make_image(root / f"{name}.png", colour, "circle" if i % 2 else "square", size=(96, 72), seed=i)
         if name in SIDECARS:
             (root / f"{name}.txt").write_text(SIDECARS[name] + "\n")
@@ -117,8 +117,15 @@ def test_health_and_info(client: TestClient, library: Index) -> None:
 def test_openapi_schema_lists_every_endpoint(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert set(schema["paths"]) == {
-        "/api/health", "/api/info", "/api/search", "/api/search/image", "/api/uploads", "/api/describe",
-        "/api/classify", "/api/items/{item_id}", "/api/items/{item_id}/thumbnail",
+        "/api/health",
+        "/api/info",
+        "/api/search",
+        "/api/search/image",
+        "/api/uploads",
+        "/api/describe",
+        "/api/classify",
+        "/api/items/{item_id}",
+        "/api/items/{item_id}/thumbnail",
     }
     assert set(schema["paths"]["/api/search"]) == {"get", "post"}
     assert "SearchRequest" in schema["components"]["schemas"]
@@ -140,8 +147,16 @@ def test_text_search_equals_the_library(client: TestClient, library: Index) -> N
     assert response.status_code == 200
     body = response.json()
     assert_same(body["hits"], library.search("a red apple", k=5))
-    assert body["query"] == {"terms": ["a red apple"], "k": 5, "kind": None, "path": None, "min_score": None,
-                             "within": None, "like": [], "unlike": []}
+    assert body["query"] == {
+        "terms": ["a red apple"],
+        "k": 5,
+        "kind": None,
+        "path": None,
+        "min_score": None,
+        "within": None,
+        "like": [],
+        "unlike": [],
+    }
     assert body["generation"] == library.store.generation and body["took_ms"] >= 0
     first = body["hits"][0]
     assert set(first) == {"rank", "id", "score", "kind", "path", "relpath", "caption", "image", "source", "thumbnail"}
@@ -157,9 +172,7 @@ def test_the_query_echo_runs_the_same_search_again(client: TestClient) -> None:
 
 def test_get_search_equals_post(client: TestClient, library: Index) -> None:
     got = client.get("/api/search", params={"q": ["a green leaf", "-0.5:yellow"], "k": 3, "like": [1]}).json()
-    posted = client.post(
-        "/api/search", json={"terms": ["a green leaf", "-0.5:yellow"], "k": 3, "like": [1]}
-    ).json()
+    posted = client.post("/api/search", json={"terms": ["a green leaf", "-0.5:yellow"], "k": 3, "like": [1]}).json()
     assert ids_scores(got["hits"]) == ids_scores(posted["hits"])
     assert_same(got["hits"], library.search(["a green leaf", "-0.5:yellow"], k=3, like=[1]))
 
@@ -178,14 +191,17 @@ def test_refinement_alone(client: TestClient, library: Index) -> None:
     assert_same(response["hits"], library.search([], k=3, like=[4]))
 
 
-@pytest.mark.parametrize("filters", [
-    {"kind": "caption"},
-    {"kind": "any", "k": 20},
-    {"path": "trips/*"},
-    {"path": "*/more/m[0-3].jpg"},
-    {"min_score": 0.2},
-    {"within": 0.05, "k": 16},
-])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"kind": "caption"},
+        {"kind": "any", "k": 20},
+        {"path": "trips/*"},
+        {"path": "*/more/m[0-3].jpg"},
+        {"min_score": 0.2},
+        {"within": 0.05, "k": 16},
+    ],
+)
 def test_filters_equal_the_library(client: TestClient, library: Index, filters: dict) -> None:
     body = {"terms": ["a purple car"], "k": 5, **filters}
     response = client.post("/api/search", json=body)
@@ -227,7 +243,8 @@ def test_uploaded_picture_mixed_with_text(client: TestClient, library: Index, ph
 def test_search_by_image_in_one_request(client: TestClient, library: Index, photos: Path) -> None:
     path = photos / "leaf.png"
     response = client.post(
-        "/api/search/image", params={"k": 3, "kind": "any"},
+        "/api/search/image",
+        params={"k": 3, "kind": "any"},
         files={"file": ("leaf.png", path.read_bytes(), "image/png")},
     )
     assert response.status_code == 200, response.text
@@ -246,10 +263,12 @@ def test_describe_and_classify_equal_the_library(client: TestClient, library: In
     classified = client.post("/api/classify", json={"image": token, "labels": labels}).json()
     expected = library.classify(photos / "sun.png", labels)
     assert [x["label"] for x in classified["labels"]] == [x.label for x in expected]
-    np.testing.assert_allclose([x["probability"] for x in classified["labels"]],
-                               [x.probability for x in expected], atol=1e-6)
-    templated = client.post("/api/classify", json={"image": "id:2", "labels": labels,
-                                                  "templates": ["a drawing of {}"]}).json()
+    np.testing.assert_allclose(
+        [x["probability"] for x in classified["labels"]], [x.probability for x in expected], atol=1e-6
+    )
+    templated = client.post(
+        "/api/classify", json={"image": "id:2", "labels": labels, "templates": ["a drawing of {}"]}
+    ).json()
     expected = library.classify("id:2", labels, ["a drawing of {}"])
     assert [x["label"] for x in templated["labels"]] == [x.label for x in expected]
 
@@ -284,8 +303,10 @@ def test_thumbnails_are_bounded_cached_and_revalidated(client: TestClient, libra
     again = client.get(f"/api/items/{item_id}/thumbnail", params={"size": 60})  # also 64: from the cache
     assert again.content == response.content and len(cache) == before + 1
     etag = response.headers["etag"]
-    assert client.get(f"/api/items/{item_id}/thumbnail", params={"size": 64},
-                      headers={"If-None-Match": etag}).status_code == 304
+    assert (
+        client.get(f"/api/items/{item_id}/thumbnail", params={"size": 64}, headers={"If-None-Match": etag}).status_code
+        == 304
+    )
     big = Image.open(io.BytesIO(client.get(f"/api/items/{item_id}/thumbnail?size=1024").content))
     assert big.size == (96, 72)  # never enlarged
     assert client.get(f"/api/items/{item_id}/thumbnail?size=5000").status_code == 422
@@ -304,10 +325,16 @@ def test_thumbnail_of_a_picture_gone_from_disk(tmp_path: Path, tiny_encoder) -> 
 # --- nothing from a request reaches the file system ------------------------------------------------
 
 
-@pytest.mark.parametrize("term", [
-    "image:/etc/passwd", "image:../../etc/hosts.png", "-0.5:image:/etc/passwd", "http://example.com/a.jpg",
-    "https://127.0.0.1:8000/api/health",
-])
+@pytest.mark.parametrize(
+    "term",
+    [
+        "image:/etc/passwd",
+        "image:../../etc/hosts.png",
+        "-0.5:image:/etc/passwd",
+        "http://example.com/a.jpg",
+        "https://127.0.0.1:8000/api/health",
+    ],
+)
 def test_terms_naming_files_or_urls_are_refused(client: TestClient, term: str) -> None:
     response = client.post("/api/search", json={"terms": [term]})
     assert response.status_code == 400
@@ -322,14 +349,17 @@ def test_path_like_text_is_only_text(client: TestClient, library: Index, text: s
     assert_same(response.json()["hits"], library.search([f"text:{text}"], k=3))
 
 
-@pytest.mark.parametrize("url", [
-    "/api/items/..%2F..%2Fetc%2Fpasswd/thumbnail",
-    "/api/items/1%2F..%2F..%2Fetc%2Fpasswd/thumbnail",
-    "/static/..%2Fserve.py",
-    "/static/../serve.py",
-    "/static/%2e%2e/serve.py",
-    "/static/..%2F..%2F..%2Fetc%2Fpasswd",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/items/..%2F..%2Fetc%2Fpasswd/thumbnail",
+        "/api/items/1%2F..%2F..%2Fetc%2Fpasswd/thumbnail",
+        "/static/..%2Fserve.py",
+        "/static/../serve.py",
+        "/static/%2e%2e/serve.py",
+        "/static/..%2F..%2F..%2Fetc%2Fpasswd",
+    ],
+)
 def test_path_traversal_in_urls(client: TestClient, url: str) -> None:
     response = client.get(url)
     assert response.status_code in (404, 422)
@@ -371,14 +401,15 @@ def test_upload_limits_and_undecodable_pictures(folder: Path, tiny_encoder, phot
         assert too_big.status_code == 413 and "4,000 bytes" in too_big.json()["error"]
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while the body arrives
-            boundary = b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+            boundary = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
             yield boundary
             for _ in range(100):
                 yield b"\0" * 1000
             yield b"\r\n--xyz--\r\n"
 
-        streamed = client.post("/api/uploads", content=chunks(),
-                               headers={"content-type": "multipart/form-data; boundary=xyz"})
+        streamed = client.post(
+            "/api/uploads", content=chunks(), headers={"content-type": "multipart/form-data; boundary=xyz"}
+        )
         assert streamed.status_code == 413, streamed.text
         not_image = client.post("/api/uploads", files={"file": ("notes.png", b"just some text")})
         assert not_image.status_code == 415 and "not a readable image" in not_image.json()["error"]
@@ -396,20 +427,23 @@ def test_upload_limits_and_undecodable_pictures(folder: Path, tiny_encoder, phot
         assert client.post("/api/uploads").status_code == 422  # no file at all
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"terms": []}, 400, "empty query"),
-    ({"terms": ["-cat"]}, 400, "only negative terms"),
-    ({"terms": ["inf:cat"]}, 400, "malformed weight"),
-    ({"terms": ["id:123456"]}, 400, "no item with id 123456"),
-    ({"terms": ["upload:" + "0" * 64]}, 404, "upload it again"),
-    ({"terms": ["upload:xyz"]}, 400, "64 hex digits"),
-    ({"terms": ["cat"], "k": 0}, 422, "k:"),
-    ({"terms": ["cat"], "k": "ten"}, 422, "k:"),
-    ({"terms": ["cat"], "kind": "video"}, 422, "kind:"),
-    ({"terms": ["cat"], "min_score": 3}, 422, "min_score:"),
-    ({"terms": "cat"}, 422, "terms:"),
-    ({"terms": ["cat"], "like": ["x"]}, 422, "like."),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"terms": []}, 400, "empty query"),
+        ({"terms": ["-cat"]}, 400, "only negative terms"),
+        ({"terms": ["inf:cat"]}, 400, "malformed weight"),
+        ({"terms": ["id:123456"]}, 400, "no item with id 123456"),
+        ({"terms": ["upload:" + "0" * 64]}, 404, "upload it again"),
+        ({"terms": ["upload:xyz"]}, 400, "64 hex digits"),
+        ({"terms": ["cat"], "k": 0}, 422, "k:"),
+        ({"terms": ["cat"], "k": "ten"}, 422, "k:"),
+        ({"terms": ["cat"], "kind": "video"}, 422, "kind:"),
+        ({"terms": ["cat"], "min_score": 3}, 422, "min_score:"),
+        ({"terms": "cat"}, 422, "terms:"),
+        ({"terms": ["cat"], "like": ["x"]}, 422, "like."),
+    ],
+)
 def test_bad_searches(client: TestClient, body: dict, status: int, words: str) -> None:
     response = client.post("/api/search", json=body)
     assert response.status_code == status, response.text
@@ -477,7 +511,10 @@ def test_serve_command_answers_and_stops_on_ctrl_c(folder: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "vecsearch", "serve", str(folder), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 60
@@ -540,7 +577,9 @@ def test_pictures_as_bytes_equal_the_files(library: Index, photos: Path) -> None
     by_path = library.search([str(path)], k=4)
     assert_same_ranking([(h.id, h.score) for h in by_bytes], [(h.id, h.score) for h in by_path])
     assert [h.id for h in library.describe(data, k=2)] == [h.id for h in library.describe(path, k=2)]
-    assert [x.label for x in library.classify(data, ["a", "b"])] == [x.label for x in library.classify(path, ["a", "b"])]
+    assert [x.label for x in library.classify(data, ["a", "b"])] == [
+        x.label for x in library.classify(path, ["a", "b"])
+    ]
 
 
 def test_refresh_is_cheap_and_sees_commits(tmp_path: Path, tiny_encoder) -> None:

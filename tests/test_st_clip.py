@@ -53,7 +53,9 @@ def test_index_with_a_sentence_transformers_clip(tmp_path: Path, st_clip, make_i
         assert [h.kind for h in index.describe(tmp_path / "pics" / "img1.png")] == ["caption"]
     reopened = Index.open(tmp_path / "idx")
     assert reopened.spec == st_clip.spec
-    assert [h.id for h in reopened.search("a square", k=3)] == [h.id for h in Index.open(tmp_path / "idx", encoder=st_clip).search("a square", k=3)]
+    assert [h.id for h in reopened.search("a square", k=3)] == [
+        h.id for h in Index.open(tmp_path / "idx", encoder=st_clip).search("a square", k=3)
+    ]
 
 
 def test_text_only_sentence_transformer_refuses_images(minilm_encoder) -> None:

@@ -36,7 +36,11 @@ def _png(path: Path, size=(40, 30), colour=(200, 30, 30, 255), author: str = "")
     [
         ("animals/mammals/dogs/bored_dog_01.png", "", "bored dog (mammals, dogs)"),
         ("animals/2_dead_frogs_lumen_desig_01.png", "Lumen Design Studio", "dead frogs (animals)"),
-        ("animals/mammals/canguro_architetto_franc_01.png", "Architetto Francesco Rollandin", "canguro (animals, mammals)"),
+        (
+            "animals/mammals/canguro_architetto_franc_01.png",
+            "Architetto Francesco Rollandin",
+            "canguro (animals, mammals)",
+        ),
         ("shapes/stars/star_67pt11step.png", "", "star (shapes, stars)"),
         ("computer/icons/flat-theme/action/gg_away.png", "", "gg away (action)"),
         ("people/sm_005.png", "", "sm (people)"),
@@ -124,23 +128,41 @@ def test_training_script_runs_a_short_training_and_writes_loadable_weights(tmp_p
 
     clipart, stamps = _trees(tmp_path)
     out = tmp_path / "weights.safetensors"
-    code = train_starter.main([
-        "--epochs", "1", "--batch-size", "8", "--limit", "16", "--out", str(out),
-        "--cache-dir", str(tmp_path / "cache"), "--openclipart-dir", str(clipart),
-        "--tuxpaint-dir", str(stamps), "--device", "cpu", "--quiet", *options,
-    ])
+    code = train_starter.main(
+        [
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--limit",
+            "16",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--openclipart-dir",
+            str(clipart),
+            "--tuxpaint-dir",
+            str(stamps),
+            "--device",
+            "cpu",
+            "--quiet",
+            *options,
+        ]
+    )
     assert code == 0 and out.is_file()
     from safetensors import safe_open
 
     with safe_open(str(out), "pt") as handle:
         card = json.loads(handle.metadata()["card"])
-        assert all(key.startswith("visual.") or key == "logit_scale" for key in handle.keys())
+        assert all(key.startswith("visual.") or key == "logit_scale" for key in handle.keys())  # noqa: SIM118 (a safetensors file: no `in`)
     assert card["epochs"] == 1 and card["train_pictures"] == 16 and card["train_seconds"] >= 0
     assert card["val_curve"][0]["epoch"] == 1 and np.isfinite(card["val_curve"][0]["loss"])
     trained, _, _ = starter.build_model(weights=out)
     fresh, _, _ = starter.build_model(weights=None)
     changed = [
-        name for name, tensor in trained.visual.state_dict().items()
+        name
+        for name, tensor in trained.visual.state_dict().items()
         if tensor.is_floating_point() and not np.allclose(tensor.numpy(), fresh.visual.state_dict()[name].numpy())
     ]
     assert changed  # the step moved the weights, and they load back through the model's own loader

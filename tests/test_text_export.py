@@ -9,8 +9,9 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,9 +29,40 @@ PROMPTS = ["a red apple", "a blue car", "sunny beach with sand", "café 🍎 &am
 def fuzz_texts(count: int, seed: int = 0) -> list[str]:
     """Seeded random texts mixing scripts, emoji, entities, special-token spellings and odd spaces."""
     rng = random.Random(seed)
-    pieces = ["apple", "Café", "naïve", "ÉCOLE", "日本", "Привет", "🍎", "👩‍👧", "&amp;", "&#39;", "â€™", " ", "  ",
-              "\t", "\u00a0", "\u200b", "'s", "'LL", "x²", "ﬁ", "Ａ", ";", "<end_of_text>", "<start_of_text>",
-              "[SEP]", "[PAD]", "42", "3.5", "-", "!?", "İ", "ſ"]
+    pieces = [
+        "apple",
+        "Café",
+        "naïve",
+        "ÉCOLE",
+        "日本",
+        "Привет",
+        "🍎",
+        "👩‍👧",
+        "&amp;",
+        "&#39;",
+        "â€™",
+        " ",
+        "  ",
+        "\t",
+        "\u00a0",
+        "\u200b",
+        "'s",
+        "'LL",
+        "x²",
+        "ﬁ",
+        "Ａ",
+        ";",
+        "<end_of_text>",
+        "<start_of_text>",
+        "[SEP]",
+        "[PAD]",
+        "42",
+        "3.5",
+        "-",
+        "!?",
+        "İ",
+        "ſ",
+    ]
     return ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(count)]
 
 
@@ -131,34 +163,42 @@ def test_hf_tokens_equal_the_starter_tokenizer(starter_encoder: Any, tmp_path: P
 # --- searching through the Index ---------------------------------------------------------------
 
 
-def test_text_search_uses_the_export_and_matches_torch(tiny_index: Path, tiny_encoder: Any, cache: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_text_search_uses_the_export_and_matches_torch(
+    tiny_index: Path, tiny_encoder: Any, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VECSEARCH_CACHE_DIR", str(cache))
     with Index.open(tiny_index) as index:
         for prompt in [p for p in PROMPTS if p]:
             fast = index.query_vector(Query.parse(prompt))
             assert float(fast @ tiny_encoder.embed_texts([prompt])[0]) >= 0.99999
         for query in ["a red apple", ["a blue car", "-sunny beach"], ["2:car", "id:1"]]:
-            assert_same_ranking([(h.id, h.score) for h in index.search(query, k=8, kind="any")],
-                                torch_hits(tiny_index, tiny_encoder, query))
+            assert_same_ranking(
+                [(h.id, h.score) for h in index.search(query, k=8, kind="any")],
+                torch_hits(tiny_index, tiny_encoder, query),
+            )
         assert index.model.loaded is None  # the full model was never loaded
         # An image term needs the image tower: the full model loads, and gives torch's answer.
         picture = str(index.roots()[0] / "apple.png")
-        assert_same_ranking([(h.id, h.score) for h in index.search([picture], k=8, kind="any")],
-                            torch_hits(tiny_index, tiny_encoder, [picture]))
+        assert_same_ranking(
+            [(h.id, h.score) for h in index.search([picture], k=8, kind="any")],
+            torch_hits(tiny_index, tiny_encoder, [picture]),
+        )
         assert index.model.loaded is not None
 
 
-def test_starter_index_text_search_matches_torch(starter_encoder: Any, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_starter_index_text_search_matches_torch(
+    starter_encoder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VECSEARCH_CACHE_DIR", str(tmp_path / "cache"))
     root = build_tree(tmp_path / "photos")
     with Index.create(tmp_path / "index", encoder=starter_encoder) as index:
         index.add(root)
     with Index.open(tmp_path / "index") as index:
         for query in ["a red apple", "a sunny beach with sand", "blue -red"]:
-            assert_same_ranking([(h.id, h.score) for h in index.search(query, k=8, kind="any")],
-                                torch_hits(tmp_path / "index", starter_encoder, query))
+            assert_same_ranking(
+                [(h.id, h.score) for h in index.search(query, k=8, kind="any")],
+                torch_hits(tmp_path / "index", starter_encoder, query),
+            )
         assert index.model.loaded is None
 
 
@@ -181,8 +221,9 @@ def run(args: list[str], cache: Path) -> str:
 
 
 def test_cold_text_search_never_imports_torch(tiny_index: Path, tiny_encoder: Any, cache: Path) -> None:
-    cli = json.loads(run(["-m", "vecsearch", "search", str(tiny_index), "a red apple", "--json", "--kind", "any",
-                          "-k", "8"], cache))
+    cli = json.loads(
+        run(["-m", "vecsearch", "search", str(tiny_index), "a red apple", "--json", "--kind", "any", "-k", "8"], cache)
+    )
     assert_same_ranking([(h["id"], h["score"]) for h in cli], torch_hits(tiny_index, tiny_encoder, "a red apple"))
     library = json.loads(run(["-c", LIBRARY_SEARCH, str(tiny_index), "a red apple"], cache))
     assert_same_ranking([tuple(h) for h in library["hits"]], torch_hits(tiny_index, tiny_encoder, "a red apple"))
@@ -194,8 +235,9 @@ def test_cold_text_search_never_imports_torch(tiny_index: Path, tiny_encoder: An
 def test_cold_image_search_still_loads_the_full_model(tiny_index: Path, tiny_encoder: Any, cache: Path) -> None:
     with Index.open(tiny_index) as index:
         picture = str(index.roots()[0] / "car.jpg")
-    cli = json.loads(run(["-m", "vecsearch", "search", str(tiny_index), picture, "--json", "--kind", "any",
-                          "-k", "8"], cache))
+    cli = json.loads(
+        run(["-m", "vecsearch", "search", str(tiny_index), picture, "--json", "--kind", "any", "-k", "8"], cache)
+    )
     assert_same_ranking([(h["id"], h["score"]) for h in cli], torch_hits(tiny_index, tiny_encoder, [picture]))
 
 
@@ -221,8 +263,9 @@ def damage(cache: Path, fingerprint: str, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["no entry", "other fingerprint", "truncated meta", "weights", "graph", "tokenizer"])
-def test_missing_damaged_or_foreign_export_falls_back(tiny_index: Path, tiny_encoder: Any, tmp_path: Path,
-                                                      cache: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+def test_missing_damaged_or_foreign_export_falls_back(
+    tiny_index: Path, tiny_encoder: Any, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
     own = tmp_path / "cache"
     export_text_tower(tiny_encoder, own)
     assert load_text_encoder(tiny_encoder.fingerprint, tiny_encoder.dim, own) is not None
@@ -259,8 +302,9 @@ def test_other_encoders_get_no_export(tmp_path: Path) -> None:
     assert text_files(tmp_path) == []
 
 
-def test_unchanged_crawl_neither_loads_the_model_nor_exports(tiny_index: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unchanged_crawl_neither_loads_the_model_nor_exports(
+    tiny_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VECSEARCH_CACHE_DIR", str(tmp_path / "cache"))
     with Index.open(tiny_index) as index:
         report = index.add()
@@ -269,8 +313,9 @@ def test_unchanged_crawl_neither_loads_the_model_nor_exports(tiny_index: Path, t
     assert text_files(tmp_path / "cache") == []
 
 
-def test_disabled_by_environment(tiny_index: Path, tiny_encoder: Any, cache: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disabled_by_environment(
+    tiny_index: Path, tiny_encoder: Any, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VECSEARCH_CACHE_DIR", str(cache))
     monkeypatch.setenv("VECSEARCH_TEXT_ONNX", "0")
     with Index.open(tiny_index) as index:

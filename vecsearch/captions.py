@@ -7,8 +7,8 @@ already holds, so a caption shared by many pictures is embedded once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -32,7 +32,11 @@ class CaptionJob:
 
 class CaptionSync:
     def __init__(
-        self, store: Store, writer: ChunkWriter, model: IndexModel, report: CrawlReport,
+        self,
+        store: Store,
+        writer: ChunkWriter,
+        model: IndexModel,
+        report: CrawlReport,
         skip: Callable[[str, str], None],
     ) -> None:
         self.store = store
@@ -93,15 +97,21 @@ class CaptionSync:
         if missing:
             vectors = self.model.encoder.embed_texts(missing)
             self.report.embedded_captions += len(missing)
-            for text, vector in zip(missing, vectors):
+            for text, vector in zip(missing, vectors, strict=True):
                 self._text_vectors[text_hash(text)] = vector
         chunk = self.writer.begin()
         for job in jobs:
             digest = text_hash(job.text)
             vector = self._text_vectors[digest]
             item_id = self.store.add_item(
-                "caption", job.file_id, vector, chunk.gen,
-                text=job.text, source=job.source, position=job.position, text_hash=digest,
+                "caption",
+                job.file_id,
+                vector,
+                chunk.gen,
+                text=job.text,
+                source=job.source,
+                position=job.position,
+                text_hash=digest,
             )
             self.writer.add(item_id, vector)
             self.report.captions_added += 1

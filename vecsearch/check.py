@@ -76,8 +76,9 @@ class CheckReport:
         return data
 
 
-def check_index(ref: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None,
-                repair: bool = False) -> CheckReport:
+def check_index(
+    ref: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None, repair: bool = False
+) -> CheckReport:
     """Check an index's files and their agreement; with `repair`, rebuild what is damaged and check again.
 
     Checking needs no lock (a crawl may run meanwhile); repairing takes the writer lock, so it waits for
@@ -97,8 +98,9 @@ def check_index(ref: str | os.PathLike[str], *, home: str | os.PathLike[str] | N
             still = {(f.area, f.problem) for f in after.findings}
             for finding in first.findings:
                 finding.repaired = (finding.area, finding.problem) not in still and finding.repair is not None
-            first.findings += [f for f in after.findings if (f.area, f.problem) not in
-                               {(g.area, g.problem) for g in first.findings}]
+            first.findings += [
+                f for f in after.findings if (f.area, f.problem) not in {(g.area, g.problem) for g in first.findings}
+            ]
             first.counts = after.counts
             first.notes = after.notes + [f"deleted {name}" for name in first.leftovers]
             first.leftovers = after.leftovers
@@ -136,9 +138,11 @@ def _inspect(folder: Path, writer: bool = False) -> CheckReport:
         keep = manifest["faiss"].get("file", VECTORS) if manifest else ""
         report.leftovers = [path.name for path in leftover_files(folder, keep=keep)]
         if report.leftovers:
-            report.notes.append(f"{len(report.leftovers)} leftover files of a writer that stopped "
-                                f"({', '.join(report.leftovers)}): harmless; the next crawl or --repair "
-                                "deletes them")
+            report.notes.append(
+                f"{len(report.leftovers)} leftover files of a writer that stopped "
+                f"({', '.join(report.leftovers)}): harmless; the next crawl or --repair "
+                "deletes them"
+            )
     return report
 
 
@@ -181,10 +185,8 @@ def _check_rows(store: Any, dim: int | None, modalities: list[str] | None, repor
     queries = {
         "items without a vector": "SELECT COUNT(*) FROM items WHERE id NOT IN (SELECT item_id FROM vectors)",
         "vectors without an item": "SELECT COUNT(*) FROM vectors WHERE item_id NOT IN (SELECT id FROM items)",
-        "items of a file that is not recorded":
-            "SELECT COUNT(*) FROM items WHERE file_id NOT IN (SELECT id FROM files)",
-        "files of a crawled folder that is not recorded":
-            "SELECT COUNT(*) FROM files WHERE root_id NOT IN (SELECT id FROM roots)",
+        "items of a file that is not recorded": "SELECT COUNT(*) FROM items WHERE file_id NOT IN (SELECT id FROM files)",
+        "files of a crawled folder that is not recorded": "SELECT COUNT(*) FROM files WHERE root_id NOT IN (SELECT id FROM roots)",
     }
     if modalities is not None and "image" in modalities:
         queries["files without an image item"] = (
@@ -198,8 +200,13 @@ def _check_rows(store: Any, dim: int | None, modalities: list[str] | None, repor
     if dim:
         bad = len(_bad_vectors(store, dim))
         if bad:
-            report.findings.append(Finding("items", f"{bad} stored vectors of the wrong size, not finite or "
-                                           "not unit length", _ROW_REPAIRS["bad vectors"]))
+            report.findings.append(
+                Finding(
+                    "items",
+                    f"{bad} stored vectors of the wrong size, not finite or not unit length",
+                    _ROW_REPAIRS["bad vectors"],
+                )
+            )
 
 
 _OUTSIDE = "files outside their folder (absolute or '..' paths)"
@@ -216,8 +223,11 @@ _ROW_REPAIRS = {
 
 
 def _unsafe_files(store: Any) -> list[int]:
-    return [file_id for file_id, relpath in store.conn.execute("SELECT id, relpath FROM files")
-            if not is_safe_relpath(relpath)]
+    return [
+        file_id
+        for file_id, relpath in store.conn.execute("SELECT id, relpath FROM files")
+        if not is_safe_relpath(relpath)
+    ]
 
 
 def _bad_vectors(store: Any, dim: int) -> list[int]:
@@ -242,18 +252,26 @@ def _check_vector_file(folder: Path, manifest: dict[str, Any], store: Any, repor
         report.findings.append(Finding("vectors", str(exc), rebuild))
         return
     if vectors.dim != manifest["dim"]:
-        report.findings.append(Finding("vectors", f"vector file has dimension {vectors.dim}, the manifest "
-                                       f"says {manifest['dim']}", rebuild))
+        report.findings.append(
+            Finding("vectors", f"vector file has dimension {vectors.dim}, the manifest says {manifest['dim']}", rebuild)
+        )
         return
     with store.snapshot():
         db_gen, file_gen = store.generation, int(info.get("generation", -1))
         if file_gen > db_gen:
-            report.findings.append(Finding("vectors", f"vector file (generation {file_gen}) is newer than the "
-                                           f"database (generation {db_gen})", rebuild))
+            report.findings.append(
+                Finding(
+                    "vectors",
+                    f"vector file (generation {file_gen}) is newer than the database (generation {db_gen})",
+                    rebuild,
+                )
+            )
             return
         if file_gen < db_gen:
-            report.notes.append(f"the vector file lags the database by {db_gen - file_gen} generations; "
-                                "readers catch it up, the next crawl saves it")
+            report.notes.append(
+                f"the vector file lags the database by {db_gen - file_gen} generations; "
+                "readers catch it up, the next crawl saves it"
+            )
             vectors.remove(np.concatenate([store.removed_since(file_gen), store.vectors_since(file_gen)[0]]))
             vectors.add(*store.vectors_since(file_gen))
         stored = store.vector_ids()
@@ -261,29 +279,35 @@ def _check_vector_file(folder: Path, manifest: dict[str, Any], store: Any, repor
     if held.shape != stored.shape or not np.array_equal(held, np.sort(stored)):
         missing = np.setdiff1d(stored, held).size
         extra = np.setdiff1d(held, stored).size
-        report.findings.append(Finding("vectors", f"vector file disagrees with the database: {missing} stored "
-                                       f"vectors missing from it, {extra} ids in it that the database lacks",
-                                       rebuild))
+        report.findings.append(
+            Finding(
+                "vectors",
+                f"vector file disagrees with the database: {missing} stored "
+                f"vectors missing from it, {extra} ids in it that the database lacks",
+                rebuild,
+            )
+        )
         return
     if not vectors.approximate and stored.size:
         sample = np.random.default_rng(0).choice(stored, size=min(SAMPLE_VECTORS, stored.size), replace=False)
         ids, wanted = store.vectors_of(np.sort(sample))
         got = np.stack([vectors.index.reconstruct(int(i)) for i in ids])
         if not np.allclose(got, wanted, atol=1e-5):
-            report.findings.append(Finding("vectors", "vector file holds vectors that differ from the "
-                                           "database's", rebuild))
+            report.findings.append(
+                Finding("vectors", "vector file holds vectors that differ from the database's", rebuild)
+            )
 
 
 def _check_sources(folder: Path, location: str | None, store: Any, report: CheckReport) -> None:
     """Indexed files that are gone from disk are not damage (the next crawl drops them): a note."""
     roots = {root.id: locate_root(folder, location, root) for root in store.roots()}
     missing = sum(
-        1 for root_id, relpath in store.conn.execute("SELECT root_id, relpath FROM files")
+        1
+        for root_id, relpath in store.conn.execute("SELECT root_id, relpath FROM files")
         if root_id not in roots or not (roots[root_id] / relpath).exists()
     )
     if missing:
-        report.notes.append(f"{missing} indexed files are no longer on disk; the next `vecsearch index` "
-                            "removes them")
+        report.notes.append(f"{missing} indexed files are no longer on disk; the next `vecsearch index` removes them")
 
 
 def _writer_active(folder: Path) -> bool:
@@ -420,15 +444,18 @@ def _rewrite_manifest(folder: Path, store: Any) -> None:
     identity = _identity(store)
     if not identity:
         raise VecsearchError("the manifest cannot be rebuilt: this database keeps no copy of the index's model")
-    write_manifest(folder, {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "vecsearch_version": __version__,
-        **identity,
-        "faiss": {"type": EXACT, "family": "exact", "requested": "auto", "file": VECTORS, "generation": -1},
-        "counts": store.counts(),
-        "roots": [root.path for root in store.roots()],
-    })
+    write_manifest(
+        folder,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "vecsearch_version": __version__,
+            **identity,
+            "faiss": {"type": EXACT, "family": "exact", "requested": "auto", "file": VECTORS, "generation": -1},
+            "counts": store.counts(),
+            "roots": [root.path for root in store.roots()],
+        },
+    )
 
 
 def _repair_rows(store: Any, dim: int, modalities: list[str]) -> None:
@@ -436,15 +463,23 @@ def _repair_rows(store: Any, dim: int, modalities: list[str]) -> None:
     with store.transaction():
         gen = store.bump_generation()
         forget: set[int] = set()
-        forget |= {r[0] for r in conn.execute(
-            "SELECT file_id FROM items WHERE id NOT IN (SELECT item_id FROM vectors)")}
-        forget |= {r[0] for r in conn.execute(
-            "SELECT id FROM files WHERE id NOT IN (SELECT file_id FROM items WHERE kind = 'image')")} \
-            if "image" in modalities else set()
+        forget |= {
+            r[0] for r in conn.execute("SELECT file_id FROM items WHERE id NOT IN (SELECT item_id FROM vectors)")
+        }
+        forget |= (
+            {
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM files WHERE id NOT IN (SELECT file_id FROM items WHERE kind = 'image')"
+                )
+            }
+            if "image" in modalities
+            else set()
+        )
         forget |= {r[0] for r in conn.execute("SELECT id FROM files WHERE root_id NOT IN (SELECT id FROM roots)")}
         forget |= set(_unsafe_files(store))
         bad = _bad_vectors(store, dim)
-        for chunk in (bad[i:i + 500] for i in range(0, len(bad), 500)):
+        for chunk in (bad[i : i + 500] for i in range(0, len(bad), 500)):
             marks = ",".join("?" * len(chunk))
             forget |= {r[0] for r in conn.execute(f"SELECT file_id FROM items WHERE id IN ({marks})", chunk)}
         for file_id in sorted(forget):

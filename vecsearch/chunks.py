@@ -8,6 +8,7 @@ and keeps the committed ones, so the next run picks up from there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sqlite3
@@ -102,10 +103,8 @@ class ChunkWriter:
         """Drop the open chunk: the database and the report's counters go back to the last commit.
         Returns the dropped chunk, so that the caller can forget what it learnt in it."""
         chunk, self.open = self.open, None
-        try:
+        with contextlib.suppress(sqlite3.Error):  # a connection that failed mid-write has nothing open
             self.store.rollback()
-        except sqlite3.Error:
-            pass
         if chunk is not None:
             for name, value in chunk.counters.items():
                 setattr(self.report, name, value)

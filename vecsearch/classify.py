@@ -6,8 +6,9 @@ as in the CLIP paper; probabilities are the softmax of the model's logit scale t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def classify_vector(
     logits = logit_scale * scores
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
-    ranked = sorted(zip(labels, probabilities, scores), key=lambda row: -row[1])
+    ranked = sorted(zip(labels, probabilities, scores, strict=True), key=lambda row: -row[1])
     return [LabelScore(label, float(p), float(s)) for label, p, s in ranked]
 
 
@@ -101,7 +102,7 @@ def classify(
 
 
 def classify_image(
-    image: "str | Path | Image.Image",
+    image: str | Path | Image.Image,
     labels: Sequence[str],
     encoder: Encoder | None = None,
     *,

@@ -14,9 +14,10 @@ import io
 import json
 import os
 import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO
 
 from .errors import CaptionsFileError
 from .images import IMAGE_EXTENSIONS

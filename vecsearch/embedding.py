@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class QueryEmbedder:
                 cache.move_to_end(key)
             return np.stack([cache[key] for key in keys])
         vectors = np.asarray(embed(), dtype=np.float32)
-        for key, vector in zip(keys, vectors):
+        for key, vector in zip(keys, vectors, strict=True):
             cache[key] = vector
             cache.move_to_end(key)
         while len(cache) > TERM_CACHE_SIZE:

@@ -89,8 +89,13 @@ class IndexSummary:
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"name": self.name, "path": self.path, "error": self.error}
-        return {"name": self.name, "path": self.path, "model": self.model, "counts": self.counts,
-                "updated": self.updated}
+        return {
+            "name": self.name,
+            "path": self.path,
+            "model": self.model,
+            "counts": self.counts,
+            "updated": self.updated,
+        }
 
 
 def list_indexes(home: str | os.PathLike[str] | None = None) -> list[IndexSummary]:
@@ -102,10 +107,15 @@ def list_indexes(home: str | os.PathLike[str] | None = None) -> list[IndexSummar
         except VecsearchError as exc:
             summaries.append(IndexSummary(folder.name, str(folder), error=str(exc)))
             continue
-        summaries.append(IndexSummary(
-            folder.name, str(folder), model=manifest["model"].get("spec"), counts=manifest.get("counts", {}),
-            updated=manifest.get("updated"),
-        ))
+        summaries.append(
+            IndexSummary(
+                folder.name,
+                str(folder),
+                model=manifest["model"].get("spec"),
+                counts=manifest.get("counts", {}),
+                updated=manifest.get("updated"),
+            )
+        )
     return summaries
 
 

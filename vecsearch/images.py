@@ -27,9 +27,7 @@ from .errors import ImageError, first_line
 if TYPE_CHECKING:
     import pyvips
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 # The hard cap: pictures claiming more pixels are refused before any decoding. Memory is bounded at any
 # size (big pictures stream through libvips), so the cap bounds time: libvips decodes a PNG at roughly
@@ -128,14 +126,10 @@ def load_image(
 def _check_size(width: int, height: int, max_megapixels: float) -> None:
     megapixels = width * height / 1e6
     if megapixels > max_megapixels:
-        raise ImageError(
-            f"image too large ({width}x{height}, {megapixels:.0f} MP > limit {max_megapixels:g} MP)"
-        )
+        raise ImageError(f"image too large ({width}x{height}, {megapixels:.0f} MP > limit {max_megapixels:g} MP)")
 
 
-def _too_large_for_pil(
-    image: Image.Image | None, bomb: Exception | None, max_megapixels: float
-) -> ImageError:
+def _too_large_for_pil(image: Image.Image | None, bomb: Exception | None, max_megapixels: float) -> ImageError:
     if image is not None:
         return ImageError(f"image too large ({image.width}x{image.height}: {_ONLY_STREAMED})")
     claimed = re.search(r"\((\d+) pixels\)", str(bomb))
@@ -206,7 +200,7 @@ def vips_thumbnail(source: Any, size: int) -> Image.Image:
     return vips_to_pil(thumb)
 
 
-def _high_depth_thumbnail(image: "pyvips.Image", size: int) -> Image.Image:
+def _high_depth_thumbnail(image: pyvips.Image, size: int) -> Image.Image:
     """16-bit or float greyscale, shrunk while it streams and then scaled by its own range, as the PIL
     path does (libvips' thumbnail would first cut it to 8 bits, flattening a narrow range to a few greys)."""
     scale = size / max(image.width, image.height)
@@ -215,7 +209,7 @@ def _high_depth_thumbnail(image: "pyvips.Image", size: int) -> Image.Image:
     return vips_to_pil(image.copy_memory().autorot())
 
 
-def vips_to_pil(image: "pyvips.Image") -> Image.Image:
+def vips_to_pil(image: pyvips.Image) -> Image.Image:
     """A libvips image as an 8-bit RGB PIL picture: CMYK and 16-bit colour converted, 16-bit and float
     greyscale scaled by its own range (as `to_rgb` does), transparent parts on white."""
     if image.interpretation == "cmyk":
@@ -230,13 +224,11 @@ def vips_to_pil(image: "pyvips.Image") -> Image.Image:
     if image.bands > 4:
         image = image.extract_band(0, n=4)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[image.bands]
-    pixels = np.ndarray(
-        buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, image.bands)
-    )
+    pixels = np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, image.bands))
     return to_rgb(Image.fromarray(pixels.squeeze(-1) if image.bands == 1 else pixels, mode))
 
 
-def _range_to_uchar(image: "pyvips.Image") -> "pyvips.Image":
+def _range_to_uchar(image: pyvips.Image) -> pyvips.Image:
     low, high = image.min(), image.max()
     if high <= low:
         return (image * 0).cast("uchar")
@@ -283,9 +275,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _high_depth_to_rgb(image)
-    has_alpha = image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

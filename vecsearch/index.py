@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,8 +69,14 @@ class Index:
     ) -> None:
         self.path = folder
         self.model = IndexModel(
-            folder, manifest["model"], int(manifest["dim"]), encoder, device=device, batch_size=batch_size,
-            cache_dir=cache_dir, inference=inference,
+            folder,
+            manifest["model"],
+            int(manifest["dim"]),
+            encoder,
+            device=device,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            inference=inference,
         )
         self._embedder = QueryEmbedder(self.model, lambda item_id: self.store.vector(item_id))
         self._connect(store, manifest)
@@ -99,7 +106,7 @@ class Index:
         max_memory: int | None = None,
         index_type: str = "auto",
         inference: str = "auto",
-    ) -> "Index":
+    ) -> Index:
         """Make a new, empty index for a model (an Encoder you pass, or one loaded by name).
 
         `index_type` (auto, exact, ivf-flat, ivf-sq8, ivf-pq) and `max_memory` (bytes, default half this
@@ -144,7 +151,13 @@ class Index:
         finally:
             lock.release()
         index = cls(
-            folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir,
+            folder,
+            manifest,
+            store,
+            encoder,
+            device=device,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
             inference=inference,
         )
         index.vector_file.use(vectors)  # no need to read back the file just written
@@ -163,7 +176,7 @@ class Index:
         batch_size: int = 32,
         cache_dir: str | None = None,
         inference: str = "auto",
-    ) -> "Index":
+    ) -> Index:
         """Open an index by name (in the home folder) or path.
 
         Pass `model`/`encoder` only to insist on one: a model other than the index's own is refused.
@@ -186,7 +199,13 @@ class Index:
         store = Store.open(folder / DATABASE)
         try:
             return cls(
-                folder, manifest, store, encoder, device=device, batch_size=batch_size, cache_dir=cache_dir,
+                folder,
+                manifest,
+                store,
+                encoder,
+                device=device,
+                batch_size=batch_size,
+                cache_dir=cache_dir,
                 inference=inference,
             )
         except BaseException:
@@ -237,12 +256,10 @@ class Index:
             (database.st_dev, database.st_ino) if database else (0, 0),
         )
 
-    def __enter__(self) -> "Index":
+    def __enter__(self) -> Index:
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     # --- what the index is ---------------------------------------------------------------------
@@ -350,9 +367,7 @@ class Index:
                 RootPlanner(self.store, self.path, self.root_path),
                 CrawlSettings(progress=progress, workers=workers, max_megapixels=max_megapixels),
             )
-            report = crawler.run(
-                [Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden
-            )
+            report = crawler.run([Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden)
         report.text_export = self.model.export_text_tower()
         return report
 
@@ -448,8 +463,15 @@ class Index:
         with self.store.snapshot():
             exclude = set(query.item_ids) | self.items_with_content(pictures.values())
         return self._retrieval.run(
-            vector, k, kind, path=path, under=under, min_score=min_score, within=within,
-            distinct_text=distinct_text, exclude=exclude,
+            vector,
+            k,
+            kind,
+            path=path,
+            under=under,
+            min_score=min_score,
+            within=within,
+            distinct_text=distinct_text,
+            exclude=exclude,
         )
 
 

@@ -15,10 +15,11 @@ import functools
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +125,10 @@ class Crawler:
         return self.report
 
     def _crawl(
-        self, paths: list[Path], exclude: list[str], include_hidden: bool,
+        self,
+        paths: list[Path],
+        exclude: list[str],
+        include_hidden: bool,
         caption_sources: list[tuple[str, dict[Path, list[str]]]],
     ) -> None:
         """The crawl itself; what it builds per file (walk, plan, pending list) dies when it returns,
@@ -175,7 +179,7 @@ class Crawler:
         that could not be listed are kept as they are, and never taken for renames."""
         candidates: dict[int, FileRow] = {}
         self._known = []
-        for scope, walked in zip(scopes, walks):
+        for scope, walked in zip(scopes, walks, strict=True):
             unlisted = [Path(s.path) for s in walked.skipped if s.reason.startswith("cannot list folder")]
             known: dict[str, FileRow] = {}
             for prefix in scope.prefixes:
@@ -186,11 +190,9 @@ class Crawler:
             self._known.append(known)  # the same rows, by path, for _classify: read once, held once
         return candidates
 
-    def _classify(
-        self, scopes: list[Scope], walks: list[WalkResult], candidates: dict[int, FileRow]
-    ) -> list[Pending]:
+    def _classify(self, scopes: list[Scope], walks: list[WalkResult], candidates: dict[int, FileRow]) -> list[Pending]:
         pending: list[Pending] = []
-        for number, (scope, walked) in enumerate(zip(scopes, walks)):
+        for number, (scope, walked) in enumerate(zip(scopes, walks, strict=True)):
             existing = self._known[number]
             for found in walked.files:
                 row = existing.get(found.relpath)
@@ -352,7 +354,7 @@ class Crawler:
     def _embed(self, batch: list[Pending]) -> None:
         vectors = self.model.encoder.embed_prepared_images([item.prepared for item in batch])
         faults.point("embed")
-        for item, vector in zip(batch, vectors):
+        for item, vector in zip(batch, vectors, strict=True):
             item.prepared = None
             self._write_file(item, vector)
         self.report.embedded_images += len(batch)

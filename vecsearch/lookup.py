@@ -4,8 +4,8 @@ they are now (a moved index finds its folders relative to itself)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .crawl import SIDECAR_SUFFIXES
 from .errors import IndexCorruptError

@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,7 @@ def leftover_files(folder: Path, keep: str) -> list[Path]:
         name = path.name
         if name == keep or not path.is_file():
             continue
-        if (name.startswith("vectors") and name.endswith(".faiss")) or (
-            name.startswith(".") and name.endswith(".tmp")
-        ):
+        if (name.startswith("vectors") and name.endswith(".faiss")) or (name.startswith(".") and name.endswith(".tmp")):
             found.append(path)
     return sorted(found)
 
@@ -132,11 +130,15 @@ def _empty_database(path: Path) -> bool:
 
 
 def new_manifest(
-    folder: Path, encoder: Encoder, index_type: str, max_memory: int | None, vector_file: str,
+    folder: Path,
+    encoder: Encoder,
+    index_type: str,
+    max_memory: int | None,
+    vector_file: str,
     counts: dict[str, int],
 ) -> dict[str, Any]:
     """What a new, empty index is: its model, its dimension and an empty exact vector file."""
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -68,7 +68,10 @@ class IndexModel:
         """The full model, loaded on first use and checked against the recorded fingerprint."""
         if self._encoder is None:
             encoder = load_encoder(
-                self.spec, device=self.device, batch_size=self._batch_size, cache_dir=self.cache_dir,
+                self.spec,
+                device=self.device,
+                batch_size=self._batch_size,
+                cache_dir=self.cache_dir,
                 inference=self.inference,
             )
             self.check(encoder)

@@ -12,9 +12,10 @@ import dataclasses
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from .crawl import FoundFile, hash_file
 from .errors import ImageError
@@ -104,7 +105,7 @@ def decode(
     prepare: Callable[[Any], Any] | None,
     max_megapixels: float,
     min_size: int | None = None,
-    budget: "HeldBytes | None" = None,
+    budget: HeldBytes | None = None,
 ) -> Pending:
     """Decode (and, once the model is loaded, preprocess) one picture on a worker thread.
 
@@ -148,9 +149,7 @@ def prepare_item(item: Pending, prepare: Callable[[Any], Any]) -> None:
     item.raw = False
 
 
-def ordered_map(
-    pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], window: int
-) -> Iterator[Any]:
+def ordered_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], window: int) -> Iterator[Any]:
     """Like pool.map, but with at most `window` tasks in flight, so memory stays bounded."""
     queue: deque[Future[Any]] = deque()
     iterator = iter(items)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def default_budget() -> int:
         total = 16 << 30
     for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = open(limit_file).read().strip()
+            text = Path(limit_file).read_text().strip()
         except OSError:
             continue
         if text.isdigit():
@@ -242,7 +243,7 @@ def _powers_of_two(limit: int) -> Iterable[int]:
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Share of the true top-k ids that the approximate top-k holds, over all queries."""
-    hits = sum(len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) for f, t in zip(found, truth))
+    hits = sum(len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) for f, t in zip(found, truth, strict=True))
     total = int((truth >= 0).sum())
     return hits / total if total else 1.0
 

@@ -8,11 +8,13 @@ arithmetic); relevance feedback adds liked items and subtracts unliked ones the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +87,7 @@ class Query:
         unlike: Sequence[int | str] = (),
         base: Path | None = None,
         local: bool = True,
-    ) -> "Query":
+    ) -> Query:
         """Build a query from what a user typed. Raises QueryError with the reason when it can't.
 
         A single string (or id) in any of the lists is one term, not a sequence of characters.
@@ -124,7 +126,7 @@ class Query:
         """Indexed items the query is made of; they are left out of its results."""
         return [t.item_id for t in self.terms if t.kind == ITEM]
 
-    def with_terms(self, extra: Iterable[Term]) -> "Query":
+    def with_terms(self, extra: Iterable[Term]) -> Query:
         return Query(self.terms + tuple(extra))
 
 
@@ -183,7 +185,7 @@ def parse_term(
                 "itself (upload it) and use the upload: term the server returns"
             )
         if lowered.startswith(UPLOAD_PREFIX):
-            name = text[len(UPLOAD_PREFIX):].strip()
+            name = text[len(UPLOAD_PREFIX) :].strip()
             if not re.fullmatch(r"[0-9a-fA-F]{64}", name):
                 raise QueryError(f"'{_shown(raw)}' is not an upload: term (upload: and 64 hex digits)")
             return Term(IMAGE, UPLOAD_PREFIX + name.lower(), signed_weight)
@@ -201,10 +203,8 @@ def parse_term(
 
 def _resolve(text: str, base: Path | None) -> Path:
     path = Path(text)
-    try:
+    with contextlib.suppress(RuntimeError):  # '~someone' with no such user: the name is taken literally
         path = path.expanduser()
-    except RuntimeError:  # '~someone' with no such user: the name is taken literally
-        pass
     if base is not None and not path.is_absolute():
         path = base / path
     return path
@@ -313,7 +313,7 @@ def combine(
             raise QueryError(f"no item with id {term.item_id} in this index")
         item_vectors.append(vector)
     if texts:
-        for term, vector in zip(texts, embed_texts([t.value for t in texts])):
+        for term, vector in zip(texts, embed_texts([t.value for t in texts]), strict=True):
             accumulate(vector, term)
     if pictures:
         images = []
@@ -328,9 +328,9 @@ def combine(
                 images.append(load_image(source, max_megapixels=max_megapixels))
             except ImageError as exc:
                 raise QueryError(f"cannot use query image {_shown(term.value)}: {exc}") from exc
-        for term, vector in zip(pictures, embed_images(images)):
+        for term, vector in zip(pictures, embed_images(images), strict=True):
             accumulate(vector, term)
-    for term, vector in zip(items, item_vectors):
+    for term, vector in zip(items, item_vectors, strict=True):
         accumulate(vector, term)
     if total is None:
         raise QueryError("the query has nothing to search for")

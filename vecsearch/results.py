@@ -101,8 +101,13 @@ class CrawlReport:
     @property
     def changed(self) -> bool:
         return bool(
-            self.added or self.updated or self.renamed or self.reused or self.removed
-            or self.captions_added or self.captions_removed
+            self.added
+            or self.updated
+            or self.renamed
+            or self.reused
+            or self.removed
+            or self.captions_added
+            or self.captions_removed
         )
 
     @property

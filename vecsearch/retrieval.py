@@ -12,9 +12,10 @@ from __future__ import annotations
 import fnmatch
 import operator
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable, SupportsIndex
+from typing import SupportsIndex
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class Retrieval:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if not vectors.approximate:
             scores, ids = vectors.search(vector, fetch, allowed)
-            return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         if allowed is not None and len(allowed) <= EXACT_FILTER_MAX:
             with self.store.snapshot():
                 ids, stored = self.store.vectors_of(allowed)

@@ -13,9 +13,10 @@ stored relative to their root. The rules:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import VecsearchError
 from .images import is_image_path
@@ -29,7 +30,7 @@ def locate_root(index_path: Path, location: str | None, root: RootRow) -> Path:
     absolute = Path(root.path)
     relative = Path(os.path.normpath(index_path.resolve() / root.relpath))
     moved = location != str(index_path.resolve())
-    for candidate in ((relative, absolute) if moved else (absolute, relative)):
+    for candidate in (relative, absolute) if moved else (absolute, relative):
         if candidate.is_dir():
             return candidate
     return absolute
@@ -110,7 +111,8 @@ class RootPlanner:
         if path.is_file():
             if container is None:
                 self.store.add_root(
-                    str(path.parent), self._relpath(path.parent),
+                    str(path.parent),
+                    self._relpath(path.parent),
                     _options({"files_only": True}, exclude, include_hidden),
                 )
             return
@@ -136,7 +138,8 @@ class RootPlanner:
                 self.store.merge_root(root.id, new_id, prefix)
                 current = next(r for r in self.store.roots() if r.id == new_id)
                 options = _options(
-                    current.options, _prefixed(root.options.get("exclude", []), prefix),
+                    current.options,
+                    _prefixed(root.options.get("exclude", []), prefix),
                     bool(root.options.get("include_hidden", False)),
                 )
                 self._record(new_id, path, options)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class Store:
         self._depth = 0
 
     @classmethod
-    def open(cls, path: Path, create: bool = False) -> "Store":
+    def open(cls, path: Path, create: bool = False) -> Store:
         if not create and not path.is_file():
             raise IndexCorruptError(f"index database missing: {path}")
         try:
@@ -189,9 +190,7 @@ class Store:
         return {r["relpath"]: _file_row(r) for r in rows}
 
     def file_at(self, root_id: int, relpath: str) -> FileRow | None:
-        row = self.conn.execute(
-            "SELECT * FROM files WHERE root_id = ? AND relpath = ?", (root_id, relpath)
-        ).fetchone()
+        row = self.conn.execute("SELECT * FROM files WHERE root_id = ? AND relpath = ?", (root_id, relpath)).fetchone()
         return _file_row(row) if row else None
 
     def files_with_captions_from(self, source: str) -> set[int]:
@@ -263,9 +262,7 @@ class Store:
             (kind, file_id, text, source, position, text_hash, gen),
         )
         item_id = _rowid(cur)
-        self.conn.execute(
-            "INSERT INTO vectors(item_id, data) VALUES (?, ?)", (item_id, _to_blob(vector))
-        )
+        self.conn.execute("INSERT INTO vectors(item_id, data) VALUES (?, ?)", (item_id, _to_blob(vector)))
         return item_id
 
     def delete_items(self, item_ids: Sequence[int], gen: int) -> None:
@@ -323,8 +320,14 @@ class Store:
             ).fetchall()
             for r in rows:
                 found[int(r["id"])] = ItemRow(
-                    int(r["id"]), r["kind"], int(r["file_id"]), r["text"], r["source"],
-                    int(r["position"]), int(r["root_id"]), r["relpath"],
+                    int(r["id"]),
+                    r["kind"],
+                    int(r["file_id"]),
+                    r["text"],
+                    r["source"],
+                    int(r["position"]),
+                    int(r["root_id"]),
+                    r["relpath"],
                 )
         return found
 
@@ -371,9 +374,12 @@ class Store:
 
     def has_other_kinds(self, kind: str) -> bool:
         """Is any item of a kind other than `kind`? (Cheap: uses the kind index.)"""
-        return self.conn.execute(
-            "SELECT EXISTS(SELECT 1 FROM items WHERE kind < ? OR kind > ?)", (kind, kind)
-        ).fetchone()[0] == 1
+        return (
+            self.conn.execute("SELECT EXISTS(SELECT 1 FROM items WHERE kind < ? OR kind > ?)", (kind, kind)).fetchone()[
+                0
+            ]
+            == 1
+        )
 
     def all_files(self) -> list[tuple[int, int, str]]:
         """(file id, root id, relpath) of every file: input of path filters."""
@@ -387,8 +393,7 @@ class Store:
     def vectors_since(self, gen: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of items added after generation `gen`; gen -1 means all of them."""
         rows = self.conn.execute(
-            "SELECT i.id, v.data FROM items i JOIN vectors v ON v.item_id = i.id"
-            " WHERE i.added_gen > ? ORDER BY i.id",
+            "SELECT i.id, v.data FROM items i JOIN vectors v ON v.item_id = i.id WHERE i.added_gen > ? ORDER BY i.id",
             (gen,),
         ).fetchall()
         return _stack_rows(rows)
@@ -398,9 +403,7 @@ class Store:
         rows: list[sqlite3.Row] = []
         for chunk in _chunks(sorted({int(i) for i in item_ids}), 500):
             marks = ",".join("?" * len(chunk))
-            rows.extend(
-                self.conn.execute(f"SELECT item_id, data FROM vectors WHERE item_id IN ({marks})", chunk)
-            )
+            rows.extend(self.conn.execute(f"SELECT item_id, data FROM vectors WHERE item_id IN ({marks})", chunk))
         rows.sort(key=lambda r: int(r[0]))
         return _stack_rows(rows)
 
@@ -437,7 +440,6 @@ class Store:
         self.conn.execute("DELETE FROM removed WHERE gen <= ?", (up_to,))
 
 
-
 def _rowid(cursor: sqlite3.Cursor) -> int:
     assert cursor.lastrowid is not None
     return int(cursor.lastrowid)
@@ -445,7 +447,12 @@ def _rowid(cursor: sqlite3.Cursor) -> int:
 
 def _file_row(r: sqlite3.Row) -> FileRow:
     return FileRow(
-        int(r["id"]), int(r["root_id"]), r["relpath"], int(r["size"]), int(r["mtime_ns"]), r["sha256"],
+        int(r["id"]),
+        int(r["root_id"]),
+        r["relpath"],
+        int(r["size"]),
+        int(r["mtime_ns"]),
+        r["sha256"],
         r["sidecar_sig"],
     )
 

@@ -9,7 +9,8 @@ under a new name, then the manifest, so a crash at any point leaves a consistent
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import contextlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,10 +188,8 @@ class VectorFile:
         """Delete vector files the manifest no longer names (a reader that still maps one keeps its
         copy on POSIX; where the system refuses, the next save tries again)."""
         for path in leftover_files(self.folder, keep=self.manifest["faiss"]["file"]):
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
 
     # --- loading -----------------------------------------------------------------------------------
 
@@ -302,8 +301,11 @@ class VectorFile:
             self._vectors = vectors = self._build(plan.factory, plan.nlist)
             self._unsaved = True
             info.update(
-                type=vectors.kind, family=plan.family if vectors.approximate else "exact", nlist=vectors.nlist,
-                trained_on=count if vectors.approximate else 0, reason=plan.reason,
+                type=vectors.kind,
+                family=plan.family if vectors.approximate else "exact",
+                nlist=vectors.nlist,
+                trained_on=count if vectors.approximate else 0,
+                reason=plan.reason,
             )
             for key in ("nprobe", "rerank", "recall@10", "tuned_on", "tuning_queries"):
                 info.pop(key, None)
@@ -316,8 +318,13 @@ class VectorFile:
             tuning = self._tune(vectors, reranks=info.get("family") == "ivf-pq")
             vectors.nprobe, vectors.rerank = tuning.nprobe, tuning.rerank
             info.update(
-                {"nprobe": tuning.nprobe, "rerank": tuning.rerank, "recall@10": round(tuning.recall, 4),
-                 "tuned_on": count, "tuning_queries": tuning.queries}
+                {
+                    "nprobe": tuning.nprobe,
+                    "rerank": tuning.rerank,
+                    "recall@10": round(tuning.recall, 4),
+                    "tuned_on": count,
+                    "tuning_queries": tuning.queries,
+                }
             )
             tuned = f"nprobe {tuning.nprobe}" + (f", re-rank depth {tuning.rerank}" if tuning.rerank > 1 else "")
             note = (note + "; " if note else f"vector index {vectors.kind} retuned: ") + (
@@ -335,7 +342,7 @@ class VectorFile:
         def run(batch: np.ndarray, k: int, nprobe: int, depth: int) -> np.ndarray:
             found = np.full((len(batch), k), -1, dtype=np.int64)
             _, ids = vectors.search(batch, k * depth + 1, nprobe=nprobe)
-            for row, (vector, own, candidates) in enumerate(zip(batch, query_ids, ids)):
+            for row, (vector, own, candidates) in enumerate(zip(batch, query_ids, ids, strict=True)):
                 candidates = candidates[(candidates >= 0) & (candidates != own)]
                 if depth > 1:
                     cand_ids, cand_vectors = self.store.vectors_of(candidates)
@@ -355,4 +362,4 @@ def check_index_settings(index_type: str, max_memory: int | None) -> None:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

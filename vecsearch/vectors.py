@@ -34,7 +34,7 @@ class VectorIndex:
         self.mapped = False
 
     @classmethod
-    def create(cls, dim: int, kind: str = EXACT) -> "VectorIndex":
+    def create(cls, dim: int, kind: str = EXACT) -> VectorIndex:
         faiss = _faiss()
 
         if kind == EXACT:
@@ -44,7 +44,7 @@ class VectorIndex:
         return cls(faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT), kind)
 
     @classmethod
-    def from_vectors(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, kind: str = EXACT) -> "VectorIndex":
+    def from_vectors(cls, dim: int, ids: np.ndarray, vectors: np.ndarray, kind: str = EXACT) -> VectorIndex:
         index = cls.create(dim, kind)
         index.add(ids, vectors)
         return index
@@ -174,7 +174,7 @@ class VectorIndex:
         *,
         expected_bytes: int | None = None,
         mmap: bool = False,
-    ) -> "VectorIndex":
+    ) -> VectorIndex:
         """Read a saved index, verified against the manifest.
 
         With `mmap`, a large file is mapped rather than read (FAISS pages in what a search touches) and
@@ -190,7 +190,10 @@ class VectorIndex:
             raise IndexCorruptError(f"vector file has {size} bytes, the manifest says {expected_bytes}: {path}")
         mmap_flag = getattr(faiss, "IO_FLAG_MMAP" if kind != EXACT else "IO_FLAG_MMAP_IFC", None)
         mapped = (
-            mmap and size >= MMAP_MIN_BYTES and expected_bytes is not None and mmap_flag is not None
+            mmap
+            and size >= MMAP_MIN_BYTES
+            and expected_bytes is not None
+            and mmap_flag is not None
             and os.name != "nt"  # FAISS cannot map inverted lists on Windows
         )
         index = None

@@ -25,5 +25,13 @@ from .app import (
 from .crawl import index_command
 
 __all__ = [
-    "EXIT_ERROR", "EXIT_INDEX", "EXIT_INTERRUPTED", "EXIT_MODEL", "EXIT_OK", "EXIT_USAGE", "index_command", "main", "run",
+    "EXIT_ERROR",
+    "EXIT_INDEX",
+    "EXIT_INTERRUPTED",
+    "EXIT_MODEL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "index_command",
+    "main",
+    "run",
 ]

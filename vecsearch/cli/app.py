@@ -7,13 +7,15 @@ or busy; 4 the model cannot be used (unknown, not downloadable offline, or not t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sqlite3
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import click
 
@@ -75,7 +77,11 @@ def _quiet_callback(ctx: click.Context, _param: click.Parameter, value: bool) ->
 
 
 quiet_option = click.option(
-    "-q", "--quiet", is_flag=True, expose_value=False, callback=_quiet_callback,
+    "-q",
+    "--quiet",
+    is_flag=True,
+    expose_value=False,
+    callback=_quiet_callback,
     help="No progress bars or reports; results and errors only.",
 )
 
@@ -94,8 +100,11 @@ def call(action: Callable[[], Any]) -> Any:
         fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", EXIT_ERROR)
     except sqlite3.Error as exc:  # the library maps the expected ones; anything else is a damaged index
         if isinstance(exc, sqlite3.OperationalError) and ("disk" in str(exc) or "full" in str(exc)):
-            fail(f"cannot write the index database ({exc}): is the disk full? What was committed before is "
-                 "kept; run the same command again when there is room", EXIT_ERROR)
+            fail(
+                f"cannot write the index database ({exc}): is the disk full? What was committed before is "
+                "kept; run the same command again when there is room",
+                EXIT_ERROR,
+            )
         fail(f"index database error: {exc}", EXIT_INDEX)
 
 
@@ -118,12 +127,21 @@ def size_callback(_ctx: click.Context, _param: click.Parameter, value: str | Non
 
 
 model_options = [
-    click.option("--model", "-m", help="Model: starter (bundled, offline), open_clip name (ViT-B-32), "
-                 "hf-hub:ORG/REPO, local-dir:DIR, st:NAME for sentence-transformers, or a model folder."),
+    click.option(
+        "--model",
+        "-m",
+        help="Model: starter (bundled, offline), open_clip name (ViT-B-32), "
+        "hf-hub:ORG/REPO, local-dir:DIR, st:NAME for sentence-transformers, or a model folder.",
+    ),
     click.option("--pretrained", help="open_clip pretrained tag (laion2b_s34b_b79k) or checkpoint file."),
     click.option("--device", help="Where the model runs (cpu, cuda, cuda:1, mps). Default: CUDA when present."),
-    click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
-                 help="Images or texts per model call."),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(1, 4096),
+        default=32,
+        show_default=True,
+        help="Images or texts per model call.",
+    ),
 ]
 
 
@@ -138,8 +156,12 @@ def with_options(options: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vecsearch")
-@click.option("--home", envvar="VECSEARCH_HOME", type=click.Path(file_okay=False),
-              help="Folder of named indexes (default: ./indexes in a checkout, else ~/.local/share/vecsearch/indexes).")
+@click.option(
+    "--home",
+    envvar="VECSEARCH_HOME",
+    type=click.Path(file_okay=False),
+    help="Folder of named indexes (default: ./indexes in a checkout, else ~/.local/share/vecsearch/indexes).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or reports; results and errors only.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the libraries underneath are doing.")
 @click.pass_context
@@ -158,15 +180,18 @@ def main(ctx: click.Context, home: str | None, quiet: bool, verbose: bool) -> No
 
 
 filter_options = [
-    click.option("-k", "--top", "k", type=click.IntRange(1, 10_000), default=10, show_default=True,
-                 help="How many results."),
-    click.option("--kind", type=click.Choice(["image", "caption", "any"]),
-                 help="What comes back: images, captions or both (default: images; captions in a text-only index)."),
+    click.option(
+        "-k", "--top", "k", type=click.IntRange(1, 10_000), default=10, show_default=True, help="How many results."
+    ),
+    click.option(
+        "--kind",
+        type=click.Choice(["image", "caption", "any"]),
+        help="What comes back: images, captions or both (default: images; captions in a text-only index).",
+    ),
     click.option("--path", "path_glob", help="Only files whose path matches this glob ('2024/*', '*.png')."),
     click.option("--under", type=click.Path(path_type=Path), help="Only files inside this folder."),
     click.option("--min-score", type=float, help="Drop hits with a cosine below this (scores depend on the model)."),
-    click.option("--within", type=float,
-                 help="Keep only hits within this cosine margin of the best hit (e.g. 0.05)."),
+    click.option("--within", type=float, help="Keep only hits within this cosine margin of the best hit (e.g. 0.05)."),
 ]
 output_options = [
     click.option("--json", "as_json", is_flag=True, help="Print results as JSON."),
@@ -190,10 +215,8 @@ def run() -> None:
         raise SystemExit(code)
     logging.shutdown()
     if code is not None and not isinstance(code, int):  # SystemExit("message"): the message, status 1
-        try:
+        with contextlib.suppress(OSError, ValueError):
             print(code, file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
         code = 1
     for stream in (sys.stdout, sys.stderr):
         try:

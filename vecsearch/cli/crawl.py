@@ -27,24 +27,40 @@ from .output import print_report
 @main.command("index")
 @quiet_option
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Index folder to create or update.")
+@click.option(
+    "--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), help="Index folder to create or update."
+)
 @click.option("--name", "-n", help="Name of an index in the home folder (default: 'default').")
 @with_options(model_options)
-@click.option("--captions", "-c", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV (path,caption) or JSONL file of captions; repeatable.")
+@click.option(
+    "--captions",
+    "-c",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV (path,caption) or JSONL file of captions; repeatable.",
+)
 @click.option("--exclude", "-x", multiple=True, help="Glob of names or relative paths to skip; repeatable.")
 @click.option("--include-hidden", is_flag=True, help="Also crawl files and folders whose names start with '.'.")
 @click.option("--workers", type=click.IntRange(1, 64), help="Threads that read and decode images.")
-@click.option("--max-memory", callback=size_callback,
-              help="Memory budget of the vector index (8G, 512M); picks a compressed index when needed. "
-                   "Default: half this machine's memory.")
-@click.option("--index-type", type=click.Choice(["auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq"]),
-              help="FAISS index family (default auto: exact while small, then IVF within --max-memory).")
-@click.option("--inference", type=click.Choice(["auto", "fp32", "bf16", "onnx-int8"]), default="auto",
-              show_default=True,
-              help="How the image model runs on the CPU: auto picks the fastest mode whose vectors match fp32 "
-                   "(cosine >= 0.999) on the first 16 pictures; fp32 is exact.")
+@click.option(
+    "--max-memory",
+    callback=size_callback,
+    help="Memory budget of the vector index (8G, 512M); picks a compressed index when needed. "
+    "Default: half this machine's memory.",
+)
+@click.option(
+    "--index-type",
+    type=click.Choice(["auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq"]),
+    help="FAISS index family (default auto: exact while small, then IVF within --max-memory).",
+)
+@click.option(
+    "--inference",
+    type=click.Choice(["auto", "fp32", "bf16", "onnx-int8"]),
+    default="auto",
+    show_default=True,
+    help="How the image model runs on the CPU: auto picks the fastest mode whose vectors match fp32 "
+    "(cosine >= 0.999) on the first 16 pictures; fp32 is exact.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def index_command(
@@ -90,13 +106,24 @@ def index_command(
             if not paths:
                 raise IndexNotFoundError(f"no index at {folder} yet: give the folders to crawl into it")
             index = Index.create(
-                folder, model, pretrained, device=device, batch_size=batch_size, max_memory=max_memory,
-                index_type=index_type or "auto", inference=inference,
+                folder,
+                model,
+                pretrained,
+                device=device,
+                batch_size=batch_size,
+                max_memory=max_memory,
+                index_type=index_type or "auto",
+                inference=inference,
             )
         with index:
             report = index.add(
-                list(paths), captions=list(captions), exclude=list(exclude), include_hidden=include_hidden,
-                progress=not settings.quiet and not as_json, workers=workers, max_memory=max_memory,
+                list(paths),
+                captions=list(captions),
+                exclude=list(exclude),
+                include_hidden=include_hidden,
+                progress=not settings.quiet and not as_json,
+                workers=workers,
+                max_memory=max_memory,
                 index_type=index_type,
             )
             return report, index.counts()

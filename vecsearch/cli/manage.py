@@ -27,14 +27,25 @@ from .output import search_settings, table
 @main.command("serve")
 @quiet_option
 @click.argument("index_ref", metavar="INDEX")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback shares the index with your network.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback shares the index with your network.",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
-@click.option("--max-upload", callback=size_callback, default="20M", show_default=True,
-              help="Largest picture a client may upload to search by (20M, 512K).")
+@click.option(
+    "--max-upload",
+    callback=size_callback,
+    default="20M",
+    show_default=True,
+    help="Largest picture a client may upload to search by (20M, 512K).",
+)
 @click.option("--device", help="Where the model runs (cpu, cuda, cuda:1, mps). Default: CUDA when present.")
 @click.pass_obj
-def serve_command(settings: Settings, index_ref: str, host: str, port: int, max_upload: int, device: str | None) -> None:
+def serve_command(
+    settings: Settings, index_ref: str, host: str, port: int, max_upload: int, device: str | None
+) -> None:
     """Serve INDEX over HTTP: a web page at / and a JSON API under /api (schema at /openapi.json).
 
     The model and the vectors stay loaded, so queries take milliseconds; the index may be re-crawled
@@ -59,16 +70,20 @@ def serve_command(settings: Settings, index_ref: str, host: str, port: int, max_
         with Index.open(index_ref, home=settings.home, device=device) as index:
             if not settings.quiet:
                 shown = f"[{host}]" if ":" in host else host
-                click.echo(f"serving {index.name} ({index.counts()['items']:,} items, {index.spec}) at "
-                           f"http://{shown}:{port}/  (Ctrl-C to stop)", err=True)
+                click.echo(
+                    f"serving {index.name} ({index.counts()['items']:,} items, {index.spec}) at "
+                    f"http://{shown}:{port}/  (Ctrl-C to stop)",
+                    err=True,
+                )
                 if not is_loopback(host):
-                    click.echo(f"warning: listening on {host}: anyone who can reach it can search this index and "
-                               "see its pictures and paths", err=True)
-            serve(index, host, port, max_upload_bytes=max_upload,
-                  log_level="warning" if settings.quiet else "info")
+                    click.echo(
+                        f"warning: listening on {host}: anyone who can reach it can search this index and "
+                        "see its pictures and paths",
+                        err=True,
+                    )
+            serve(index, host, port, max_upload_bytes=max_upload, log_level="warning" if settings.quiet else "info")
 
     call(run)
-
 
 
 @main.command("info")
@@ -77,6 +92,7 @@ def serve_command(settings: Settings, index_ref: str, host: str, port: int, max_
 @click.pass_obj
 def info_command(settings: Settings, index_ref: str, as_json: bool) -> None:
     """Show an index's model, vector file, counts and folders."""
+
     def run() -> Any:
         with Index.open(index_ref, home=settings.home) as index:
             return index.info()
@@ -129,7 +145,9 @@ def check_command(settings: Settings, index_ref: str, repair: bool, as_json: boo
         counts = report.counts
         summary = (
             f"{counts['items']} items ({counts['images']} images, {counts['captions']} captions), "
-            f"{counts['files']} files" if counts else "contents unknown"
+            f"{counts['files']} files"
+            if counts
+            else "contents unknown"
         )
         state = "ok" if report.ok else "damaged"
         click.echo(f"{state}: {report.path}: {summary} ({report.seconds:.2f} s)")
@@ -153,8 +171,13 @@ def list_command(settings: Settings, as_json: bool) -> None:
     table(
         ("name", "images", "captions", "model", "updated"),
         [
-            (s.name, str(s.counts.get("images", "?")), str(s.counts.get("captions", "?")),
-             s.model or f"error: {s.error}", s.updated or "")
+            (
+                s.name,
+                str(s.counts.get("images", "?")),
+                str(s.counts.get("captions", "?")),
+                s.model or f"error: {s.error}",
+                s.updated or "",
+            )
             for s in summaries
         ],
     )
@@ -170,17 +193,28 @@ def models_command(show_all: bool, offline: bool, as_json: bool) -> None:
     if offline:
         infos = [i for i in infos if i.available_offline]
     if as_json:
-        dump([
-            {**i.spec.to_dict(), "spec": str(i.spec), "available_offline": i.available_offline,
-             "default": i.default, "note": i.note}
-            for i in infos
-        ])
+        dump(
+            [
+                {
+                    **i.spec.to_dict(),
+                    "spec": str(i.spec),
+                    "available_offline": i.available_offline,
+                    "default": i.default,
+                    "note": i.note,
+                }
+                for i in infos
+            ]
+        )
         return
     rows = []
     for info in infos:
         model = info.spec.name if info.spec.family == "open_clip" else f"st:{info.spec.name}"
-        rows.append((
-            model, info.spec.pretrained or "", "yes" if info.available_offline else "no",
-            ("(default) " if info.default else "") + info.note,
-        ))
+        rows.append(
+            (
+                model,
+                info.spec.pretrained or "",
+                "yes" if info.available_offline else "no",
+                ("(default) " if info.default else "") + info.note,
+            )
+        )
     table(("--model", "--pretrained", "offline", "note"), rows)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import click
 
@@ -42,7 +43,6 @@ def print_report(report: Any, counts: dict[str, int] | None, folder: Path, quiet
         )
 
 
-
 def print_hits(hits: Sequence[Any], as_json: bool, paths_only: bool, quiet: bool) -> None:
     if as_json:
         dump([h.to_dict() for h in hits])
@@ -58,9 +58,7 @@ def print_hits(hits: Sequence[Any], as_json: bool, paths_only: bool, quiet: bool
         if not quiet:
             click.echo("no results", err=True)
         return
-    rows = [
-        (str(h.rank), f"{h.score:.4f}", h.kind, str(h.id), h.path, clip_text(h.caption or "", 60)) for h in hits
-    ]
+    rows = [(str(h.rank), f"{h.score:.4f}", h.kind, str(h.id), h.path, clip_text(h.caption or "", 60)) for h in hits]
     table(("#", "score", "kind", "id", "path", "caption"), rows)
 
 
@@ -78,14 +76,14 @@ def clip_text(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-
 def inference_line(inference: dict[str, Any]) -> str:
     checks = inference.get("checks") or []
     fp32 = next((c for c in checks if c["mode"] == "fp32"), None)
     tried = [
         f"{c['mode']} cosine {c['min_cosine']:.4f}"
         + (f", {fp32['seconds'] / c['seconds']:.1f}x fp32's speed" if fp32 and c["seconds"] else "")
-        for c in checks if c["mode"] != "fp32"
+        for c in checks
+        if c["mode"] != "fp32"
     ]
     detail = f" (checked on {checks[0]['images']} pictures: {'; '.join(tried)})" if tried and checks else ""
     return f"image model ran in {inference.get('mode')}{detail}"

@@ -67,27 +67,25 @@ def search_command(
 
     def run() -> Any:
         query = Query.parse(list(terms), add=add, subtract=subtract, like=like, unlike=unlike)
-        with Index.open(index_ref, home=settings.home, model=model, pretrained=pretrained,
-                        device=device, batch_size=batch_size) as index:
-            return index.search(
-                query, k, kind=kind, path=path_glob, under=under, min_score=min_score, within=within
-            )
+        with Index.open(
+            index_ref, home=settings.home, model=model, pretrained=pretrained, device=device, batch_size=batch_size
+        ) as index:
+            return index.search(query, k, kind=kind, path=path_glob, under=under, min_score=min_score, within=within)
 
     hits = call(run)
     print_hits(hits, as_json, paths_only, settings.quiet)
-
 
 
 @main.command("describe")
 @quiet_option
 @click.argument("index_ref", metavar="INDEX")
 @click.argument("image", metavar="IMAGE")
-@click.option("-k", "--top", "k", type=click.IntRange(1, 1000), default=5, show_default=True,
-              help="How many captions.")
+@click.option("-k", "--top", "k", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many captions.")
 @with_options(output_options)
 @click.pass_obj
 def describe_command(settings: Settings, index_ref: str, image: str, k: int, as_json: bool, paths_only: bool) -> None:
     """Image -> text: the captions in INDEX nearest to IMAGE (a file, URL or id:N)."""
+
     def run() -> Any:
         with Index.open(index_ref, home=settings.home) as index:
             return index.describe(image, k)
@@ -101,8 +99,13 @@ def describe_command(settings: Settings, index_ref: str, image: str, k: int, as_
 @click.option("--labels", "-l", help="Comma-separated labels: 'cat,dog,car'.")
 @click.option("--labels-file", type=click.Path(dir_okay=False, path_type=Path), help="One label per line.")
 @click.option("--index", "index_ref", help="Use this index's model (and allow IMAGE to be id:N).")
-@click.option("--template", "-t", "templates", multiple=True,
-              help="Prompt template with {} for the label; repeatable (default: a set of photo/drawing prompts).")
+@click.option(
+    "--template",
+    "-t",
+    "templates",
+    multiple=True,
+    help="Prompt template with {} for the label; repeatable (default: a set of photo/drawing prompts).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @with_options(model_options)
 @click.pass_obj
@@ -132,8 +135,9 @@ def classify_command(
             if not Path(image).is_file():
                 raise QueryError(f"image not found: {image}")
         if index_ref:
-            with Index.open(index_ref, home=settings.home, model=model, pretrained=pretrained,
-                            device=device, batch_size=batch_size) as index:
+            with Index.open(
+                index_ref, home=settings.home, model=model, pretrained=pretrained, device=device, batch_size=batch_size
+            ) as index:
                 return index.classify(image, names, chosen)
         encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size)
         return classify_image(Path(image), names, encoder, templates=chosen)
@@ -142,5 +146,4 @@ def classify_command(
     if as_json:
         dump([s.to_dict() for s in scores])
         return
-    table(("label", "probability", "cosine"),
-           [(s.label, f"{s.probability:.4f}", f"{s.score:.4f}") for s in scores])
+    table(("label", "probability", "cosine"), [(s.label, f"{s.probability:.4f}", f"{s.score:.4f}") for s in scores])

@@ -174,9 +174,7 @@ def list_models(all_open_clip: bool = False, cache_dir: str | None = None) -> li
             continue
         spec = ModelSpec(family, name, tag)
         seen.add(spec)
-        infos.append(
-            ModelInfo(spec, is_available_offline(spec, cache_dir), note, default=spec == DEFAULT_MODEL)
-        )
+        infos.append(ModelInfo(spec, is_available_offline(spec, cache_dir), note, default=spec == DEFAULT_MODEL))
     if all_open_clip:
         for name, tag in sorted(known):
             spec = ModelSpec(OPEN_CLIP, name, tag)
@@ -226,9 +224,7 @@ def _absolute_if_local(name: str) -> str:
 
 def _no_pretrained(model: str, pretrained: str | None) -> None:
     if pretrained:
-        raise ModelNotFoundError(
-            f"--pretrained applies to open_clip architecture names only, not to {model}"
-        )
+        raise ModelNotFoundError(f"--pretrained applies to open_clip architecture names only, not to {model}")
 
 
 __all__ = [

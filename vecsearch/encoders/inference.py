@@ -20,9 +20,10 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -170,7 +171,7 @@ class ImageInference:
             self._runners.pop(mode, None)  # not used: free its session
         if len(pixels) <= len(sample):
             return exact
-        return np.concatenate([exact, self._runner(self.mode)(pixels[len(sample):])])
+        return np.concatenate([exact, self._runner(self.mode)(pixels[len(sample) :])])
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -144,9 +145,7 @@ def load_open_clip(
         ) from exc
     except OSError as exc:
         # Models with Hugging Face text towers fetch configs/tokenizers through transformers.
-        raise ModelUnavailableError(
-            f"could not load {spec}: {first_line(exc)}; {hub.OFFLINE_HINT}"
-        ) from exc
+        raise ModelUnavailableError(f"could not load {spec}: {first_line(exc)}; {hub.OFFLINE_HINT}") from exc
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ModelNotFoundError(f"could not load {spec}: {first_line(exc)}") from exc
     return OpenClipEncoder(
@@ -191,7 +190,7 @@ def _create_without_random_init(name: str, kwargs: dict[str, Any], device: str) 
             )
         if type(model) is not open_clip.CLIP:
             return None
-        model.load_state_dict = functools.partial(model.load_state_dict, assign=True)  # type: ignore[method-assign]
+        model.load_state_dict = functools.partial(model.load_state_dict, assign=True)
         try:
             open_clip.load_checkpoint(model, checkpoint)
         finally:
@@ -245,9 +244,7 @@ def _resolve_builtin(name: str, pretrained: str | None, cache: str | None) -> di
     import open_clip
 
     if name not in open_clip.list_models():
-        raise ModelNotFoundError(
-            f"unknown open_clip model '{name}'; `vecsearch models --all` lists the names"
-        )
+        raise ModelNotFoundError(f"unknown open_clip model '{name}'; `vecsearch models --all` lists the names")
     if not pretrained:
         raise ModelNotFoundError(
             f"open_clip model {name} needs --pretrained: a tag ({_tags(name)}) or a checkpoint file"

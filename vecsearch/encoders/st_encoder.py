@@ -9,8 +9,9 @@ captions-only index works with no network at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -71,9 +72,7 @@ class SentenceTransformerEncoder:
 
     def _require_images(self) -> None:
         if IMAGE not in self.modalities:
-            raise UnsupportedModalityError(
-                f"{self.spec} embeds text only; use a CLIP model to embed images"
-            )
+            raise UnsupportedModalityError(f"{self.spec} embeds text only; use a CLIP model to embed images")
 
 
 def load_sentence_transformer(

@@ -28,10 +28,11 @@ import shutil
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -204,8 +205,16 @@ def _plan(encoder: Any) -> _Plan:
             raise TextExportError("its tokenizer reduces texts instead of truncating them")
         specials = tuple(reference.decoder[i] for i in reference.all_special_ids)
         trim = causal_clip_text(model)
-        return _Plan(CLIP_BPE, clean, specials, int(reference.context_length), 0, trim,
-                     _clip_bpe_tokenizer(reference, trim), reference)
+        return _Plan(
+            CLIP_BPE,
+            clean,
+            specials,
+            int(reference.context_length),
+            0,
+            trim,
+            _clip_bpe_tokenizer(reference, trim),
+            reference,
+        )
     if (
         type(model) is open_clip.CustomTextCLIP
         and isinstance(getattr(model, "text", None), HFTextEncoder)
@@ -222,8 +231,16 @@ def _plan(encoder: Any) -> _Plan:
         if trim and int(hf.pad_token_id) != encoder._hf_pad_token_id:
             raise TextExportError("its tokenizer pads with another id than the text tower masks")
         context_length = int(reference.context_length)
-        return _Plan(HF, clean, (), context_length, int(hf.pad_token_id), trim,
-                     _hf_tokenizer(hf, context_length, trim), reference)
+        return _Plan(
+            HF,
+            clean,
+            (),
+            context_length,
+            int(hf.pad_token_id),
+            trim,
+            _hf_tokenizer(hf, context_length, trim),
+            reference,
+        )
     raise TextExportError("only plain CLIP text towers and Hugging Face text towers are exported")
 
 
@@ -235,8 +252,9 @@ def _clip_bpe_tokenizer(simple: Any, trim: bool = False) -> Any:
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 
     merges = sorted(simple.bpe_ranks, key=simple.bpe_ranks.__getitem__)
-    tokenizer = Tokenizer(models.BPE(vocab=dict(simple.encoder), merges=[tuple(m) for m in merges],
-                                     end_of_word_suffix="</w>"))
+    tokenizer = Tokenizer(
+        models.BPE(vocab=dict(simple.encoder), merges=[tuple(m) for m in merges], end_of_word_suffix="</w>")
+    )
     # A word that is a special token (the split pattern matches them first) maps to its id whole.
     specials = [simple.decoder[i] for i in simple.all_special_ids]
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
@@ -260,7 +278,9 @@ def _hf_tokenizer(hf: Any, context_length: int, trim: bool) -> Any:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=context_length)
     tokenizer.enable_padding(
-        pad_id=int(hf.pad_token_id), pad_token=str(hf.pad_token), pad_type_id=int(hf.pad_token_type_id),
+        pad_id=int(hf.pad_token_id),
+        pad_token=str(hf.pad_token),
+        pad_type_id=int(hf.pad_token_type_id),
         length=None if trim else context_length,
     )
     return tokenizer
@@ -271,7 +291,7 @@ def _check_tokens(plan: _Plan) -> int:
     texts = list(TOKEN_CORPUS)
     expected = plan.reference(texts).numpy()
     ours = plan.token_ids(texts)
-    for text, want, got in zip(texts, expected, ours):
+    for text, want, got in zip(texts, expected, ours, strict=True):
         padded = list(got) + [plan.pad_id] * (plan.context_length - len(got))
         if padded != [int(i) for i in want]:
             raise TextExportError(f"token ids differ from the model's tokenizer on {text[:40]!r}")
@@ -300,9 +320,13 @@ def _export(encoder: Any, plan: _Plan, folder: Path) -> ExportInfo:
             with torch.no_grad(), warnings.catch_warnings(), _quiet_root_logger():
                 warnings.simplefilter("ignore")  # tracer chatter
                 torch.onnx.export(
-                    _TextTower(model, plan.trim_padding and plan.kind == CLIP_BPE).eval(), (example,), str(inline),
+                    _TextTower(model, plan.trim_padding and plan.kind == CLIP_BPE).eval(),
+                    (example,),
+                    str(inline),
                     input_names=["tokens"],
-                    output_names=["vectors"], dynamic_axes={"tokens": axes, "vectors": {0: "batch"}}, dynamo=False,
+                    output_names=["vectors"],
+                    dynamic_axes={"tokens": axes, "vectors": {0: "batch"}},
+                    dynamo=False,
                 )
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -314,21 +338,38 @@ def _export(encoder: Any, plan: _Plan, folder: Path) -> ExportInfo:
         tokenizer_json = plan.tokenizer.to_str()
         tokenizer = f"text-{fingerprint}-{hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16]}.tokenizer.json"
         (staging / tokenizer).write_text(tokenizer_json, encoding="utf-8")
-        files = {role: ExportFile(name, (staging / name).stat().st_size, sha256_file(staging / name))
-                 for role, name in (("tokenizer", tokenizer), ("graph", graph), ("weights", weights))}
+        files = {
+            role: ExportFile(name, (staging / name).stat().st_size, sha256_file(staging / name))
+            for role, name in (("tokenizer", tokenizer), ("graph", graph), ("weights", weights))
+        }
         info = ExportInfo(
-            fingerprint=fingerprint, model=encoder.spec.to_dict(), tokenizer_kind=plan.kind, clean=plan.clean,
-            special_tokens=plan.special_tokens, context_length=plan.context_length, pad_id=plan.pad_id,
-            trim_padding=plan.trim_padding, dim=int(encoder.dim), files=files,
+            fingerprint=fingerprint,
+            model=encoder.spec.to_dict(),
+            tokenizer_kind=plan.kind,
+            clean=plan.clean,
+            special_tokens=plan.special_tokens,
+            context_length=plan.context_length,
+            pad_id=plan.pad_id,
+            trim_padding=plan.trim_padding,
+            dim=int(encoder.dim),
+            files=files,
         )
         min_cosine = _check_vectors(encoder, OnnxTextEncoder(staging, info, batch_size=len(VECTOR_PROMPTS)))
-        info = replace(info, validation={
-            "texts": checked_texts, "tokens_equal": True, "prompts": len(VECTOR_PROMPTS),
-            "min_cosine": round(min_cosine, 7), "bar": COSINE_BAR,
-        })
+        info = replace(
+            info,
+            validation={
+                "texts": checked_texts,
+                "tokens_equal": True,
+                "prompts": len(VECTOR_PROMPTS),
+                "min_cosine": round(min_cosine, 7),
+                "bar": COSINE_BAR,
+            },
+        )
         meta = info.to_dict()
-        meta.update(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    versions={"torch": torch.__version__, "onnxruntime": onnxruntime.__version__})
+        meta.update(
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            versions={"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        )
         _publish(staging, folder, info, meta)
     return info
 

@@ -17,9 +17,10 @@ import mmap
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -116,19 +117,26 @@ class ExportInfo:
     validation: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, path: Path) -> "ExportInfo":
+    def read(cls, path: Path) -> ExportInfo:
         try:
             data = json.loads(path.read_text())
             if data.get("format_version") != FORMAT_VERSION:
                 raise TextExportError(f"format version {data.get('format_version')}, not {FORMAT_VERSION}")
             tokenizer = data["tokenizer"]
             info = cls(
-                fingerprint=str(data["fingerprint"]), model=dict(data["model"]), tokenizer_kind=str(tokenizer["kind"]),
-                clean=str(tokenizer["clean"]), special_tokens=tuple(str(t) for t in tokenizer["special_tokens"]),
-                context_length=int(data["context_length"]), pad_id=int(data["pad_id"]),
-                trim_padding=bool(data["trim_padding"]), dim=int(data["dim"]),
-                files={role: ExportFile(str(f["name"]), int(f["bytes"]), str(f["sha256"]))
-                       for role, f in data["files"].items()},
+                fingerprint=str(data["fingerprint"]),
+                model=dict(data["model"]),
+                tokenizer_kind=str(tokenizer["kind"]),
+                clean=str(tokenizer["clean"]),
+                special_tokens=tuple(str(t) for t in tokenizer["special_tokens"]),
+                context_length=int(data["context_length"]),
+                pad_id=int(data["pad_id"]),
+                trim_padding=bool(data["trim_padding"]),
+                dim=int(data["dim"]),
+                files={
+                    role: ExportFile(str(f["name"]), int(f["bytes"]), str(f["sha256"]))
+                    for role, f in data["files"].items()
+                },
                 validation=dict(data["validation"]),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -148,7 +156,9 @@ class ExportInfo:
             "fingerprint": self.fingerprint,
             "model": self.model,
             "tokenizer": {
-                "kind": self.tokenizer_kind, "clean": self.clean, "special_tokens": list(self.special_tokens)
+                "kind": self.tokenizer_kind,
+                "clean": self.clean,
+                "special_tokens": list(self.special_tokens),
             },
             "context_length": self.context_length,
             "pad_id": self.pad_id,

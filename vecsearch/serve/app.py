@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -144,8 +145,13 @@ def create_app(
         pictures = service.pictures_of(query)
         with service.current() as idx:
             hits = idx.search(
-                query, request.k, kind=request.kind, path=pattern, min_score=request.min_score,
-                within=request.within, pictures=pictures,
+                query,
+                request.k,
+                kind=request.kind,
+                path=pattern,
+                min_score=request.min_score,
+                within=request.within,
+                pictures=pictures,
             )
             generation = idx.generation
         return {
@@ -172,9 +178,11 @@ def create_app(
         unlike: Annotated[list[int], Query()] = [],  # noqa: B006
     ) -> dict[str, Any]:
         """The same search with the query in the URL (for links and curl)."""
-        return run_search(SearchRequest(
-            terms=q, k=k, kind=kind, path=path, min_score=min_score, within=within, like=like, unlike=unlike
-        ))
+        return run_search(
+            SearchRequest(
+                terms=q, k=k, kind=kind, path=path, min_score=min_score, within=within, like=like, unlike=unlike
+            )
+        )
 
     def read_upload(file: UploadFile) -> tuple[str, bytes, int, int]:
         data = file.file.read(service.max_upload_bytes + 1)
@@ -196,8 +204,14 @@ def create_app(
         digest, data, width, height = read_upload(file)
         with service.current() as idx:
             same = sorted(idx.items_with_content([data]))
-        return {"upload": UPLOAD_PREFIX + digest, "sha256": digest, "width": width, "height": height,
-                "bytes": len(data), "items": same}
+        return {
+            "upload": UPLOAD_PREFIX + digest,
+            "sha256": digest,
+            "width": width,
+            "height": height,
+            "bytes": len(data),
+            "items": same,
+        }
 
     @app.post("/api/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"])
     def search_image(
@@ -210,9 +224,9 @@ def create_app(
     ) -> dict[str, Any]:
         """Upload a picture and search by it in one request."""
         digest, _, _, _ = read_upload(file)
-        return run_search(SearchRequest(
-            terms=[UPLOAD_PREFIX + digest], k=k, kind=kind, path=path, min_score=min_score, within=within
-        ))
+        return run_search(
+            SearchRequest(terms=[UPLOAD_PREFIX + digest], k=k, kind=kind, path=path, min_score=min_score, within=within)
+        )
 
     @app.post("/api/describe", response_model=DescribeResponse, responses=ERRORS, tags=["image"])
     def describe(request: DescribeRequest) -> dict[str, Any]:
@@ -221,8 +235,11 @@ def create_app(
         picture = service.picture(request.image)
         with service.current() as idx:
             hits = idx.describe(picture, request.k)
-        return {"image": request.image, "hits": [hit_out(h) for h in hits],
-                "took_ms": round((time.perf_counter() - start) * 1000, 2)}
+        return {
+            "image": request.image,
+            "hits": [hit_out(h) for h in hits],
+            "took_ms": round((time.perf_counter() - start) * 1000, 2),
+        }
 
     @app.post("/api/classify", response_model=ClassifyResponse, responses=ERRORS, tags=["image"])
     def classify(request: ClassifyRequest) -> dict[str, Any]:
@@ -232,8 +249,11 @@ def create_app(
         templates = request.templates if request.templates is not None else list(DEFAULT_TEMPLATES)
         with service.current() as idx:
             labels = idx.classify(picture, request.labels, templates)
-        return {"image": request.image, "labels": [label.to_dict() for label in labels],
-                "took_ms": round((time.perf_counter() - start) * 1000, 2)}
+        return {
+            "image": request.image,
+            "labels": [label.to_dict() for label in labels],
+            "took_ms": round((time.perf_counter() - start) * 1000, 2),
+        }
 
     @app.get("/api/items/{item_id}", response_model=ItemResponse, responses=ERRORS, tags=["items"])
     def item(item_id: int) -> dict[str, Any]:
@@ -257,7 +277,9 @@ def create_app(
     def thumbnail(
         request: Request,
         item_id: int,
-        size: Annotated[int, Query(ge=16, le=MAX_SIZE, description="Longest side; rounded up to 64/128/256/512/1024.")] = 256,
+        size: Annotated[
+            int, Query(ge=16, le=MAX_SIZE, description="Longest side; rounded up to 64/128/256/512/1024.")
+        ] = 256,
     ) -> Response:
         """A JPEG preview of the item's picture (a caption item gives its picture's)."""
         with service.current() as idx:

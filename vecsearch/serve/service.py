@@ -3,12 +3,14 @@ request bodies are bounded and answered."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -98,7 +100,7 @@ class Service:
         pictures = {}
         for term in query.terms:
             if term.kind == IMAGE_TERM and term.value.startswith(UPLOAD_PREFIX):
-                data = self.uploads.get(term.value[len(UPLOAD_PREFIX):])
+                data = self.uploads.get(term.value[len(UPLOAD_PREFIX) :])
                 if data is None:
                     raise NotFound(
                         f"no uploaded picture {term.value[:20]}...: uploads are kept while the server runs and "
@@ -127,10 +129,8 @@ class Service:
 
 
 def _import_image_libraries() -> None:
-    try:
+    with contextlib.suppress(Exception):  # the first picture query will report what is wrong
         import open_clip  # noqa: F401  (torch, torchvision, open_clip: seconds that nobody waits for now)
-    except Exception:  # the first picture query will report what is wrong
-        pass
 
 
 def hit_out(hit: Hit) -> dict[str, Any]:

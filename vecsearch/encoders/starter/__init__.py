@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ...errors import ModelNotFoundError
 from ..base import OPEN_CLIP, ModelSpec, pick_device
@@ -75,8 +76,9 @@ def build_model(weights: str | Path | None = WEIGHTS_PATH, device: str = "cpu") 
     return model, preprocess, tokenizer
 
 
-def load_starter(device: str | None = None, batch_size: int = 32, inference: str = "auto",
-                 cache_dir: str | None = None) -> Any:
+def load_starter(
+    device: str | None = None, batch_size: int = 32, inference: str = "auto", cache_dir: str | None = None
+) -> Any:
     """The starter model behind the Encoder interface."""
     from ..open_clip_encoder import OpenClipEncoder
 
@@ -88,7 +90,13 @@ def load_starter(device: str | None = None, batch_size: int = 32, inference: str
     device = pick_device(device)
     model, preprocess, tokenizer = build_model(WEIGHTS_PATH, device=device)
     return OpenClipEncoder(
-        model, preprocess, tokenizer, STARTER_SPEC, device=device, batch_size=batch_size, inference=inference,
+        model,
+        preprocess,
+        tokenizer,
+        STARTER_SPEC,
+        device=device,
+        batch_size=batch_size,
+        inference=inference,
         cache_dir=cache_dir,
     )
 
