@@ -10,13 +10,16 @@ Models load once per session; every test gets a clean environment (no network, i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+
+from vecsearch import Index
 
 TINY_CONFIG = {
     "model_cfg": {
@@ -127,6 +130,60 @@ def make_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+# Captions of the pictures `make_collection` draws, by name.
+SIDECARS = {
+    "apple": "a red apple on a table\nfruit",
+    "sea": "a blue sea under the sky",
+    "leaf": "a green leaf",
+    "sun": "a yellow sun",
+    "trips/car": "a purple car on the road",
+    "trips/tent": "an orange tent in a field",
+    "trips/night": "a dark night",
+    "more/snow": "white snow on a hill",
+}
+
+
+def make_collection(root: Path, names: Sequence[str], extra: int, extra_colour: int = 0, extra_seed: int = 20) -> Path:
+    """A small collection to serve: a picture per name (red, blue, green, ... in order) with its sidecar
+    caption where SIDECARS has one, and `extra` more pictures under more/, so that k and the filters have
+    something to leave out."""
+    colours = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+    for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
+        make_image(root / f"{name}.png", colour, "circle" if i % 2 else "square", size=(96, 72), seed=i)
+        if name in SIDECARS:
+            (root / f"{name}.txt").write_text(SIDECARS[name] + "\n")
+    for i in range(extra):
+        colour = colours[(i + extra_colour) % len(colours)]
+        make_image(root / "more" / f"m{i}.jpg", colour, "square" if i % 2 else "circle", seed=extra_seed + i)
+    return root
+
+
+def index_of(path: Path, pictures: Path, encoder: Any) -> Path:
+    """An index of `pictures` at `path`, every picture in it."""
+    with Index.create(path, encoder=encoder) as index:
+        report = index.add(pictures)
+    assert report.added == sum(1 for p in pictures.rglob("*") if p.suffix in (".png", ".jpg"))
+    assert not report.skipped
+    return path
+
+
+def index_command(tree: Path, index: Path, model_dir: Path, *, batch_size: int = 4, workers: int = 2) -> list[str]:
+    """`vecsearch -v index` as a process of its own, with the tiny model in exact fp32: what the crash and
+    concurrency tests start, stop and read the commits of (-v logs each commit)."""
+    return [
+        sys.executable, "-m", "vecsearch", "-v", "index", str(tree), "--index", str(index),
+        "--model", f"local-dir:{model_dir}", "--batch-size", str(batch_size), "--inference", "fp32",
+        "--workers", str(workers),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def library(folder: Path, tiny_encoder: Any) -> Iterator[Index]:
+    """The reference for a module that serves its `folder` fixture: the same index opened through the library."""
+    with Index.open(folder, encoder=tiny_encoder) as index:
+        yield index
 
 
 @pytest.fixture

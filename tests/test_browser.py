@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_image
+from conftest import index_of, make_collection
 from PIL import Image
 
 from vecsearch import Index
@@ -36,17 +36,6 @@ PROMPT = "a red apple"
 REQUIRE = os.environ.get("VECSEARCH_REQUIRE_BROWSER") == "1"
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 20
-
-SIDECARS = {
-    "apple": "a red apple on a table\nfruit",
-    "sea": "a blue sea under the sky",
-    "leaf": "a green leaf",
-    "sun": "a yellow sun",
-    "trips/car": "a purple car on the road",
-    "trips/tent": "an orange tent in a field",
-    "trips/night": "a dark night",
-    "more/snow": "white snow on a hill",
-}
 
 
 def _unavailable() -> str | None:
@@ -67,32 +56,13 @@ def _unavailable() -> str | None:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("browser-photos")
-    colours = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
     names = ["apple", "sea", "leaf", "sun", "trips/car", "trips/tent", "trips/night", "more/snow"]
-    for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
-        make_image(root / f"{name}.png", colour, "circle" if i % 2 else "square", size=(96, 72), seed=i)
-        if name in SIDECARS:
-            (root / f"{name}.txt").write_text(SIDECARS[name] + "\n")
-    for i in range(4):
-        make_image(root / "more" / f"m{i}.jpg", colours[i + 2], "square" if i % 2 else "circle", seed=30 + i)
-    return root
+    return make_collection(tmp_path_factory.mktemp("browser-photos"), names, extra=4, extra_colour=2, extra_seed=30)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory, photos: Path, tiny_encoder) -> Path:
-    path = tmp_path_factory.mktemp("browser-index") / "index"
-    with Index.create(path, encoder=tiny_encoder) as index:
-        report = index.add(photos)
-    assert report.added == 12 and not report.skipped
-    return path
-
-
-@pytest.fixture(scope="module")
-def library(folder: Path, tiny_encoder) -> Iterator[Index]:
-    """The reference: the same index opened through the library."""
-    with Index.open(folder, encoder=tiny_encoder) as index:
-        yield index
+    return index_of(tmp_path_factory.mktemp("browser-index") / "index", photos, tiny_encoder)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_image
+from conftest import index_command, make_image
 
 from vecsearch import Index, IndexLockedError, Query
 from vecsearch.check import check_index
@@ -39,22 +39,7 @@ def test_readers_see_committed_states_while_a_writer_crawls(tmp_path: Path, tiny
     log = tmp_path / "writer.log"
     with open(log, "w") as stderr:
         writer = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vecsearch",
-                "-v",
-                "index",
-                str(tree),
-                "--index",
-                str(tmp_path / "idx"),
-                "--model",
-                f"local-dir:{tiny_model_dir}",
-                "--batch-size",
-                "2",
-                "--inference",
-                "fp32",
-            ],
+            index_command(tree, tmp_path / "idx", tiny_model_dir, batch_size=2),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env={**os.environ},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,13 +220,20 @@ def test_fingerprint_changes_with_the_weights(tmp_path: Path, tiny_encoder) -> N
     assert other.fingerprint != tiny_encoder.fingerprint
 
 
+def _copy_config(model_dir: Path, folder: Path) -> dict[str, Any]:
+    """A model folder with the tiny model's config only, and the tiny model's weights to change and save there."""
+    from safetensors.torch import load_file
+
+    folder.mkdir()
+    shutil.copy(model_dir / "open_clip_config.json", folder)
+    return load_file(str(model_dir / "open_clip_model.safetensors"))
+
+
 def test_fingerprint_changes_with_one_fine_tuned_tensor(tmp_path: Path, tiny_model_dir: Path, tiny_encoder) -> None:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     folder = tmp_path / "tuned"
-    folder.mkdir()
-    shutil.copy(tiny_model_dir / "open_clip_config.json", folder)
-    weights = load_file(str(tiny_model_dir / "open_clip_model.safetensors"))
+    weights = _copy_config(tiny_model_dir, folder)
     weights["text_projection"] = weights["text_projection"] * 1.01
     save_file(weights, str(folder / "open_clip_model.safetensors"))
 
@@ -236,12 +244,9 @@ def test_fingerprint_changes_with_one_fine_tuned_tensor(tmp_path: Path, tiny_mod
 
 def test_fingerprint_same_for_pt_and_safetensors(tmp_path: Path, tiny_model_dir: Path, tiny_encoder) -> None:
     import torch
-    from safetensors.torch import load_file
 
     folder = tmp_path / "as-pt"
-    folder.mkdir()
-    shutil.copy(tiny_model_dir / "open_clip_config.json", folder)
-    state_dict = load_file(str(tiny_model_dir / "open_clip_model.safetensors"))
+    state_dict = _copy_config(tiny_model_dir, folder)
     torch.save(state_dict, folder / "open_clip_pytorch_model.bin")
     assert not (folder / "open_clip_model.safetensors").exists()
 

@@ -19,10 +19,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import make_image
+from conftest import index_command, make_image
 
 from vecsearch import Index, Query
 from vecsearch.check import check_index
@@ -33,25 +34,12 @@ from vecsearch.manifest import read_manifest
 COMMITTED = re.compile(r"committed generation (\d+): (\d+) items")
 
 
-def _index_command(tree: Path, index: Path, model_dir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "vecsearch",
-        "-v",
-        "index",
-        str(tree),
-        "--index",
-        str(index),
-        "--model",
-        f"local-dir:{model_dir}",
-        "--batch-size",
-        "4",
-        "--inference",
-        "fp32",
-        "--workers",
-        "2",
-    ]
+def _run_index(
+    scenario: dict[str, Any], index_dir: Path, model_dir: Path, fault: str | None = None, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """`vecsearch index` of the scenario's tree run to its end (with a fault armed, if given)."""
+    command = index_command(scenario["tree"], index_dir, model_dir)
+    return subprocess.run(command, capture_output=True, text=True, env=_environment(fault), timeout=120, **options)
 
 
 def _environment(fault: str | None) -> dict[str, str]:
@@ -141,7 +129,7 @@ def _killed_run(
     index_dir = tmp_path / "index"
     if not fresh:
         shutil.copytree(scenario["before"], index_dir)
-    command = _index_command(scenario["tree"], index_dir, tiny_model_dir)
+    command = index_command(scenario["tree"], index_dir, tiny_model_dir)
     if kill_after_commits is None:
         done = subprocess.run(command, capture_output=True, text=True, env=_environment(fault), timeout=120)
         assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
@@ -243,13 +231,7 @@ def test_killed_first_crawl_of_a_new_index(
     if fault == "faiss-write:1":  # died while creating the index, before its manifest existed
         assert not (index_dir / "manifest.json").exists()
         # the next run starts the creation again instead of calling the folder someone else's
-        done = subprocess.run(
-            _index_command(scenario["tree"], index_dir, tiny_model_dir),
-            capture_output=True,
-            text=True,
-            env=_environment(None),
-            timeout=120,
-        )
+        done = _run_index(scenario, index_dir, tiny_model_dir)
         assert done.returncode == 0, done.stderr[-2000:]
         with (
             Index.open(index_dir, encoder=tiny_encoder) as index,
@@ -267,13 +249,7 @@ def test_full_disk_while_saving_keeps_the_previous_state(
     index_dir = tmp_path / "index"
     shutil.copytree(scenario["before"], index_dir)
     manifest_before = (index_dir / "manifest.json").read_bytes()
-    done = subprocess.run(
-        _index_command(scenario["tree"], index_dir, tiny_model_dir),
-        capture_output=True,
-        text=True,
-        env=_environment("faiss-write:1:enospc"),
-        timeout=120,
-    )
+    done = _run_index(scenario, index_dir, tiny_model_dir, fault="faiss-write:1:enospc")
     assert done.returncode == 1
     assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
     # The database committed its chunks; the old vector file and manifest stay as they were, and
@@ -291,7 +267,7 @@ def test_ctrl_c_mid_crawl_exits_promptly_and_keeps_what_was_committed(
     shutil.copytree(scenario["before"], index_dir)
     # A job started in the background inherits SIGINT ignored; a terminal's Ctrl-C is what is tested here.
     process = subprocess.Popen(
-        _index_command(scenario["tree"], index_dir, tiny_model_dir),
+        index_command(scenario["tree"], index_dir, tiny_model_dir),
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -335,14 +311,7 @@ def test_files_that_cannot_grow_keep_the_previous_state(
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    done = subprocess.run(
-        _index_command(scenario["tree"], index_dir, tiny_model_dir),
-        capture_output=True,
-        text=True,
-        env=_environment(None),
-        timeout=120,
-        preexec_fn=limit_file_sizes,
-    )
+    done = _run_index(scenario, index_dir, tiny_model_dir, preexec_fn=limit_file_sizes)
     assert done.returncode in (1, 3), done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_same_ranking, make_image
+from conftest import assert_same_ranking, index_of, make_collection, make_image
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -30,44 +30,16 @@ from vecsearch import Index
 from vecsearch.manifest import DATABASE
 from vecsearch.serve import create_app
 
-SIDECARS = {
-    "apple": "a red apple on a table\nfruit",
-    "sea": "a blue sea under the sky",
-    "leaf": "a green leaf",
-    "sun": "a yellow sun",
-    "trips/car": "a purple car on the road",
-    "trips/tent": "an orange tent in a field",
-}
-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("serve-photos")
-    colours = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
     names = ["apple", "sea", "leaf", "sun", "trips/car", "trips/tent", "night", "snow"]
-    for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
-        make_image(root / f"{name}.png", colour, "circle" if i % 2 else "square", size=(96, 72), seed=i)
-        if name in SIDECARS:
-            (root / f"{name}.txt").write_text(SIDECARS[name] + "\n")
-    for i in range(8):  # more pictures, so that k and the filters have something to leave out
-        make_image(root / "more" / f"m{i}.jpg", colours[i], "square" if i % 2 else "circle", seed=20 + i)
-    return root
+    return make_collection(tmp_path_factory.mktemp("serve-photos"), names, extra=8, extra_seed=20)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory, photos: Path, tiny_encoder) -> Path:
-    path = tmp_path_factory.mktemp("serve-index") / "index"
-    with Index.create(path, encoder=tiny_encoder) as index:
-        report = index.add(photos)
-    assert report.added == 16 and not report.skipped
-    return path
-
-
-@pytest.fixture(scope="module")
-def library(folder: Path, tiny_encoder) -> Iterator[Index]:
-    """The reference: the same index opened through the library."""
-    with Index.open(folder, encoder=tiny_encoder) as index:
-        yield index
+    return index_of(tmp_path_factory.mktemp("serve-index") / "index", photos, tiny_encoder)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import numpy as np
 
 from .classify import DEFAULT_TEMPLATES, classify
 from .embedding import QueryEmbedder, picture_term
-from .encoders import IMAGE, Encoder, ModelSpec, load_encoder, resolve_spec
+from .encoders import IMAGE, Encoder, ModelSpec, resolve_spec
 from .errors import IndexExistsError, ModelMismatchError, UnsupportedModalityError
 from .home import locate
 from .images import DEFAULT_MAX_MEGAPIXELS
@@ -38,7 +38,7 @@ from .manifest import (
     vector_file_name,
     write_manifest,
 )
-from .model import IndexModel
+from .model import IndexModel, LoadSettings
 from .query import ITEM, Query, Term
 from .results import CrawlReport, Hit, Item, LabelScore
 from .retrieval import KINDS, Retrieval, check_settings
@@ -61,23 +61,10 @@ class Index:
         manifest: dict[str, Any],
         store: Store,
         encoder: Encoder | None = None,
-        *,
-        device: str | None = None,
-        batch_size: int = 32,
-        cache_dir: str | None = None,
-        inference: str = "auto",
+        settings: LoadSettings | None = None,
     ) -> None:
         self.path = folder
-        self.model = IndexModel(
-            folder,
-            manifest["model"],
-            int(manifest["dim"]),
-            encoder,
-            device=device,
-            batch_size=batch_size,
-            cache_dir=cache_dir,
-            inference=inference,
-        )
+        self.model = IndexModel(folder, manifest["model"], int(manifest["dim"]), encoder, settings or LoadSettings())
         self._embedder = QueryEmbedder(self.model, lambda item_id: self.store.vector(item_id))
         self._connect(store, manifest)
 
@@ -115,51 +102,13 @@ class Index:
         folder = Path(path).expanduser()
         check_index_settings(index_type, max_memory)
         require_free(folder)  # before a model is loaded for nothing
+        settings = LoadSettings(device, batch_size, cache_dir, inference)
         if encoder is None:
-            encoder = load_encoder(
-                model, pretrained, device=device, batch_size=batch_size, cache_dir=cache_dir, inference=inference
-            )
+            encoder = settings.load(model, pretrained)
         elif model is not None and resolve_spec(model, pretrained) != encoder.spec:
             raise ModelMismatchError(f"model {model} given together with a different encoder {encoder.spec}")
-        created_folder = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(folder / LOCK, str(folder))
-        lock.acquire()  # another process creating the same index owns it: leave its files alone
-        store: Store | None = None
-        vector_file = vector_file_name(0)
-        try:
-            for leftover in require_free(folder):  # again, now that no one else can be writing here
-                leftover.unlink()  # a creation that died before its manifest: start it again
-            store = Store.open(folder / DATABASE, create=True)
-            vectors = VectorIndex.create(encoder.dim)
-            manifest = new_manifest(folder, encoder, index_type, max_memory, vector_file, store.counts())
-            with store.transaction():
-                store.set_identity(identity(manifest))
-            manifest["faiss"]["sha256"] = vectors.save(folder / vector_file)
-            manifest["faiss"]["bytes"] = (folder / vector_file).stat().st_size
-            write_manifest(folder, manifest)  # last: until it exists, the folder is no index
-        except BaseException as exc:
-            if store is not None:
-                store.close()
-            if not isinstance(exc, IndexExistsError):
-                if created_folder:
-                    shutil.rmtree(folder, ignore_errors=True)
-                else:
-                    for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", vector_file):
-                        (folder / name).unlink(missing_ok=True)
-            raise
-        finally:
-            lock.release()
-        index = cls(
-            folder,
-            manifest,
-            store,
-            encoder,
-            device=device,
-            batch_size=batch_size,
-            cache_dir=cache_dir,
-            inference=inference,
-        )
+        manifest, store, vectors = _write_new_index(folder, encoder, index_type, max_memory)
+        index = cls(folder, manifest, store, encoder, settings)
         index.vector_file.use(vectors)  # no need to read back the file just written
         return index
 
@@ -183,6 +132,7 @@ class Index:
         """
         folder = locate(ref, home)
         manifest = read_manifest(folder)
+        settings = LoadSettings(device, batch_size, cache_dir, inference)
         if encoder is None and model is not None:
             wanted = resolve_spec(model, pretrained)
             recorded = ModelSpec.from_dict(manifest["model"])
@@ -193,21 +143,10 @@ class Index:
                         f"index {folder.name} was built with {recorded}, not {wanted}; leave out --model to "
                         "use the index's own model, or build a separate index for the other model"
                     )
-                encoder = load_encoder(
-                    wanted, device=device, batch_size=batch_size, cache_dir=cache_dir, inference=inference
-                )
+                encoder = settings.load(wanted)
         store = Store.open(folder / DATABASE)
         try:
-            return cls(
-                folder,
-                manifest,
-                store,
-                encoder,
-                device=device,
-                batch_size=batch_size,
-                cache_dir=cache_dir,
-                inference=inference,
-            )
+            return cls(folder, manifest, store, encoder, settings)
         except BaseException:
             store.close()
             raise
@@ -473,6 +412,43 @@ class Index:
             distinct_text=distinct_text,
             exclude=exclude,
         )
+
+
+def _write_new_index(
+    folder: Path, encoder: Encoder, index_type: str, max_memory: int | None
+) -> tuple[dict[str, Any], Store, VectorIndex]:
+    """The files of a new, empty index: database, empty vector file, and the manifest last (until it
+    exists, the folder is no index). A failure leaves the folder as it was."""
+    created_folder = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(folder / LOCK, str(folder))
+    lock.acquire()  # another process creating the same index owns it: leave its files alone
+    store: Store | None = None
+    vector_file = vector_file_name(0)
+    try:
+        for leftover in require_free(folder):  # again, now that no one else can be writing here
+            leftover.unlink()  # a creation that died before its manifest: start it again
+        store = Store.open(folder / DATABASE, create=True)
+        vectors = VectorIndex.create(encoder.dim)
+        manifest = new_manifest(folder, encoder, index_type, max_memory, vector_file, store.counts())
+        with store.transaction():
+            store.set_identity(identity(manifest))
+        manifest["faiss"]["sha256"] = vectors.save(folder / vector_file)
+        manifest["faiss"]["bytes"] = (folder / vector_file).stat().st_size
+        write_manifest(folder, manifest)
+    except BaseException as exc:
+        if store is not None:
+            store.close()
+        if not isinstance(exc, IndexExistsError):
+            if created_folder:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", vector_file):
+                    (folder / name).unlink(missing_ok=True)
+        raise
+    finally:
+        lock.release()
+    return manifest, store, vectors
 
 
 def brute_force_search(

@@ -3,12 +3,34 @@ text queries the torch-free text tower an earlier crawl exported."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .encoders import IMAGE, TEXT, Encoder, ModelSpec, load_encoder
 from .errors import IndexCorruptError, ModelMismatchError
 from .manifest import MANIFEST
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How a model is loaded and run: where (`device`), how many inputs a call, where downloads are
+    cached, and the image tower's CPU inference mode (see `vecsearch.encoders.inference`)."""
+
+    device: str | None = None
+    batch_size: int = 32
+    cache_dir: str | None = None
+    inference: str = "auto"
+
+    def load(self, model: str | ModelSpec | None, pretrained: str | None = None) -> Encoder:
+        return load_encoder(
+            model,
+            pretrained,
+            device=self.device,
+            batch_size=self.batch_size,
+            cache_dir=self.cache_dir,
+            inference=self.inference,
+        )
 
 
 class IndexModel:
@@ -19,24 +41,12 @@ class IndexModel:
     """
 
     def __init__(
-        self,
-        folder: Path,
-        record: dict[str, Any],
-        dim: int,
-        encoder: Encoder | None = None,
-        *,
-        device: str | None = None,
-        batch_size: int = 32,
-        cache_dir: str | None = None,
-        inference: str = "auto",
+        self, folder: Path, record: dict[str, Any], dim: int, encoder: Encoder | None, settings: LoadSettings
     ) -> None:
         self.folder = folder
         self.record = record
         self.dim = dim
-        self.device = device
-        self.cache_dir = cache_dir
-        self.inference = inference
-        self._batch_size = batch_size
+        self.settings = settings
         self._encoder = encoder
         self._text_tower: Any = None  # the exported text tower once looked for; False when there is none
         if encoder is not None:
@@ -56,7 +66,7 @@ class IndexModel:
 
     @property
     def batch_size(self) -> int:
-        return int(getattr(self._encoder, "batch_size", self._batch_size))
+        return int(getattr(self._encoder, "batch_size", self.settings.batch_size))
 
     @property
     def loaded(self) -> Encoder | None:
@@ -67,13 +77,7 @@ class IndexModel:
     def encoder(self) -> Encoder:
         """The full model, loaded on first use and checked against the recorded fingerprint."""
         if self._encoder is None:
-            encoder = load_encoder(
-                self.spec,
-                device=self.device,
-                batch_size=self._batch_size,
-                cache_dir=self.cache_dir,
-                inference=self.inference,
-            )
+            encoder = self.settings.load(self.spec)
             self.check(encoder)
             self._encoder = encoder
         return self._encoder
@@ -108,7 +112,7 @@ class IndexModel:
         if self._text_tower is None:
             from .encoders.text_onnx import load_text_encoder
 
-            tower = load_text_encoder(self.fingerprint, self.dim, self.cache_dir, self._batch_size)
+            tower = load_text_encoder(self.fingerprint, self.dim, self.settings.cache_dir, self.settings.batch_size)
             self._text_tower = tower if tower is not None else False
         return self._text_tower or None
 
@@ -120,4 +124,4 @@ class IndexModel:
             return None
         from .encoders.text_export import export_text_tower
 
-        return export_text_tower(self._encoder, self.cache_dir)
+        return export_text_tower(self._encoder, self.settings.cache_dir)

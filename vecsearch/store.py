@@ -22,6 +22,8 @@ from .schema import SCHEMA, SCHEMA_VERSION, FileRow, ItemRow, RootRow
 
 __all__ = ["FileRow", "ItemRow", "RootRow", "Store"]
 
+IN_CHUNK = 500  # ids in one IN list: SQLite's default limit on parameters is 999 in older builds
+
 
 class Store:
     """Typed access to the index database. Takes a connection, so tests can hand in `:memory:`."""
@@ -266,7 +268,7 @@ class Store:
         return item_id
 
     def delete_items(self, item_ids: Sequence[int], gen: int) -> None:
-        for chunk in _chunks(list(item_ids), 500):
+        for chunk in _chunks(list(item_ids), IN_CHUNK):
             marks = ",".join("?" * len(chunk))
             self.conn.execute(f"DELETE FROM vectors WHERE item_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
@@ -310,50 +312,39 @@ class Store:
         return _from_blob(row[0]) if row else None
 
     def items(self, item_ids: Iterable[int]) -> dict[int, ItemRow]:
-        found: dict[int, ItemRow] = {}
-        for chunk in _chunks(list(item_ids), 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                "SELECT i.id, i.kind, i.file_id, i.text, i.source, i.position, f.root_id, f.relpath"
-                f" FROM items i JOIN files f ON f.id = i.file_id WHERE i.id IN ({marks})",
-                chunk,
-            ).fetchall()
-            for r in rows:
-                found[int(r["id"])] = ItemRow(
-                    int(r["id"]),
-                    r["kind"],
-                    int(r["file_id"]),
-                    r["text"],
-                    r["source"],
-                    int(r["position"]),
-                    int(r["root_id"]),
-                    r["relpath"],
-                )
-        return found
+        rows = self._rows_in(
+            "SELECT i.id, i.kind, i.file_id, i.text, i.source, i.position, f.root_id, f.relpath"
+            " FROM items i JOIN files f ON f.id = i.file_id WHERE i.id IN ({marks})",
+            item_ids,
+        )
+        return {
+            int(r["id"]): ItemRow(
+                int(r["id"]),
+                r["kind"],
+                int(r["file_id"]),
+                r["text"],
+                r["source"],
+                int(r["position"]),
+                int(r["root_id"]),
+                r["relpath"],
+            )
+            for r in rows
+        }
 
     def first_captions(self, file_ids: Iterable[int]) -> dict[int, str]:
         """The first caption of each file, to show next to image hits."""
         found: dict[int, str] = {}
-        for chunk in _chunks(list(set(file_ids)), 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                "SELECT file_id, text FROM items WHERE kind = 'caption' AND file_id IN"
-                f" ({marks}) ORDER BY position DESC, id DESC",
-                chunk,
-            ).fetchall()
-            for r in rows:
-                found[int(r[0])] = r[1]
+        # Last first within each chunk, so that the first caption is the one left standing.
+        sql = "SELECT file_id, text FROM items WHERE kind = 'caption' AND file_id IN ({marks}) ORDER BY position DESC, id DESC"
+        for r in self._rows_in(sql, set(file_ids)):
+            found[int(r[0])] = r[1]
         return found
 
     def image_items_of_files(self, file_ids: Iterable[int]) -> dict[int, int]:
-        found: dict[int, int] = {}
-        for chunk in _chunks(list(set(file_ids)), 500):
-            marks = ",".join("?" * len(chunk))
-            for r in self.conn.execute(
-                f"SELECT file_id, id FROM items WHERE kind = 'image' AND file_id IN ({marks})", chunk
-            ):
-                found[int(r[0])] = int(r[1])
-        return found
+        rows = self._rows_in(
+            "SELECT file_id, id FROM items WHERE kind = 'image' AND file_id IN ({marks})", set(file_ids)
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
 
     def item_ids(self, kind: str | None = None, file_ids: Iterable[int] | None = None) -> list[int]:
         """Ids of items of a kind, optionally only of some files: the allowed set of a filter."""
@@ -361,16 +352,11 @@ class Store:
             if kind is None:
                 return [int(r[0]) for r in self.conn.execute("SELECT id FROM items")]
             return [int(r[0]) for r in self.conn.execute("SELECT id FROM items WHERE kind = ?", (kind,))]
-        found: list[int] = []
-        for chunk in _chunks(list(set(file_ids)), 500):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT id FROM items WHERE file_id IN ({marks})"
-            args: list[Any] = list(chunk)
-            if kind is not None:
-                sql += " AND kind = ?"
-                args.append(kind)
-            found.extend(int(r[0]) for r in self.conn.execute(sql, args))
-        return found
+        if kind is None:
+            rows = self._rows_in("SELECT id FROM items WHERE file_id IN ({marks})", set(file_ids))
+        else:
+            rows = self._rows_in("SELECT id FROM items WHERE file_id IN ({marks}) AND kind = ?", set(file_ids), kind)
+        return [int(r[0]) for r in rows]
 
     def has_other_kinds(self, kind: str) -> bool:
         """Is any item of a kind other than `kind`? (Cheap: uses the kind index.)"""
@@ -400,10 +386,9 @@ class Store:
 
     def vectors_of(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the given items that exist, in id order: the exact vectors to re-score with."""
-        rows: list[sqlite3.Row] = []
-        for chunk in _chunks(sorted({int(i) for i in item_ids}), 500):
-            marks = ",".join("?" * len(chunk))
-            rows.extend(self.conn.execute(f"SELECT item_id, data FROM vectors WHERE item_id IN ({marks})", chunk))
+        rows = list(
+            self._rows_in("SELECT item_id, data FROM vectors WHERE item_id IN ({marks})", {int(i) for i in item_ids})
+        )
         rows.sort(key=lambda r: int(r[0]))
         return _stack_rows(rows)
 
@@ -438,6 +423,12 @@ class Store:
     def forget_removals(self, up_to: int) -> None:
         """Drop the removal log up to a generation that every vector file still in use reflects."""
         self.conn.execute("DELETE FROM removed WHERE gen <= ?", (up_to,))
+
+    def _rows_in(self, sql: str, ids: Iterable[Any], *args: Any) -> Iterator[sqlite3.Row]:
+        """Rows of `sql`, whose `{marks}` is an IN list of the ids, for any number of ids: run in chunks
+        that stay under SQLite's limit on parameters, with `args` after each chunk's ids."""
+        for chunk in _chunks(list(ids), IN_CHUNK):
+            yield from self.conn.execute(sql.format(marks=",".join("?" * len(chunk))), [*chunk, *args])
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from .. import MAX_K
+from .. import MAX_K, Hit, Item, LabelScore
+
+# Answers are the library's own result types (vecsearch.results), so that the API and the library cannot
+# drift apart; a thumbnail URL is all the server adds.
+Thumbnail = Annotated[str | None, Field(description="URL of the picture's thumbnail, if it has one.")]
+# Every field is in every answer, defaults or not: the schema says so.
+ANSWER = ConfigDict(json_schema_serialization_defaults_required=True)
 
 Kind = Literal["image", "caption", "any"]
 
@@ -29,17 +36,10 @@ class SearchRequest(BaseModel):
     unlike: list[int] = Field(default_factory=list, description="Item ids to move away from (less like this).")
 
 
-class HitOut(BaseModel):
-    rank: int
-    id: int
-    score: float
-    kind: str
-    path: str
-    relpath: str
-    caption: str | None
-    image: int | None
-    source: str | None
-    thumbnail: str | None = Field(description="URL of the picture's thumbnail, if it has one.")
+@dataclass(frozen=True)
+class HitOut(Hit):
+    __pydantic_config__ = ANSWER
+    thumbnail: Thumbnail = None
 
 
 class SearchResponse(BaseModel):
@@ -68,15 +68,9 @@ class ClassifyRequest(PictureRequest):
     templates: list[str] | None = Field(None, description="Prompt templates with `{}` for the label.")
 
 
-class LabelOut(BaseModel):
-    label: str
-    probability: float
-    score: float
-
-
 class ClassifyResponse(BaseModel):
     image: str
-    labels: list[LabelOut]
+    labels: list[LabelScore]
     took_ms: float
 
 
@@ -89,24 +83,10 @@ class UploadResponse(BaseModel):
     items: list[int] = Field(description="Indexed images with the same content.")
 
 
-class CaptionOut(BaseModel):
-    id: int
-    text: str
-    source: str | None
-
-
-class ItemResponse(BaseModel):
-    id: int
-    kind: str
-    path: str
-    relpath: str
-    text: str | None
-    image: int | None
-    captions: list[CaptionOut]
-    bytes: int
-    mtime_ns: int
-    sha256: str
-    thumbnail: str | None
+@dataclass(frozen=True)
+class ItemResponse(Item):
+    __pydantic_config__ = ANSWER
+    thumbnail: Thumbnail = None
 
 
 class Health(BaseModel):
