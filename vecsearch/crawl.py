@@ -326,20 +326,17 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[str, str]]:
 
 def _csv_rows(path: Path, text: str) -> Iterator[tuple[str, str]]:
     reader = csv.reader(io.StringIO(text))
-    header: list[str] | None = None
+    first: list[str] | None = None  # the first row that is not blank: a header when it names both columns
+    path_col, caption_col = 0, 1
     for number, row in enumerate(reader, start=1):
         if not row or not any(cell.strip() for cell in row):
             continue
-        if number == 1 and header is None:
-            lowered = [cell.strip().lower() for cell in row]
-            if any(k in lowered for k in _PATH_KEYS) and any(k in lowered for k in _CAPTION_KEYS):
-                header = lowered
+        if first is None:
+            first = [cell.strip().lower() for cell in row]
+            if any(k in first for k in _PATH_KEYS) and any(k in first for k in _CAPTION_KEYS):
+                path_col = next(first.index(k) for k in _PATH_KEYS if k in first)
+                caption_col = next(first.index(k) for k in _CAPTION_KEYS if k in first)
                 continue
-        if header is not None:
-            path_col = next(header.index(k) for k in _PATH_KEYS if k in header)
-            caption_col = next(header.index(k) for k in _CAPTION_KEYS if k in header)
-        else:
-            path_col, caption_col = 0, 1
         if len(row) <= max(path_col, caption_col):
             raise CaptionsFileError(f"{path}:{number}: expected two columns: path,caption")
         yield row[path_col].strip(), row[caption_col]
