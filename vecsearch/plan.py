@@ -71,6 +71,11 @@ class Plan:
     def memory(self, count: int) -> int:
         return int(self.fixed_bytes + self.bytes_per_vector * count)
 
+    @property
+    def name(self) -> str:
+        """How messages name the index: exact, IVF-Flat, IVF-SQ8 or IVF-PQ<m>."""
+        return "exact" if self.family == "exact" else f"IVF-{self.factory.rsplit(',', 1)[-1]}"
+
 
 def nlist_for(count: int) -> int:
     """About 4·√n lists (a power of two), with enough points per list to train and fill them."""
@@ -161,11 +166,24 @@ def choose(count: int, dim: int, max_memory: int | None = None, requested: str =
                 else f"{count:,} vectors: exact search needs {human_bytes(exact.memory(count))}"
             )
             return _with_reason(plan, f"{detail}; {human_bytes(plan.memory(count))} fits the {size} budget")
-    smallest = human_bytes(candidate("ivf-pq", count, dim).fixed_bytes + (16 + 8) * count)
+    smallest = _smallest_plan(count, dim)
     raise BudgetError(
-        f"no index for {count:,} vectors of dimension {dim} fits in {size} (the smallest, IVF-PQ16, needs "
-        f"about {smallest}); raise --max-memory"
+        f"no index for {count:,} vectors of dimension {dim} fits in {size} (the smallest, {smallest.name}, needs "
+        f"about {human_bytes(smallest.memory(count))}); raise --max-memory"
     )
+
+
+def _smallest_plan(count: int, dim: int) -> Plan:
+    """The index `choose` would consider for `count` vectors that needs the least memory: the budget that
+    a budget error asks for. (Exact search only up to its threshold, PQ only with enough points to train
+    its codebooks and a sub-quantiser count that splits the dimension; else 8-bit codes are the least.)"""
+    options = [candidate("ivf-sq8", count, dim)]
+    if count <= EXACT_MAX_VECTORS:
+        options.append(candidate("exact", count, dim))
+    splits = [m for m in PQ_SUBQUANTIZERS if dim % m == 0 and m <= dim // 2]
+    if count >= MIN_PQ_TRAINING and splits:
+        options.append(candidate("ivf-pq", count, dim, splits[-1]))
+    return min(options, key=lambda plan: plan.memory(count))
 
 
 def _with_reason(plan: Plan, reason: str) -> Plan:
