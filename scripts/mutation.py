@@ -42,37 +42,52 @@ class Target:
 TARGETS: dict[str, Target] = {
     "crawl": Target(
         ("vecsearch/crawl.py",),
-        ("tests/test_crawl.py", "tests/test_bad_files.py"),
+        ("tests/test_crawl.py", "tests/test_bad_files.py", "tests/test_promises_crawl.py"),
         "walking, hidden files and exclusions, sidecars and captions files, content hashes",
     ),
     "indexer": Target(
         ("vecsearch/indexer.py", "vecsearch/captions.py"),
-        ("tests/test_indexing.py", "tests/test_interrupt.py"),
+        ("tests/test_indexing.py", "tests/test_interrupt.py", "tests/test_promises_indexer.py"),
         "incremental rules, renames, duplicates, deletions, captions",
     ),
     "chunks": Target(
         ("vecsearch/chunks.py", "vecsearch/pipeline.py"),
-        ("tests/test_indexing.py", "tests/test_interrupt.py", "tests/test_bad_files.py"),
+        (
+            "tests/test_indexing.py",
+            "tests/test_interrupt.py",
+            "tests/test_bad_files.py",
+            "tests/test_promises_indexer.py",
+        ),
         "chunked commits and rollback, hashing and decoding on workers in bounded memory, bad input",
     ),
     "store": Target(
         ("vecsearch/store.py",),
-        ("tests/test_indexing.py", "tests/test_check.py"),
+        ("tests/test_indexing.py", "tests/test_check.py", "tests/test_promises_store.py"),
         "the database: files, items, vectors, generations, removals",
     ),
     "query": Target(
         ("vecsearch/query.py",),
-        ("tests/test_query.py", "tests/test_bad_queries.py", "tests/test_search.py"),
+        (
+            "tests/test_query.py",
+            "tests/test_bad_queries.py",
+            "tests/test_search.py",
+            "tests/test_promises_query.py",
+        ),
         "prompt parsing, weights, arithmetic, refinement, hostile terms",
     ),
     "vectors": Target(
         ("vecsearch/vectors.py", "vecsearch/plan.py"),
-        ("tests/test_plan.py", "tests/test_hostile.py"),
+        ("tests/test_plan.py", "tests/test_hostile.py", "tests/test_promises_vectors.py"),
         "FAISS index choice, tuning against exact search, atomic saves, refused files",
     ),
     "vector_file": Target(
         ("vecsearch/vector_file.py",),
-        ("tests/test_plan.py", "tests/test_check.py", "tests/test_indexing.py"),
+        (
+            "tests/test_plan.py",
+            "tests/test_check.py",
+            "tests/test_indexing.py",
+            "tests/test_promises_vector_file.py",
+        ),
         "the vector file in step with the database: replay, repair, re-plan, save",
     ),
 }
@@ -125,11 +140,11 @@ def mutmut(folder: Path, *args: str, check: bool = True) -> str:
     return result.stdout
 
 
-def run_target(name: str, target: Target, workers: int, folder: Path) -> dict[str, Any]:
+def run_target(name: str, target: Target, workers: int, folder: Path, only: list[str] | None = None) -> dict[str, Any]:
     copy_checkout(folder)
     configure(folder, target)
     started = time.monotonic()
-    mutmut(folder, "run", "--max-children", str(workers), check=False)
+    mutmut(folder, "run", "--max-children", str(workers), *(only or []), check=False)
     seconds = time.monotonic() - started
     mutmut(folder, "export-cicd-stats")
     stats = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text())
@@ -152,6 +167,26 @@ def run_target(name: str, target: Target, workers: int, folder: Path) -> dict[st
     }
 
 
+def _combined(recorded: dict[str, Any], rerun: dict[str, Any]) -> dict[str, Any]:
+    """A survivors-only rerun's result as a whole run's: the mutants killed before, plus those killed now."""
+    before, now = recorded["stats"], rerun["stats"]
+    left = [s for s in rerun["survivors"] if s["status"] == "survived"]
+    killed_now = before["survived"] - len(left)
+    stats = dict(before, killed=before["killed"] + killed_now, survived=len(left))
+    counted = stats["killed"] + stats["timeout"] + stats["survived"] + stats["no_tests"]
+    if now["total"] != before["total"]:
+        raise SystemExit(
+            f"{rerun['target']}: the code changed since the recorded run ({before['total']} mutants, now {now['total']})"
+        )
+    return dict(
+        rerun,
+        stats=stats,
+        score=round((stats["killed"] + stats["timeout"]) / counted, 4),
+        survivors=left,
+        rerun_of=recorded.get("label") or "recorded run",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all)")
@@ -164,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="work in build/mutation/scratch/<target> and write the results to result.json there, not to "
         "scripts/results/ (for trying new tests while other runs go on)",
+    )
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="test only the mutants that survived the run recorded in scripts/results/mutation-<target>.json "
+        "(the code must be unchanged since; the others were killed then and stay killed as tests are added)",
     )
     args = parser.parse_args(argv)
     if args.list:
@@ -183,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.extra_tests:
             target = Target(target.files, target.tests + tuple(args.extra_tests), target.promise)
         folder = WORK / ("scratch" if args.scratch else "") / name
-        result = run_target(name, target, args.workers, folder)
+        only = None
+        if args.survivors:
+            recorded = json.loads((RESULTS / f"mutation-{name}.json").read_text())
+            only = [s["mutant"] for s in recorded["survivors"] if s["status"] == "survived"]
+        result = run_target(name, target, args.workers, folder, only)
+        if args.survivors:
+            result = _combined(recorded, result)
         result["label"] = args.label
         text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
         if args.scratch:

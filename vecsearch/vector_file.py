@@ -187,7 +187,7 @@ class VectorFile:
     def remove_leftovers(self) -> None:
         """Delete vector files the manifest no longer names (a reader that still maps one keeps its
         copy on POSIX; where the system refuses, the next save tries again)."""
-        for path in leftover_files(self.folder, keep=self.manifest["faiss"]["file"]):
+        for path in leftover_files(self.folder, keep=self.manifest["faiss"].get("file", VECTORS)):
             with contextlib.suppress(OSError):
                 path.unlink()
 
@@ -311,10 +311,8 @@ class VectorFile:
                 info.pop(key, None)
             note = f"vector index is now {vectors.kind}: {plan.reason}"
         vectors = self.vectors
-        if not vectors.approximate:
-            return info, note
         tuned_on = int(info.get("tuned_on") or 0)
-        if rebuild or count >= 2 * tuned_on or 2 * count <= tuned_on:
+        if vectors.approximate and (rebuild or count >= 2 * tuned_on or 2 * count <= tuned_on):
             tuning = self._tune(vectors, reranks=info.get("family") == "ivf-pq")
             vectors.nprobe, vectors.rerank = tuning.nprobe, tuning.rerank
             info.update(
