@@ -304,3 +304,24 @@ class InterruptingEncoder:
         if self._calls == self._stop_at:
             raise KeyboardInterrupt
         return self._inner.embed_prepared_images(prepared)
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    """A file with these bytes, its folders made as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def echoed_query(terms: list[str], k: int) -> dict[str, Any]:
+    """A search request as the server echoes it back when only terms and k were given."""
+    return {
+        "terms": terms,
+        "k": k,
+        "kind": None,
+        "path": None,
+        "min_score": None,
+        "within": None,
+        "like": [],
+        "unlike": [],
+    }

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import index_of, make_collection
+from conftest import echoed_query, index_of, make_collection
 from PIL import Image
 
 from vecsearch import Index
@@ -279,16 +279,7 @@ def test_prompt_search_shows_the_library_results(browser: Any, server: str, libr
     wait_for_thumbnails(browser, K)
     assert [c["alt"] for c in cards(browser)] == [h.caption or h.relpath for h in expected]
     assert re.fullmatch(rf"{K} results in \d+ ms", find(browser, "#status").text)
-    assert query_json(browser) == {
-        "terms": [PROMPT],
-        "k": K,
-        "kind": None,
-        "path": None,
-        "min_score": None,
-        "within": None,
-        "like": [],
-        "unlike": [],
-    }
+    assert query_json(browser) == echoed_query([PROMPT], K)
     assert find(browser, "#error").get_attribute("hidden") is not None
 
     # Copy: to the clipboard where the browser allows it, else the JSON is selected for Ctrl+C.

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import touch
 
 from vecsearch import CaptionsFileError
 from vecsearch.crawl import (
@@ -17,12 +18,6 @@ from vecsearch.crawl import (
     read_sidecar,
     walk,
 )
-
-
-def touch(path: Path, data: bytes = b"x") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def relpaths(result) -> list[str]:

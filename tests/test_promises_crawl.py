@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_image
+from conftest import make_image, touch
 
 from vecsearch import CaptionsFileError, Index
 from vecsearch.crawl import (
@@ -36,12 +36,6 @@ from vecsearch.crawl import (
     read_sidecar,
     walk,
 )
-
-
-def touch(path: Path, data: bytes = b"x") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def relpaths(result: Any) -> list[str]:
