@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vecsearch import Index
+from vecsearch import Index, faults
+from vecsearch.chunks import COMMIT_EVERY_ITEMS, COMMIT_EVERY_SECONDS, ChunkWriter
+from vecsearch.crawl import FoundFile
+from vecsearch.indexer import IndexingInterrupted
+from vecsearch.pipeline import DECODE_OVERSAMPLE, HeldBytes, Pending, decode, decode_size, prepare_item
+from vecsearch.results import CrawlReport
 
 
 def _bmp(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> Path:
@@ -77,3 +82,94 @@ def test_a_picture_replaced_by_one_of_another_size_and_the_old_time_is_embedded_
     report = index.add()
     assert (report.updated, report.unchanged, report.embedded_images) == (1, 1, 1)
     assert not np.allclose(_image_vector(index, "a.bmp"), before, atol=1e-4)
+
+
+# --- chunks: what a commit holds, and what an interrupt takes back ----------------------------------------
+
+
+def test_an_interrupted_crawl_reports_only_what_it_committed(
+    tmp_path: Path, tiny_encoder: object, make_images: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_images(tmp_path / "pictures", 20)  # type: ignore[operator]
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    monkeypatch.setenv(faults.ENV, "commit:2:interrupt")  # Ctrl-C as the second chunk is about to commit
+    monkeypatch.setattr(faults, "_hits", {})
+    with pytest.raises(IndexingInterrupted) as interrupted:
+        index.add(tmp_path / "pictures")
+    report = interrupted.value.report
+    committed = index.store.counts()
+    assert 0 < committed["images"] < 20
+    assert (report.added, report.embedded_images) == (committed["images"], committed["images"])
+    index.close()
+
+
+def _writer(index: Index) -> ChunkWriter:
+    return ChunkWriter(index.store, index.vector_file, CrawlReport())
+
+
+def test_a_chunk_is_due_at_its_size_or_its_age_and_not_before(index_of_two: Index) -> None:
+    writer = _writer(index_of_two)
+    assert not writer.due()  # nothing open
+    chunk = writer.begin()
+    chunk.add_ids.extend(range(COMMIT_EVERY_ITEMS - 2))
+    assert not writer.due() and not writer.due(waiting=1)
+    assert writer.due(waiting=2)  # what waits for the chunk counts with it
+    chunk.add_ids.append(0)
+    assert not writer.due() and writer.due(waiting=1)
+    chunk.add_ids.append(0)
+    assert writer.due()  # exactly the size
+    chunk.add_ids.clear()
+    assert not writer.due()
+    writer._last_commit -= COMMIT_EVERY_SECONDS + 1
+    assert writer.due()  # old enough, however small
+    writer.rollback()
+
+
+def test_a_rollback_restores_the_reports_counters_even_when_the_connection_failed(index_of_two: Index) -> None:
+    writer = _writer(index_of_two)
+    writer.report.added = 3
+    writer.begin()
+    writer.report.added, writer.report.removed = 7, 2
+    index_of_two.store.conn.close()  # as a connection that failed mid-write: nothing left to roll back
+    assert writer.rollback() is not None
+    assert (writer.report.added, writer.report.removed) == (3, 0)
+
+
+@pytest.fixture
+def index_of_two(crawled: tuple[Index, Path]) -> Index:
+    return crawled[0]
+
+
+# --- pipeline: bounded memory, decoding at the model's size, one bad file one row ------------------------
+
+
+def test_bytes_up_to_exactly_the_cap_are_kept_and_no_more() -> None:
+    held = HeldBytes(10)
+    assert held.keep(10) and not held.keep(1)
+
+
+def test_pictures_are_decoded_at_three_times_the_models_input(tiny_encoder: object) -> None:
+    size = tiny_encoder.input_size  # type: ignore[attr-defined]
+    assert decode_size(tiny_encoder) == DECODE_OVERSAMPLE * size == 3 * size
+    assert decode_size(object()) is None  # an encoder that does not say: full size
+
+
+def test_a_large_jpeg_read_again_from_disk_is_decoded_reduced(tmp_path: Path) -> None:
+    path = tmp_path / "large.jpg"
+    Image.fromarray((np.random.default_rng(0).random((1200, 1600, 3)) * 255).astype("uint8")).save(path, quality=80)
+    stat = path.stat()
+    item = Pending(1, FoundFile("large.jpg", tmp_path, stat.st_size, stat.st_mtime_ns), None)  # no bytes held
+    decode(item, None, max_megapixels=100, min_size=150)
+    assert item.error is None and item.raw
+    assert min(item.prepared.size) >= 150 and max(item.prepared.size) < 1600  # JPEG draft: a fraction of 1600
+
+
+def test_a_picture_the_model_cannot_prepare_costs_one_row_with_its_reason(tmp_path: Path) -> None:
+    item = Pending(1, FoundFile("odd.png", tmp_path, 1, 1), None, raw=True, prepared="picture")
+
+    def refuse(picture: object) -> object:
+        raise ValueError("a mode the model cannot take")
+
+    prepare_item(item, refuse)
+    assert item.prepared is None and not item.raw
+    assert item.error == "cannot prepare image (ValueError: a mode the model cannot take)"

@@ -84,11 +84,12 @@ class ChunkWriter:
 
     def commit(self) -> None:
         """Commit the database, then mirror the same changes into the in-memory FAISS index."""
-        chunk, self.open = self.open, None
+        chunk = self.open
         if chunk is None:
             return
         faults.point("commit")
         self.store.commit()
+        self.open = None  # only now: an interrupt before the commit must still roll the chunk back
         if _log.isEnabledFor(logging.INFO):  # the fault-injection tests read what was committed here
             _log.info("committed generation %d: %d items", chunk.gen, self.store.counts()["items"])
         faults.point("committed")
