@@ -9,6 +9,7 @@ and its modification time are; either alone is not enough.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vecsearch import Index, faults
+from vecsearch import Index, faults, pipeline
 from vecsearch.chunks import COMMIT_EVERY_ITEMS, COMMIT_EVERY_SECONDS, ChunkWriter
-from vecsearch.crawl import FoundFile
+from vecsearch.crawl import FileContent, FoundFile
 from vecsearch.indexer import IndexingInterrupted
-from vecsearch.pipeline import DECODE_OVERSAMPLE, HeldBytes, Pending, decode, decode_size, prepare_item
+from vecsearch.pipeline import (
+    DECODE_OVERSAMPLE,
+    HeldBytes,
+    Pending,
+    decode,
+    decode_size,
+    hash_pending,
+    prepare_item,
+)
 from vecsearch.results import CrawlReport
 
 
@@ -173,3 +182,60 @@ def test_a_picture_the_model_cannot_prepare_costs_one_row_with_its_reason(tmp_pa
     prepare_item(item, refuse)
     assert item.prepared is None and not item.raw
     assert item.error == "cannot prepare image (ValueError: a mode the model cannot take)"
+
+
+def test_an_interrupt_between_the_database_commit_and_the_mirror_leaves_a_consistent_index(
+    tmp_path: Path, tiny_encoder: object, make_images: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_images(tmp_path / "pictures", 12)  # type: ignore[operator]
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    monkeypatch.setenv(faults.ENV, "committed:1:interrupt")
+    monkeypatch.setattr(faults, "_hits", {})
+    with pytest.raises(IndexingInterrupted) as interrupted:
+        index.add(tmp_path / "pictures")
+    committed = index.store.counts()["images"]
+    assert 0 < committed < 12 and interrupted.value.report.added == committed
+    index.close()
+    reader = Index.open(tmp_path / "idx")
+    assert reader.vectors.ntotal == reader.store.counts()["items"]
+    reader.close()
+
+
+def test_each_commit_is_logged_with_its_generation_and_item_count(
+    crawled: tuple[Index, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    index, folder = crawled
+    _bmp(folder / "c.bmp", (90, 90, 90))
+    with caplog.at_level(logging.INFO, logger="vecsearch.chunks"):
+        index.add()
+    assert f"committed generation {index.store.generation}: 3 items" in caplog.messages
+
+
+def test_a_commit_mirrors_the_chunk_into_the_vectors_in_memory(crawled: tuple[Index, Path]) -> None:
+    index, _ = crawled
+    vectors = index.vector_file.vectors
+    before = vectors.ntotal
+    writer = _writer(index)
+    chunk = writer.begin()
+    (file_id,) = [int(r[0]) for r in index.store.conn.execute("SELECT id FROM files WHERE relpath = 'b.bmp'")]
+    new_vector = np.ones(index.dim, dtype=np.float32) / np.sqrt(index.dim)
+    item_id = index.store.add_item("caption", file_id, new_vector, chunk.gen, text="added", source="test")
+    writer.add(item_id, new_vector)
+    writer.commit()
+    assert vectors.ntotal == before + 1
+    _, found = vectors.search(new_vector[None, :], 1)
+    assert found[0][0] == item_id
+
+
+def test_a_file_that_vanishes_before_it_is_hashed_costs_one_row_saying_so(tmp_path: Path) -> None:
+    item = hash_pending(Pending(1, FoundFile("gone.png", tmp_path, 10, 10), None))
+    assert item.error == "file vanished during the crawl" and item.sha256 == ""
+
+
+def test_a_file_that_changes_while_it_is_hashed_costs_one_row_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write racing the read cannot be timed from a test; the hash says what hash_file saw.
+    monkeypatch.setattr(pipeline, "hash_file", lambda path: FileContent("0" * 64, b"x", 1, 1, stable=False))
+    item = hash_pending(Pending(1, FoundFile("busy.png", tmp_path, 1, 1), None))
+    assert item.error == "file changed while being read" and item.sha256 == ""
