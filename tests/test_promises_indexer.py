@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from vecsearch.pipeline import (
     decode,
     decode_size,
     hash_pending,
+    ordered_map,
     prepare_item,
 )
 from vecsearch.results import CrawlReport
@@ -239,3 +243,34 @@ def test_a_file_that_changes_while_it_is_hashed_costs_one_row_saying_so(
     monkeypatch.setattr(pipeline, "hash_file", lambda path: FileContent("0" * 64, b"x", 1, 1, stable=False))
     item = hash_pending(Pending(1, FoundFile("busy.png", tmp_path, 1, 1), None))
     assert item.error == "file changed while being read" and item.sha256 == ""
+
+
+def test_a_file_changed_since_the_walk_is_recorded_as_it_was_hashed(tmp_path: Path) -> None:
+    path = _bmp(tmp_path / "a.bmp", (10, 20, 30))
+    walked = path.stat()
+    _bmp(path, (10, 20, 30), size=(50, 50))  # rewritten after the walk saw it
+    os.utime(path, ns=(walked.st_mtime_ns + 7_000_000_000, walked.st_mtime_ns + 7_000_000_000))
+    now = path.stat()
+    item = hash_pending(Pending(1, FoundFile("a.bmp", tmp_path, walked.st_size, walked.st_mtime_ns), None))
+    assert item.error is None
+    assert (item.found.size, item.found.mtime_ns) == (now.st_size, now.st_mtime_ns)
+
+
+def test_ordered_map_gives_every_result_in_order_with_at_most_a_window_in_flight() -> None:
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    def square(number: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.005)
+        with lock:
+            running -= 1
+        return number * number
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(ordered_map(pool, square, range(60), window=3))
+    assert results == [n * n for n in range(60)]
+    assert peak <= 3
