@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vecsearch import Index, faults, pipeline
+from vecsearch import Index, chunks, faults, pipeline
 from vecsearch.chunks import COMMIT_EVERY_ITEMS, COMMIT_EVERY_SECONDS, ChunkWriter
 from vecsearch.crawl import FileContent, FoundFile
 from vecsearch.indexer import IndexingInterrupted
@@ -274,3 +274,25 @@ def test_ordered_map_gives_every_result_in_order_with_at_most_a_window_in_flight
         results = list(ordered_map(pool, square, range(60), window=3))
     assert results == [n * n for n in range(60)]
     assert peak <= 3
+
+
+# --- captions ---------------------------------------------------------------------------------------------
+
+
+def test_captions_are_embedded_once_each_across_many_commits(
+    tmp_path: Path, tiny_encoder: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chunks, "COMMIT_EVERY_ITEMS", 1)  # a commit (and a caption flush) after every file
+    folder = tmp_path / "pictures"
+    for name, colour, captions in [
+        ("a", (200, 30, 30), "a shared caption\n"),
+        ("b", (30, 200, 30), "a shared caption\nonly on b\n"),  # a known text first, then a new one
+        ("c", (30, 30, 200), "only on c\n"),
+    ]:
+        _bmp(folder / f"{name}.bmp", colour)
+        (folder / f"{name}.txt").write_text(captions)
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    report = index.add(folder)
+    assert (report.captions_added, report.embedded_captions) == (4, 3)  # every caption, each text embedded once
+    assert index.store.counts()["captions"] == 4
+    index.close()
