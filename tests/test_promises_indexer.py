@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vecsearch import Index, chunks, faults, pipeline
+from vecsearch import Index, faults, pipeline
 from vecsearch.chunks import COMMIT_EVERY_ITEMS, COMMIT_EVERY_SECONDS, ChunkWriter
 from vecsearch.crawl import FileContent, FoundFile
 from vecsearch.indexer import IndexingInterrupted
@@ -279,20 +279,17 @@ def test_ordered_map_gives_every_result_in_order_with_at_most_a_window_in_flight
 # --- captions ---------------------------------------------------------------------------------------------
 
 
-def test_captions_are_embedded_once_each_across_many_commits(
-    tmp_path: Path, tiny_encoder: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(chunks, "COMMIT_EVERY_ITEMS", 1)  # a commit (and a caption flush) after every file
+def test_captions_are_embedded_once_each_across_many_commits(tmp_path: Path, tiny_encoder: object) -> None:
     folder = tmp_path / "pictures"
-    for name, colour, captions in [
-        ("a", (200, 30, 30), "a shared caption\n"),
-        ("b", (30, 200, 30), "a shared caption\nonly on b\n"),  # a known text first, then a new one
-        ("c", (30, 30, 200), "only on c\n"),
-    ]:
-        _bmp(folder / f"{name}.bmp", colour)
-        (folder / f"{name}.txt").write_text(captions)
+    batch = tiny_encoder.batch_size  # type: ignore[attr-defined]
+    for number in range(batch + 1):  # two batches of pictures: two commits, two caption flushes
+        _bmp(folder / f"{number:02d}.bmp", (20 * number, 100, 200 - 20 * number))
+        (folder / f"{number:02d}.txt").write_text(f"picture number {number}\n")
+    (folder / "00.txt").write_text("a shared caption\n")
+    (folder / f"{batch:02d}.txt").write_text("a shared caption\nonly on the last\n")  # known first, then new
     index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
     report = index.add(folder)
-    assert (report.captions_added, report.embedded_captions) == (4, 3)  # every caption, each text embedded once
-    assert index.store.counts()["captions"] == 4
+    assert report.embedded_images == batch + 1
+    assert (report.captions_added, report.embedded_captions) == (batch + 2, batch + 1)  # each text embedded once
+    assert index.store.counts()["captions"] == batch + 2
     index.close()
