@@ -293,3 +293,19 @@ def test_captions_are_embedded_once_each_across_many_commits(tmp_path: Path, tin
     assert (report.captions_added, report.embedded_captions) == (batch + 2, batch + 1)  # each text embedded once
     assert index.store.counts()["captions"] == batch + 2
     index.close()
+
+
+def test_pictures_that_turn_unreadable_leave_the_index_and_are_counted_as_removed(
+    crawled: tuple[Index, Path],
+) -> None:
+    index, folder = crawled
+    _bmp(folder / "c.bmp", (90, 90, 90))
+    index.add()
+    for name in ("a.bmp", "b.bmp"):  # rewritten with something no decoder takes
+        path = folder / name
+        mtime = path.stat().st_mtime_ns + 5_000_000_000
+        path.write_bytes(b"BM this was a picture")
+        os.utime(path, ns=(mtime, mtime))
+    report = index.add()
+    assert report.removed == 2 and sorted(Path(s.path).name for s in report.skipped) == ["a.bmp", "b.bmp"]
+    assert index.store.counts()["images"] == 1 and index.vector_file.vectors.ntotal == 1
