@@ -100,12 +100,13 @@ def test_a_picture_replaced_by_one_of_another_size_and_the_old_time_is_embedded_
 # --- chunks: what a commit holds, and what an interrupt takes back ----------------------------------------
 
 
+@pytest.mark.parametrize("point", ["commit", "embed"])
 def test_an_interrupted_crawl_reports_only_what_it_committed(
-    tmp_path: Path, tiny_encoder: object, make_images: object, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_encoder: object, make_images: object, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
     make_images(tmp_path / "pictures", 20)  # type: ignore[operator]
     index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
-    monkeypatch.setenv(faults.ENV, "commit:2:interrupt")  # Ctrl-C as the second chunk is about to commit
+    monkeypatch.setenv(faults.ENV, f"{point}:2:interrupt")  # Ctrl-C in the second batch: embedded, or committing
     monkeypatch.setattr(faults, "_hits", {})
     with pytest.raises(IndexingInterrupted) as interrupted:
         index.add(tmp_path / "pictures")
@@ -309,3 +310,21 @@ def test_pictures_that_turn_unreadable_leave_the_index_and_are_counted_as_remove
     report = index.add()
     assert report.removed == 2 and sorted(Path(s.path).name for s in report.skipped) == ["a.bmp", "b.bmp"]
     assert index.store.counts()["images"] == 1 and index.vector_file.vectors.ntotal == 1
+
+
+def test_captions_removed_from_several_sidecars_are_all_counted(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    for name in ("a", "b"):
+        (folder / f"{name}.txt").write_text(f"first of {name}\nsecond of {name}\n")
+    assert index.add().captions_added == 4
+    for name in ("a", "b"):
+        (folder / f"{name}.txt").write_text(f"first of {name}\n")
+    report = index.add()
+    assert (report.captions_removed, report.captions_added) == (2, 0)
+
+
+def test_a_refused_sidecar_is_reported_with_its_path_and_reason(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    (folder / "a.txt").write_bytes(b"\xff\xfe not text")
+    report = index.add()
+    assert [(s.path, s.reason) for s in report.skipped] == [(str(folder / "a.txt"), "caption file is not UTF-8 text")]
