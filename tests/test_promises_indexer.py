@@ -328,3 +328,45 @@ def test_a_refused_sidecar_is_reported_with_its_path_and_reason(crawled: tuple[I
     (folder / "a.txt").write_bytes(b"\xff\xfe not text")
     report = index.add()
     assert [(s.path, s.reason) for s in report.skipped] == [(str(folder / "a.txt"), "caption file is not UTF-8 text")]
+
+
+def _edit(path: Path, colour: tuple[int, int, int]) -> None:
+    mtime = path.stat().st_mtime_ns + 5_000_000_000
+    _bmp(path, colour)
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_an_edited_picture_is_recorded_as_it_now_is(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    _edit(folder / "a.bmp", (0, 0, 250))
+    _edit(folder / "b.bmp", (250, 250, 0))
+    assert index.add().updated == 2
+    third = index.add()  # nothing changed since: not even hashed again
+    assert (third.unchanged, third.updated, third.embedded_images) == (2, 0, 0)
+    (folder / "copy of a.bmp").write_bytes((folder / "a.bmp").read_bytes())
+    fourth = index.add()  # the new content is known by its hash: reused, not embedded
+    assert (fourth.reused, fourth.embedded_images) == (1, 0)
+
+
+def test_a_picture_and_its_sidecar_changed_together_both_follow(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    (folder / "a.txt").write_text("the old caption\n")
+    index.add()
+    _edit(folder / "a.bmp", (0, 0, 250))
+    (folder / "a.txt").write_text("the new caption\n")
+    report = index.add()
+    assert (report.updated, report.captions_added, report.captions_removed) == (1, 1, 1)
+    row = index.store.file_at(index.store.roots()[0].id, "a.bmp")
+    assert row is not None
+    assert [text for _, text, _ in index.store.captions_of(row.id)] == ["the new caption"]
+
+
+def test_a_captions_file_row_for_a_missing_picture_does_not_stop_the_rows_after_it(
+    crawled: tuple[Index, Path], tmp_path: Path
+) -> None:
+    index, folder = crawled
+    captions = tmp_path / "captions.csv"
+    captions.write_text(f"path,caption\n{folder / 'ghost.bmp'},a ghost\n{folder / 'a.bmp'},a red picture\n")
+    report = index.add(captions=[captions])
+    assert report.captions_added == 1
+    assert [s.path for s in report.skipped] == [str(folder / "ghost.bmp")]
