@@ -9,6 +9,7 @@ and its modification time are; either alone is not enough.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -370,3 +371,56 @@ def test_a_captions_file_row_for_a_missing_picture_does_not_stop_the_rows_after_
     report = index.add(captions=[captions])
     assert report.captions_added == 1
     assert [s.path for s in report.skipped] == [str(folder / "ghost.bmp")]
+
+
+# --- walking --------------------------------------------------------------------------------------------
+
+
+def test_pictures_under_a_folder_that_cannot_be_listed_stay_in_the_index(
+    crawled: tuple[Index, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, folder = crawled
+    _bmp(folder / "share" / "c.bmp", (90, 90, 90))
+    assert index.add().added == 1
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:  # the share went offline (a permission error root never gets)
+        if Path(str(path)) == folder / "share":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = index.add()
+    monkeypatch.undo()
+    assert [(s.path, s.reason) for s in report.skipped] == [
+        (str(folder / "share"), f"cannot list folder ({os.strerror(errno.EACCES)})")
+    ]
+    assert report.removed == 0 and index.store.counts()["images"] == 3
+
+
+def test_a_file_named_twice_in_one_crawl_is_indexed_once(crawled: tuple[Index, Path], tmp_path: Path) -> None:
+    index, folder = crawled
+    _bmp(folder / "sub" / "c.bmp", (90, 90, 90))
+    report = index.add([folder / "sub", folder / "sub" / "c.bmp"])
+    assert (report.added, report.skipped) == (1, [])
+    assert index.store.counts()["images"] == 3
+
+
+def test_hidden_pictures_are_indexed_when_asked_for(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    _bmp(folder / ".hidden.bmp", (90, 90, 90))
+    assert index.add(folder).added == 0
+    assert index.add(folder, include_hidden=True).added == 1
+
+
+def test_an_interrupt_while_walking_adds_nothing(
+    tmp_path: Path, tiny_encoder: object, make_images: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_images(tmp_path / "pictures", 3)  # type: ignore[operator]
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    monkeypatch.setenv(faults.ENV, "walk:2:interrupt")
+    monkeypatch.setattr(faults, "_hits", {})
+    with pytest.raises(IndexingInterrupted) as interrupted:
+        index.add(tmp_path / "pictures")
+    assert interrupted.value.report.added == 0 and index.store.counts()["images"] == 0
+    index.close()
