@@ -424,3 +424,33 @@ def test_an_interrupt_while_walking_adds_nothing(
         index.add(tmp_path / "pictures")
     assert interrupted.value.report.added == 0 and index.store.counts()["images"] == 0
     index.close()
+
+
+# --- twins: files whose content is on its way to the model --------------------------------------------------
+
+
+def test_copies_of_a_picture_still_being_embedded_reuse_its_vector(tmp_path: Path, tiny_encoder: object) -> None:
+    folder = tmp_path / "pictures"
+    batch = tiny_encoder.batch_size  # type: ignore[attr-defined]
+    for number in range(batch + 1):
+        _bmp(folder / f"{number:02d}.bmp", (20 * number, 100, 200 - 20 * number))
+    (folder / "zz copy of 00.bmp").write_bytes((folder / "00.bmp").read_bytes())  # hashed while 00 is in flight
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    report = index.add(folder)
+    assert (report.added, report.reused, report.embedded_images) == (batch + 1, 1, batch + 1)
+    assert np.array_equal(_image_vector(index, "zz copy of 00.bmp"), _image_vector(index, "00.bmp"))
+    index.close()
+
+
+def test_copies_of_an_undecodable_file_are_each_skipped_with_the_reason(tmp_path: Path, tiny_encoder: object) -> None:
+    folder = tmp_path / "pictures"
+    _bmp(folder / "good.bmp", (10, 200, 10))
+    for name in ("broken.bmp", "broken copy.bmp"):
+        (folder / name).write_bytes(b"BM but nothing after the magic")
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    report = index.add(folder)
+    reasons = {Path(s.path).name: s.reason for s in report.skipped}
+    assert set(reasons) == {"broken.bmp", "broken copy.bmp"}
+    assert reasons["broken.bmp"] == reasons["broken copy.bmp"] and isinstance(reasons["broken.bmp"], str)
+    assert reasons["broken.bmp"].startswith("cannot")
+    index.close()
