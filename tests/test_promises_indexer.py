@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vecsearch import Index, faults, pipeline
+from vecsearch import Index, faults, indexer, pipeline
 from vecsearch.chunks import COMMIT_EVERY_ITEMS, COMMIT_EVERY_SECONDS, ChunkWriter
 from vecsearch.crawl import FileContent, FoundFile
 from vecsearch.indexer import IndexingInterrupted
@@ -453,4 +453,26 @@ def test_copies_of_an_undecodable_file_are_each_skipped_with_the_reason(tmp_path
     assert set(reasons) == {"broken.bmp", "broken copy.bmp"}
     assert reasons["broken.bmp"] == reasons["broken copy.bmp"] and isinstance(reasons["broken.bmp"], str)
     assert reasons["broken.bmp"].startswith("cannot")
+    index.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_hashing_and_decoding_run_on_as_many_worker_threads_as_asked(
+    tmp_path: Path, tiny_encoder: object, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    folder = tmp_path / "pictures"
+    for number in range(12):
+        _bmp(folder / f"{number:02d}.bmp", (20 * number, 100, 200 - 10 * number))
+    threads: set[str] = set()
+    real_hash = indexer.hash_pending
+
+    def hash_and_note(*args: object, **kwargs: object) -> Pending:  # the real work, seen from its thread
+        threads.add(threading.current_thread().name)
+        time.sleep(0.01)  # long enough for every worker to take a file
+        return real_hash(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexer, "hash_pending", hash_and_note)
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    assert index.add(folder, workers=workers).added == 12
+    assert len(threads) == workers and all(name.startswith("vecsearch-crawl") for name in threads)
     index.close()
