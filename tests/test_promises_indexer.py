@@ -476,3 +476,32 @@ def test_hashing_and_decoding_run_on_as_many_worker_threads_as_asked(
     assert index.add(folder, workers=workers).added == 12
     assert len(threads) == workers and all(name.startswith("vecsearch-crawl") for name in threads)
     index.close()
+
+
+def test_a_crawl_of_more_pictures_than_are_in_flight_at_once_takes_them_all(
+    tmp_path: Path, tiny_encoder: object
+) -> None:
+    folder = tmp_path / "pictures"
+    count = 4 * tiny_encoder.batch_size + 9  # type: ignore[attr-defined]  # past the decoding window of one worker
+    for number in range(count):
+        _bmp(folder / f"{number:03d}.bmp", (number * 5 % 250, 100, 250 - number * 5 % 250), size=(16, 12))
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    report = index.add(folder, workers=1)
+    assert (report.added, report.embedded_images, report.skipped) == (count, count, [])
+    index.close()
+
+
+def test_a_picture_that_vanishes_before_it_is_hashed_is_skipped_saying_so(
+    crawled: tuple[Index, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, folder = crawled
+    _edit(folder / "a.bmp", (0, 0, 250))
+    real_hash = indexer.hash_pending
+
+    def delete_then_hash(item: Pending, **kwargs: object) -> Pending:  # deleted after the walk saw it
+        item.found.path.unlink()
+        return real_hash(item, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexer, "hash_pending", delete_then_hash)
+    report = index.add()
+    assert [(s.path, s.reason) for s in report.skipped] == [(str(folder / "a.bmp"), "file vanished during the crawl")]
