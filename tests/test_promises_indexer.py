@@ -508,3 +508,67 @@ def test_a_picture_that_vanishes_before_it_is_hashed_is_skipped_saying_so(
     monkeypatch.setattr(indexer, "hash_pending", delete_then_hash)
     report = index.add()
     assert [(s.path, s.reason) for s in report.skipped] == [(str(folder / "a.bmp"), "file vanished during the crawl")]
+
+
+# --- touched and renamed files -------------------------------------------------------------------------
+
+
+def _captions(index: Index, name: str) -> list[str]:
+    rows = index.store.conn.execute(
+        "SELECT i.text FROM items i JOIN files f ON f.id = i.file_id WHERE f.relpath = ? AND i.kind = 'caption'"
+        " ORDER BY i.position",
+        (name,),
+    )
+    return [row[0] for row in rows]
+
+
+def test_a_touched_picture_whose_sidecar_changed_gets_the_new_captions(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    (folder / "a.txt").write_text("before\n")
+    index.add()
+    path = folder / "a.bmp"
+    mtime = path.stat().st_mtime_ns + 5_000_000_000
+    os.utime(path, ns=(mtime, mtime))  # the same picture, touched
+    (folder / "a.txt").write_text("after\n")
+    report = index.add()
+    assert (report.updated, report.embedded_images, report.captions_added, report.captions_removed) == (0, 0, 1, 1)
+    assert _captions(index, "a.bmp") == ["after"]
+
+
+def test_renamed_pictures_keep_their_items_and_are_all_counted(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    (folder / "a.txt").write_text("the caption of a\n")
+    index.add()
+    vectors = {name: _image_vector(index, name) for name in ("a.bmp", "b.bmp")}
+    (folder / "a.bmp").rename(folder / "renamed a.bmp")
+    (folder / "a.txt").unlink()
+    (folder / "renamed a.txt").write_text("a new caption of a\n")  # moved with an edited sidecar
+    (folder / "b.bmp").rename(folder / "renamed b.bmp")
+    report = index.add()
+    assert (report.renamed, report.embedded_images, report.removed) == (2, 0, 0)
+    assert np.array_equal(_image_vector(index, "renamed a.bmp"), vectors["a.bmp"])
+    assert np.array_equal(_image_vector(index, "renamed b.bmp"), vectors["b.bmp"])
+    assert _captions(index, "renamed a.bmp") == ["a new caption of a"]
+
+
+def test_a_picture_renamed_over_another_replaces_it(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    vector_a = _image_vector(index, "a.bmp")
+    (folder / "a.bmp").replace(folder / "b.bmp")
+    report = index.add()
+    assert report.renamed == 1 and index.store.counts()["images"] == 1 and index.vector_file.vectors.ntotal == 1
+    assert np.array_equal(_image_vector(index, "b.bmp"), vector_a)
+
+
+def test_a_picture_moved_to_another_root_is_found_there(tmp_path: Path, tiny_encoder: object) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    _bmp(first / "a.bmp", (200, 30, 30))
+    _bmp(second / "b.bmp", (30, 200, 30))
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
+    index.add([first, second])
+    (first / "a.bmp").rename(second / "a.bmp")
+    report = index.add()
+    assert (report.renamed, report.embedded_images, report.removed) == (1, 0, 0)
+    paths = {hit.path for hit in index.search("a picture", k=10, kind="image")}
+    assert paths == {str(second / "a.bmp"), str(second / "b.bmp")}
+    index.close()
