@@ -459,10 +459,11 @@ def test_copies_of_an_undecodable_file_are_each_skipped_with_the_reason(tmp_path
     index.close()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "threads_seen"), [(1, 1), (2, 2), (None, 4)])
 def test_hashing_and_decoding_run_on_as_many_worker_threads_as_asked(
-    tmp_path: Path, tiny_encoder: object, monkeypatch: pytest.MonkeyPatch, workers: int
+    tmp_path: Path, tiny_encoder: object, monkeypatch: pytest.MonkeyPatch, workers: int | None, threads_seen: int
 ) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)  # the default is one a core, up to 4
     folder = tmp_path / "pictures"
     for number in range(12):
         _bmp(folder / f"{number:02d}.bmp", (20 * number, 100, 200 - 10 * number))
@@ -477,7 +478,7 @@ def test_hashing_and_decoding_run_on_as_many_worker_threads_as_asked(
     monkeypatch.setattr(indexer, "hash_pending", hash_and_note)
     index = Index.create(tmp_path / "idx", encoder=tiny_encoder)  # type: ignore[arg-type]
     assert index.add(folder, workers=workers).added == 12
-    assert len(threads) == workers and all(name.startswith("vecsearch-crawl") for name in threads)
+    assert len(threads) == threads_seen and all(name.startswith("vecsearch-crawl") for name in threads)
     index.close()
 
 
@@ -571,4 +572,31 @@ def test_a_picture_moved_to_another_root_is_found_there(tmp_path: Path, tiny_enc
     assert (report.renamed, report.embedded_images, report.removed) == (1, 0, 0)
     paths = {hit.path for hit in index.search("a picture", k=10, kind="image")}
     assert paths == {str(second / "a.bmp"), str(second / "b.bmp")}
+    index.close()
+
+
+# --- what the report says -------------------------------------------------------------------------------
+
+
+def test_the_report_says_how_long_the_crawl_took(crawled: tuple[Index, Path]) -> None:
+    index, folder = crawled
+    _bmp(folder / "c.bmp", (90, 90, 90))
+    report = index.add()
+    assert report.seconds is not None and 0 < report.seconds < 600
+
+
+def test_the_report_names_a_captions_file_it_could_not_use(crawled: tuple[Index, Path], tmp_path: Path) -> None:
+    index, _ = crawled
+    unusable = tmp_path / "captions.csv"
+    unusable.write_bytes(b"path,caption\n\xff\xfe\n")
+    report = index.add(captions=[unusable])
+    assert [(s.path, s.reason) for s in report.skipped] == [(str(unusable), "captions file is not UTF-8 text")]
+
+
+def test_the_report_says_when_the_vector_index_changed(tmp_path: Path, tiny_encoder: object) -> None:
+    folder = tmp_path / "pictures"
+    _bmp(folder / "a.bmp", (200, 30, 30))
+    index = Index.create(tmp_path / "idx", encoder=tiny_encoder, index_type="ivf-flat")  # type: ignore[arg-type]
+    report = index.add(folder)
+    assert report.vector_index and report.vector_index.startswith("vector index is now IVF")
     index.close()
