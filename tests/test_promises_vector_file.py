@@ -278,6 +278,21 @@ def test_a_manifest_from_before_versioned_vector_files_is_still_read(index: Inde
     writer.close()
 
 
+def test_a_damaged_file_of_a_manifest_without_a_type_is_rebuilt_exact(index: Index) -> None:
+    _grown(index, 12)
+    info = _faiss(index)
+    index.close()
+    (index.path / info["file"]).write_bytes(b"damaged")
+    path = index.path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["faiss"]["type"]
+    path.write_text(json.dumps(manifest))
+    writer = Index.open(index.path)
+    writer.vector_file.open_for_writing()
+    assert writer.vector_file.vectors.kind == EXACT and writer.vector_file.vectors.ntotal == 12
+    writer.close()
+
+
 def test_a_damaged_file_of_the_right_size_is_refused_by_readers_and_rebuilt_by_writers(index: Index) -> None:
     _grown(index, 12)
     path = index.path / _faiss(index)["file"]
