@@ -87,10 +87,12 @@ def index(tmp_path: Path, tiny_encoder: object) -> Iterator[Index]:
     made.close()
 
 
-@pytest.fixture(scope="module")
-def pq_folder(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: object) -> Path:
-    """An ivf-pq index of exactly as many vectors as its codebooks need, saved once for the module."""
-    folder = tmp_path_factory.mktemp("pq") / "idx"
+@pytest.fixture
+def pq_folder(tmp_path: Path, tiny_encoder: object) -> Path:
+    """An ivf-pq index of exactly as many vectors as its codebooks need. Built for each test (1-2 s), not
+    once a module: mutation testing runs only the tests that reached the mutated code, and a shared
+    fixture is reached by whichever test happened to build it."""
+    folder = tmp_path / "pq" / "idx"
     made = Index.create(folder, encoder=tiny_encoder, index_type="ivf-pq")  # type: ignore[arg-type]
     _grown(made, MIN_PQ_TRAINING)
     made.close()
@@ -98,7 +100,7 @@ def pq_folder(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: object) ->
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(folder, tmp_path / "copy"))
+    return Path(shutil.copytree(folder, tmp_path / "copy"))  # so that a test may change or damage it
 
 
 # --- writers: what is recorded and when a save is due --------------------------------------------------
