@@ -116,6 +116,9 @@ def configure(folder: Path, target: Target) -> None:
         f"pytest_add_cli_args_test_selection = {json.dumps(list(target.tests))}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
         'also_copy = ["examples", "scripts"]\n'
+        # A mutant that makes the tests hang is stopped at 4x the time its tests took unmutated (mutmut's
+        # default, 15x, spent over two minutes on each of them here) and counted as killed.
+        "timeout_multiplier = 4.0\n"
     )
     with open(folder / "pyproject.toml", "a", encoding="utf-8") as handle:
         handle.write(config)
@@ -195,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the targets and their tests, and stop")
     parser.add_argument("--extra-tests", nargs="+", default=[], help="more test files to run against the mutants")
     parser.add_argument(
+        "--tests",
+        nargs="+",
+        default=[],
+        help="run these test files instead of the target's (e.g. a run before new tests)",
+    )
+    parser.add_argument(
         "--scratch",
         action="store_true",
         help="work in build/mutation/scratch/<target> and write the results to result.json there, not to "
@@ -221,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     for name in args.targets or list(TARGETS):
         target = TARGETS[name]
+        if args.tests:
+            target = Target(target.files, tuple(args.tests), target.promise)
         if args.extra_tests:
             target = Target(target.files, target.tests + tuple(args.extra_tests), target.promise)
         folder = WORK / ("scratch" if args.scratch else "") / name
