@@ -138,6 +138,13 @@ def test_a_new_index_type_is_recorded_and_forces_a_re_plan(index: Index) -> None
     assert _faiss(index)["type"].startswith("IVF")
 
 
+def test_the_same_index_type_asked_for_again_changes_nothing(index: Index) -> None:
+    index.vector_file.open_for_writing(index_type="ivf-flat")
+    _grown(index, 20)
+    index.vector_file.open_for_writing(index_type="ivf-flat")
+    assert not index.vector_file.needs_saving()
+
+
 def test_bad_index_settings_are_refused_with_what_is_allowed(index: Index) -> None:
     with pytest.raises(VecsearchError, match=r"max memory must be a positive number of bytes \(got 0\)"):
         index.vector_file.open_for_writing(max_memory=0)
