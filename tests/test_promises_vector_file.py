@@ -275,7 +275,7 @@ def test_a_manifest_from_before_versioned_vector_files_is_still_read(index: Inde
     (index.path / info["file"]).rename(index.path / VECTORS)
     path = index.path / "manifest.json"
     manifest = json.loads(path.read_text())
-    for key in ("file", "type", "family"):
+    for key in ("file", "type", "family", "generation"):
         del manifest["faiss"][key]
     path.write_text(json.dumps(manifest))
     reader = Index.open(index.path)
