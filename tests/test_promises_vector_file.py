@@ -200,9 +200,18 @@ def test_a_save_rebuilds_vectors_that_missed_a_commit(index: Index) -> None:
 
 
 def test_a_saved_manifest_says_when_where_and_by_which_version(index: Index) -> None:
-    before = datetime.now(UTC).replace(microsecond=0)
     _grown(index, 3)
-    manifest = json.loads((index.path / "manifest.json").read_text())
+    index.close()
+    path = index.path / "manifest.json"
+    stale = json.loads(path.read_text())
+    stale.update(updated="2000-01-01T00:00:00+00:00", location="/somewhere/else", vecsearch_version="0.0.1")
+    path.write_text(json.dumps(stale))
+    before = datetime.now(UTC).replace(microsecond=0)
+    moved = Index.open(index.path)
+    assert moved.vector_file.needs_saving()  # its recorded location is not where it is
+    moved.vector_file.save()
+    moved.close()
+    manifest = json.loads(path.read_text())
     updated = datetime.fromisoformat(manifest["updated"])
     assert updated.utcoffset() is not None and updated.utcoffset().total_seconds() == 0  # UTC, with its offset
     assert before <= updated <= datetime.now(UTC)
@@ -275,7 +284,7 @@ def test_a_manifest_from_before_versioned_vector_files_is_still_read(index: Inde
     (index.path / info["file"]).rename(index.path / VECTORS)
     path = index.path / "manifest.json"
     manifest = json.loads(path.read_text())
-    for key in ("file", "type", "family", "generation"):
+    for key in ("file", "type", "family", "generation", "requested"):
         del manifest["faiss"][key]
     path.write_text(json.dumps(manifest))
     reader = Index.open(index.path)
