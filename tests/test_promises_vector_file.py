@@ -502,6 +502,11 @@ def test_lists_are_kept_while_the_collection_grows_less_than_four_fold(index: In
     _grown(index, 1500, seed=1)  # twice the size: a plan would now ask for more lists
     after = _faiss(index)
     assert (after["type"], after["trained_on"]) == (first["type"], 1500)
+    index.vector_file.open_for_writing(max_memory=4 << 30)  # a new budget re-plans for the size it is now
+    note = index.vector_file.save()
+    replanned = _faiss(index)
+    assert replanned["type"] != first["type"] and replanned["trained_on"] == 3000
+    assert note and note.startswith(f"vector index is now {replanned['type']}")
 
 
 def test_retuning_happens_when_the_collection_doubles_or_halves(index: Index) -> None:
@@ -546,7 +551,7 @@ def test_a_collection_that_shrinks_a_little_keeps_its_lists_and_one_that_halves_
     assert _shrunk(index, ids[:300]) is None
     kept = _faiss(index)
     assert (kept["type"], kept["family"]) == (ivf["type"], "ivf-flat")  # 900: below the limit, above half
-    note = _shrunk(index, ids[300:801])  # 399: under half the limit
+    note = _shrunk(index, ids[300:700])  # 500: no longer more than half the limit
     info = _faiss(index)
     assert (info["type"], info["family"], info["nlist"], info["trained_on"]) == (EXACT, "exact", 0, 0)
     assert not {"nprobe", "rerank", "recall@10", "tuned_on", "tuning_queries"} & set(info)
