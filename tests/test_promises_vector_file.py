@@ -481,6 +481,8 @@ def test_a_budget_nothing_fits_keeps_the_index_and_warns(index: Index, small_lim
     assert (info["type"], info["family"], info["trained_on"]) == (kept["type"], "ivf-flat", 3000)
     assert note and note.startswith("warning: ") and f"; keeping the {kept['type']} index" in note
     assert "is now" not in note
+    grown = _grown(index, 3000, seed=1)  # doubled: retuned, and still warned about
+    assert grown and grown.startswith("warning: ") and f"; vector index {kept['type']} retuned: nprobe" in grown
 
 
 def test_a_budget_nothing_fits_keeps_an_exact_index_and_warns_once(index: Index, small_limit: None) -> None:
