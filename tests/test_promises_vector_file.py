@@ -292,6 +292,7 @@ def test_a_manifest_from_before_versioned_vector_files_is_still_read(index: Inde
     reader.close()
     writer = Index.open(index.path)
     writer.vector_file.open_for_writing()
+    assert (index.path / VECTORS).is_file()  # the file the manifest names by its old name is no leftover
     assert writer.vector_file.save() is None  # still exact, and known as exact: no re-plan
     writer.close()
 
