@@ -116,6 +116,9 @@ def test_an_interrupted_crawl_reports_only_what_it_committed(
     assert 0 < committed["images"] < 20
     assert (report.added, report.embedded_images) == (committed["images"], committed["images"])
     index.close()
+    reader = Index.open(tmp_path / "idx")  # what another process sees: the same, and a vector file that matches
+    assert reader.store.counts() == committed and reader.vectors.ntotal == committed["items"]
+    reader.close()
 
 
 def _writer(index: Index) -> ChunkWriter:
