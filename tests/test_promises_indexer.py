@@ -115,6 +115,7 @@ def test_an_interrupted_crawl_reports_only_what_it_committed(
     committed = index.store.counts()
     assert 0 < committed["images"] < 20
     assert (report.added, report.embedded_images) == (committed["images"], committed["images"])
+    assert report.interrupted and report.seconds is not None and 0 < report.seconds < 600
     index.close()
     reader = Index.open(tmp_path / "idx")  # what another process sees: the same, and a vector file that matches
     assert reader.store.counts() == committed and reader.vectors.ntotal == committed["items"]
