@@ -38,12 +38,14 @@ class CaptionSync:
         model: IndexModel,
         report: CrawlReport,
         skip: Callable[[str, str], None],
+        known_text: Callable[[str], np.ndarray | None] | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
         self.model = model
         self.report = report
         self.skip = skip
+        self.known_text = known_text  # vectors embedded elsewhere (a distributed job), by text hash
         self.queued: list[CaptionJob] = []
         self._text_vectors: dict[str, np.ndarray] = {}
 
@@ -54,9 +56,9 @@ class CaptionSync:
         """Bring a file's sidecar captions up to date. The sidecar is recorded as read in the same
         chunk as its captions (they are flushed before every commit). A refused sidecar is not recorded
         as read: every crawl tries it again and reports it again, as it does a picture it skips."""
-        captions: list[str] = []
+        captions: list[str] = list(found.captions or ())
         sig = found.sidecar_sig
-        if found.sidecar is not None:
+        if found.captions is None and found.sidecar is not None:
             captions, reason = read_sidecar(found.sidecar)
             if reason:
                 self.skip(str(found.sidecar), reason)
@@ -90,6 +92,8 @@ class CaptionSync:
             if digest in self._text_vectors:
                 continue
             stored = self.store.vector_for_text(digest)
+            if stored is None and self.known_text is not None:
+                stored = self.known_text(digest)
             if stored is not None:
                 self._text_vectors[digest] = stored
             elif job.text not in missing:

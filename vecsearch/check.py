@@ -35,7 +35,7 @@ from .manifest import (
 )
 from .pathutil import is_safe_relpath
 from .plan import EXACT
-from .roots import locate_root
+from .roots import FOLDER, locate_root, root_kind
 from .store import Store
 from .vector_file import VectorFile
 from .vectors import VectorIndex
@@ -223,10 +223,13 @@ _ROW_REPAIRS = {
 
 
 def _unsafe_files(store: Any) -> list[int]:
+    """Files whose path would leave their folder. Roots that are not folders (listings name absolute
+    paths and URIs; tar members and remote files are never opened through the root) are not checked."""
+    elsewhere = {root.id for root in store.roots() if root_kind(root) != FOLDER}
     return [
         file_id
-        for file_id, relpath in store.conn.execute("SELECT id, relpath FROM files")
-        if not is_safe_relpath(relpath)
+        for file_id, root_id, relpath in store.conn.execute("SELECT id, root_id, relpath FROM files")
+        if root_id not in elsewhere and not is_safe_relpath(relpath)
     ]
 
 
@@ -300,11 +303,13 @@ def _check_vector_file(folder: Path, manifest: dict[str, Any], store: Any, repor
 
 def _check_sources(folder: Path, location: str | None, store: Any, report: CheckReport) -> None:
     """Indexed files that are gone from disk are not damage (the next crawl drops them): a note."""
-    roots = {root.id: locate_root(folder, location, root) for root in store.roots()}
+    recorded = store.roots()
+    roots = {root.id: locate_root(folder, location, root) for root in recorded if root_kind(root) == FOLDER}
+    elsewhere = {root.id for root in recorded if root_kind(root) != FOLDER}  # tar shards, listings, URIs
     missing = sum(
         1
         for root_id, relpath in store.conn.execute("SELECT root_id, relpath FROM files")
-        if root_id not in roots or not (roots[root_id] / relpath).exists()
+        if root_id not in elsewhere and (root_id not in roots or not (roots[root_id] / relpath).exists())
     )
     if missing:
         report.notes.append(f"{missing} indexed files are no longer on disk; the next `vecsearch index` removes them")

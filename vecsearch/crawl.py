@@ -56,6 +56,9 @@ class FoundFile:
     mtime_ns: int
     sidecar_name: str | None = None  # the sidecar's file name, in the picture's folder
     sidecar_sig: str | None = None
+    # Captions that came with the picture itself (a listing's caption column, a WebDataset's .txt):
+    # they take the place of a sidecar, and `sidecar_sig` is then `inline_signature(captions)`.
+    captions: tuple[str, ...] | None = None
 
     @property
     def path(self) -> Path:
@@ -76,6 +79,7 @@ class Skip:
 class WalkResult:
     files: list[FoundFile] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # subfolders left for others to walk (descend=False)
 
 
 def walk(
@@ -83,10 +87,12 @@ def walk(
     start: Path | None = None,
     exclude: Sequence[str] = (),
     include_hidden: bool = False,
+    descend: bool = True,
 ) -> WalkResult:
     """Image files under `start` (default: the whole root), skipping hidden and excluded names.
 
-    Folder symlinks are not followed (no loops, no leaving the tree); file symlinks are.
+    Folder symlinks are not followed (no loops, no leaving the tree); file symlinks are. With `descend`
+    false, only `start` itself is listed and its subfolders are returned, to be walked in parallel.
     """
     result = WalkResult()
     patterns = tuple(DEFAULT_EXCLUDES) + tuple(exclude)
@@ -127,7 +133,10 @@ def walk(
                 result.skipped.append(found)
             elif found is not None:
                 result.files.append(found)
-        stack.extend(reversed(subfolders))
+        if descend:
+            stack.extend(reversed(subfolders))
+        else:
+            result.folders.extend(subfolders)
     return result
 
 
@@ -374,6 +383,11 @@ def file_sha256(path: Path) -> tuple[str, bytes | None]:
     """Content hash of a file, and its bytes when small enough to decode from memory afterwards."""
     content = hash_file(path)
     return content.sha256, content.data
+
+
+def inline_signature(captions: Sequence[str]) -> str:
+    """What a crawl records for captions that came with the picture, to notice when they change."""
+    return "inline:" + text_hash("\n".join(captions))
 
 
 def text_hash(text: str) -> str:

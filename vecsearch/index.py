@@ -21,7 +21,7 @@ import numpy as np
 from .classify import DEFAULT_TEMPLATES, classify
 from .embedding import QueryEmbedder, picture_term
 from .encoders import IMAGE, Encoder, ModelSpec, resolve_spec
-from .errors import IndexExistsError, ModelMismatchError, UnsupportedModalityError
+from .errors import IndexExistsError, ModelMismatchError, UnsupportedModalityError, VecsearchError
 from .home import locate
 from .images import DEFAULT_MAX_MEGAPIXELS
 from .indexer import Crawler, CrawlSettings
@@ -43,6 +43,7 @@ from .query import ITEM, Query, Term
 from .results import CrawlReport, Hit, Item, LabelScore
 from .retrieval import KINDS, Retrieval, check_settings
 from .roots import RootPlanner, locate_root
+from .scale.job import ListingColumns, RayOptions, crawl_distributed
 from .store import RootRow, Store
 from .vector_file import VectorFile, check_index_settings
 from .vectors import VectorIndex
@@ -285,13 +286,21 @@ class Index:
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         max_memory: int | None = None,
         index_type: str | None = None,
+        engine: str = "local",
+        ray: RayOptions | None = None,
+        columns: ListingColumns | None = None,
     ) -> CrawlReport:
         """Crawl folders (or files) into the index; with no paths, re-crawl every recorded root.
 
         Only new or changed files are embedded; renamed or duplicated files reuse their vectors; files
         gone from disk leave the index. Bad files are skipped and listed in the report. A new
         `max_memory` or `index_type` is recorded and the FAISS index re-planned for it.
+
+        `engine="ray"` embeds on a Ray cluster (`ray` says which and how, see `vecsearch.scale`) and also
+        reads listing files, WebDataset shards and URIs; the result is the same index.
         """
+        if engine not in ("local", "ray"):
+            raise VecsearchError(f"unknown engine {engine!r}: local or ray")
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         if isinstance(captions, (str, os.PathLike)):
@@ -299,12 +308,30 @@ class Index:
         with WriterLock(self.path / LOCK, self.name):
             self.store.check_schema()
             self.vector_file.open_for_writing(max_memory, index_type)
+            settings = CrawlSettings(progress=progress, workers=workers, max_megapixels=max_megapixels)
+            planner = RootPlanner(self.store, self.path, self.root_path)
+            if engine == "ray":
+                report = crawl_distributed(
+                    self.store,
+                    self.vector_file,
+                    self.model,
+                    planner,
+                    [str(p) for p in paths],
+                    captions_files=[Path(c) for c in captions],
+                    exclude=exclude,
+                    include_hidden=include_hidden,
+                    settings=settings,
+                    options=ray,
+                    columns=columns,
+                )
+                report.text_export = self.model.export_text_tower()
+                return report
             crawler = Crawler(
                 self.store,
                 self.vector_file,
                 self.model,
-                RootPlanner(self.store, self.path, self.root_path),
-                CrawlSettings(progress=progress, workers=workers, max_megapixels=max_megapixels),
+                planner,
+                settings,
             )
             report = crawler.run([Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden)
         report.text_export = self.model.export_text_tower()

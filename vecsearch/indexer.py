@@ -35,9 +35,11 @@ from .pipeline import (
     HELD_BYTES_LIMIT,
     HeldBytes,
     Pending,
+    Prefill,
     decode,
     decode_size,
     hash_pending,
+    hash_prefilled,
     ordered_map,
     prepare_item,
     progress_bar,
@@ -47,7 +49,11 @@ from .roots import RootPlanner, Scope
 from .store import FileRow, Store
 from .vector_file import VectorFile
 
-__all__ = ["CrawlSettings", "Crawler", "IndexingInterrupted", "decode_size"]
+__all__ = ["CrawlSettings", "Crawler", "IndexingInterrupted", "Planned", "Prefill", "decode_size"]
+
+
+# Scopes and what walking them found, when the caller walked them already (in parallel, elsewhere).
+Planned = tuple[list[Scope], list[WalkResult]]
 
 
 class IndexingInterrupted(KeyboardInterrupt):
@@ -75,8 +81,10 @@ class Crawler:
         model: IndexModel,
         roots: RootPlanner,
         settings: CrawlSettings = CrawlSettings(),
+        prefill: Prefill | None = None,
     ) -> None:
         self.store = store
+        self.prefill = prefill
         self.vector_file = vector_file
         self.model = model
         self.roots = roots
@@ -86,7 +94,9 @@ class Crawler:
         self.report = CrawlReport()
         self.embeds_images = IMAGE in model.modalities
         self.writer = ChunkWriter(store, vector_file, self.report)
-        self.captions = CaptionSync(store, self.writer, model, self.report, self._skip)
+        self.captions = CaptionSync(
+            store, self.writer, model, self.report, self._skip, prefill.text_vector if prefill else None
+        )
         self._new_hashes: dict[str, int] = {}
         self._decode_size: int | None = None
         self._known: list[dict[str, FileRow]] = []
@@ -95,7 +105,12 @@ class Crawler:
     # --- the run -------------------------------------------------------------------------------
 
     def run(
-        self, paths: list[Path], captions_files: list[Path], exclude: list[str], include_hidden: bool
+        self,
+        paths: list[Path],
+        captions_files: list[Path],
+        exclude: list[str],
+        include_hidden: bool,
+        planned: Planned | None = None,
     ) -> CrawlReport:
         started = time.monotonic()
         caption_sources = []
@@ -106,7 +121,7 @@ class Crawler:
             else:
                 caption_sources.append((str(captions_file.expanduser().resolve()), captions))
         try:
-            self._crawl(paths, exclude, include_hidden, caption_sources)
+            self._crawl(paths, exclude, include_hidden, caption_sources, planned)
         except KeyboardInterrupt:
             self._rollback()
             self._save()
@@ -130,22 +145,32 @@ class Crawler:
         exclude: list[str],
         include_hidden: bool,
         caption_sources: list[tuple[str, dict[Path, list[str]]]],
+        planned: Planned | None = None,
     ) -> None:
         """The crawl itself; what it builds per file (walk, plan, pending list) dies when it returns,
         before the vector index is saved (and perhaps rebuilt), which is when memory peaks."""
-        with self.store.transaction():
-            self.roots.refresh_locations()
-            if paths:
-                scopes = self.roots.scopes_for_paths(paths, exclude, include_hidden)
-            else:
-                scopes = self.roots.scopes_for_all(self._skip)
-        walks = [self._walk(scope) for scope in scopes]
+        if planned is not None:
+            scopes, walks = planned
+            for walked in walks:
+                for skip in walked.skipped:
+                    self._skip(skip.path, skip.reason)
+        else:
+            scopes = self.plan(paths, exclude, include_hidden)
+            walks = [self._walk(scope) for scope in scopes]
         candidates = self._plan_deletions(scopes, walks)
         pending = self._classify(scopes, walks, candidates)
         self._process(pending, candidates)
         self._delete(candidates)
         self._apply_caption_sources(caption_sources)
         self._commit()
+
+    def plan(self, paths: list[Path], exclude: list[str], include_hidden: bool) -> list[Scope]:
+        """The scopes to crawl: the roots the paths fall in (recorded now), or every folder root."""
+        with self.store.transaction():
+            self.roots.refresh_locations()
+            if paths:
+                return self.roots.scopes_for_paths(paths, exclude, include_hidden)
+            return self.roots.scopes_for_all(self._skip)
 
     def _save(self) -> None:
         self._known, self._new_hashes = [], {}  # per-crawl caches: not needed now
@@ -249,6 +274,8 @@ class Crawler:
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vecsearch-crawl")
         try:
             hash_one = functools.partial(hash_pending, budget=self._held_bytes)
+            if self.prefill is not None:
+                hash_one = functools.partial(hash_prefilled, self.prefill, hash_one)
             for item in ordered_map(pool, hash_one, pending, window):
                 bar.update(1)
                 submitted = False
@@ -258,6 +285,12 @@ class Crawler:
                     self._maybe_commit()
                 elif not self.embeds_images:
                     self._write_file(item, None)
+                    self._maybe_commit()
+                elif item.known_error is not None:  # it did not decode where the shard was made
+                    failed[item.sha256] = item.known_error
+                    self._skip_changed(item, item.known_error)
+                elif (vector := self._prefilled_vector(item)) is not None:
+                    self._write_file(item, vector)
                     self._maybe_commit()
                 elif item.sha256 in in_flight:
                     twins.append(item)  # same content as a file on its way to the model
@@ -287,6 +320,9 @@ class Crawler:
         finally:
             bar.close()
         pool.shutdown(wait=True)
+
+    def _prefilled_vector(self, item: Pending) -> np.ndarray | None:
+        return self.prefill.image_vector(item.sha256) if self.prefill is not None else None
 
     def _place_twins(
         self,

@@ -11,6 +11,7 @@ from .crawl import SIDECAR_SUFFIXES
 from .errors import IndexCorruptError
 from .pathutil import is_safe_relpath
 from .results import Caption, Hit, Item
+from .roots import FOLDER, item_location, root_kind
 from .store import RootRow, Store
 
 
@@ -28,7 +29,7 @@ class ItemLookup:
             file_ids = [row.file_id for row in rows.values()]
             first_captions = self.store.first_captions(file_ids)
             image_items = self.store.image_items_of_files(file_ids)
-            roots = {root.id: self.root_path(root) for root in self.store.roots()}
+            roots = {root.id: root for root in self.store.roots()}
         hits: list[Hit] = []
         seen_texts: set[str] = set()
         for item_id, score in pairs:
@@ -41,19 +42,20 @@ class ItemLookup:
                 if row.text in seen_texts:
                     continue
                 seen_texts.add(row.text)
-            self._check_relpath(row.relpath)
-            image_path = roots[row.root_id] / row.relpath
+            root = roots[row.root_id]
+            image_path = self._location(root, row.relpath)
             caption = row.text if row.kind == "caption" else first_captions.get(row.file_id)
             source = None
             if row.kind == "caption":
-                source = sidecar_path(image_path) if row.source == "sidecar" else row.source
+                on_disk = root_kind(root) == FOLDER
+                source = sidecar_path(Path(image_path)) if row.source == "sidecar" and on_disk else row.source
             hits.append(
                 Hit(
                     rank=len(hits) + 1,
                     id=item_id,
                     score=score,
                     kind=row.kind,
-                    path=str(image_path),
+                    path=image_path,
                     relpath=row.relpath,
                     caption=caption,
                     image=image_items.get(row.file_id),
@@ -74,11 +76,10 @@ class ItemLookup:
             root = next((r for r in self.store.roots() if r.id == row.root_id), None)
         if file is None or root is None:
             return None
-        self._check_relpath(row.relpath)
         return Item(
             id=row.id,
             kind=row.kind,
-            path=str(self.root_path(root) / row.relpath),
+            path=self._location(root, row.relpath),
             relpath=row.relpath,
             text=row.text if row.kind == "caption" else None,
             image=image,
@@ -94,6 +95,11 @@ class ItemLookup:
         for data in contents:
             found.update(self.store.image_items_with_hash(hashlib.sha256(data).hexdigest()))
         return found
+
+    def _location(self, root: RootRow, relpath: str) -> str:
+        if root_kind(root) == FOLDER:
+            self._check_relpath(relpath)
+        return item_location(root, self.root_path(root), relpath)
 
     def _check_relpath(self, relpath: str) -> None:
         if not is_safe_relpath(relpath):

@@ -9,13 +9,16 @@ read, within a cap.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from .crawl import FoundFile, hash_file
 from .errors import ImageError
@@ -24,6 +27,25 @@ from .store import FileRow
 
 DECODE_OVERSAMPLE = 3
 HELD_BYTES_LIMIT = 256 << 20  # hashed file contents kept in memory for decoding, all files together
+
+
+class Prefill(Protocol):
+    """Work done before the crawl, elsewhere (the distributed crawl's shards): the crawl takes hashes,
+    reasons and vectors from it where it matches, and applies its own rules to them unchanged."""
+
+    def content(self, root_id: int, found: FoundFile) -> tuple[str, str | None] | None:
+        """(content hash, why it could not be decoded) of the file as it was read for the shard (same
+        size and modification time), or None. An empty hash means the file could not be read."""
+
+    def image_vector(self, sha256: str) -> np.ndarray | None:
+        """The picture vector of a content, if a shard holds it."""
+
+    def text_vector(self, digest: str) -> np.ndarray | None:
+        """The vector of a caption text (by `text_hash`), if a shard holds it."""
+
+    def read(self, root_id: int, found: FoundFile) -> bytes | None:
+        """The bytes of a file that is not on this machine's disk (a tar member, a URI); None for a local
+        file. Raises OSError when it cannot be read."""
 
 
 @dataclass
@@ -38,6 +60,7 @@ class Pending:
     prepared: Any = None  # the model's input, or the decoded picture while `raw`
     raw: bool = False
     error: str | None = None
+    known_error: str | None = None  # why it did not decode where a distributed crawl read it
 
 
 class HeldBytes:
@@ -86,6 +109,25 @@ def hash_pending(item: Pending, budget: HeldBytes | None = None) -> Pending:
         item.data = content.data
     if (content.size, content.mtime_ns) != (item.found.size, item.found.mtime_ns):
         item.found = dataclasses.replace(item.found, size=content.size, mtime_ns=content.mtime_ns)
+    return item
+
+
+def hash_prefilled(prefill: Prefill, hash_local: Callable[[Pending], Pending], item: Pending) -> Pending:
+    """The hash a shard recorded for this very file (same size and time), else the file's own."""
+    known = prefill.content(item.root_id, item.found)
+    if known is not None:
+        item.sha256, item.known_error = known
+        if not item.sha256:
+            item.error = item.known_error or "cannot read file"
+        return item
+    try:
+        data = prefill.read(item.root_id, item.found)
+    except OSError as exc:
+        item.error = f"cannot read file ({exc.strerror or exc})"
+        return item
+    if data is None:
+        return hash_local(item)
+    item.sha256, item.data = hashlib.sha256(data).hexdigest(), data
     return item
 
 

@@ -97,6 +97,9 @@ class CrawlReport:
     vector_index: str | None = None  # what was done to the FAISS index type (rebuilt, retuned), if anything
     inference: dict[str, Any] | None = None  # the image tower's inference mode and its check against fp32
     text_export: str | None = None  # the text tower exported for torch-free text queries, if it was now
+    # A distributed crawl's own figures (engine, shards written and reused, pictures its model embedded,
+    # seconds per phase); None for the local crawler.
+    distributed: dict[str, Any] | None = None
 
     @property
     def changed(self) -> bool:

@@ -23,6 +23,27 @@ from .images import is_image_path
 from .pathutil import is_within, relative_posix
 from .store import RootRow, Store
 
+FOLDER = "folder"
+# Roots that are not a folder walked on this machine: made by the distributed crawl (vecsearch.scale).
+LISTING, WEBDATASET, REMOTE_FOLDER = "listing", "webdataset", "remote-folder"
+SOURCE_KINDS = (FOLDER, LISTING, WEBDATASET, REMOTE_FOLDER)
+
+
+def root_kind(root: RootRow) -> str:
+    """What a root is: a folder (the local crawler's), a listing file, a WebDataset tar or a remote folder."""
+    return str(root.options.get("source", FOLDER))
+
+
+def item_location(root: RootRow, where: Path, relpath: str) -> str:
+    """Where an indexed file is, as a user names it: a path on disk, a listed path or URI, a member of
+    a tar shard (`shard.tar/key.jpg`) or a file under a remote folder's URI."""
+    kind = root_kind(root)
+    if kind == FOLDER:
+        return str(where / relpath)
+    if kind == LISTING:
+        return relpath  # recorded as listed: an absolute path or a URI
+    return root.path.rstrip("/") + "/" + relpath
+
 
 def locate_root(index_path: Path, location: str | None, root: RootRow) -> Path:
     """Where a crawl root is now: its recorded path, or the same place relative to the index when the
@@ -69,17 +90,27 @@ class RootPlanner:
     def refresh_locations(self) -> None:
         """Record where each root is now (after the index moved together with its trees)."""
         for root in self.store.roots():
+            if root_kind(root) != FOLDER:
+                continue
             where = self.location(root)
             if where.exists() and str(where) != root.path:
                 self._record(root.id, where, root.options)
 
-    def scopes_for_all(self, skip: Callable[[str, str], None]) -> list[Scope]:
-        """Every recorded root, for a re-crawl with no paths; missing folders are reported and kept."""
+    def scopes_for_all(self, skip: Callable[[str, str], None], kinds: Sequence[str] = (FOLDER,)) -> list[Scope]:
+        """Every recorded root of the given kinds, for a re-crawl with no paths; missing folders are
+        reported and kept, and so are roots of other kinds (the distributed crawl made them)."""
         roots = self.store.roots()
         if not roots:
             raise VecsearchError(f"index {self.index_path.name} has no folders yet: give the folders to crawl")
         scopes = []
         for root in roots:
+            kind = root_kind(root)
+            if kind not in kinds:
+                skip(root.path, f"a {kind} source: its items are kept; update it with `--engine ray`")
+                continue
+            if kind != FOLDER:
+                scopes.append(Scope(root, Path(root.path), [], [""]))
+                continue
             folder = self.location(root)
             if not folder.is_dir():
                 skip(str(folder), "folder not found (a disk not mounted?); its items are kept")
@@ -103,6 +134,17 @@ class RootPlanner:
             scope.starts.append(target)
             scope.prefixes.append(relative_posix(target, folder))
         return list(scopes.values())
+
+    def scope_for_source(self, location: str, kind: str) -> Scope:
+        """The root of a listing file, a WebDataset shard or a remote folder: made on first use, and
+        crawled whole (what it no longer holds leaves the index)."""
+        root = next((r for r in self.store.roots() if r.path == location), None)
+        if root is None:
+            self.store.add_root(location, location, {"source": kind})
+            root = next(r for r in self.store.roots() if r.path == location)
+        elif root_kind(root) != kind:
+            raise VecsearchError(f"{location} is already in this index as a {root_kind(root)}, not a {kind}")
+        return Scope(root, Path(location), [], [""])
 
     # --- rules ---------------------------------------------------------------------------------
 
@@ -132,6 +174,8 @@ class RootPlanner:
         if container is not None:  # a listed-files root above: its files below `path` move here
             self.store.split_root(container.id, new_id, relative_posix(path, where))
         for root in self.store.roots():
+            if root_kind(root) != FOLDER:
+                continue
             inner = self.location(root)
             if root.id != new_id and inner != path and is_within(inner, path):
                 prefix = relative_posix(inner, path)
@@ -149,6 +193,8 @@ class RootPlanner:
         best: tuple[RootRow | None, Path] = (None, path)
         depth = -1
         for root in self.store.roots():
+            if root_kind(root) != FOLDER:
+                continue
             where = self.location(root)
             if is_within(path, where) and len(where.parts) > depth:
                 best, depth = (root, where), len(where.parts)

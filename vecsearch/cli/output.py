@@ -30,6 +30,12 @@ def print_report(report: Any, counts: dict[str, int] | None, folder: Path, quiet
         f"{len(report.skipped)} skipped"
     )
     click.echo(f"captions: {report.captions_added} added, {report.captions_removed} removed")
+    if report.distributed:
+        d = report.distributed
+        click.echo(
+            f"ray: {d['inputs']} inputs in {d['shards_written']} new shards ({d['shards_reused']} finished shards "
+            f"reused), {d['embedded_by_cluster']} pictures embedded on the cluster; start-up {d['startup_seconds']:.1f} s"
+        )
     if report.vector_index:
         click.echo(report.vector_index)
     if report.inference:
