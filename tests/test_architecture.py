@@ -43,6 +43,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "lookup",
         "retrieval",
         "check",
+        "scale",
     ),
     "facade": ("index",),
     "public API": ("",),  # vecsearch/__init__.py

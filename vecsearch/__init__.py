@@ -42,6 +42,8 @@ from .indexer import IndexingInterrupted  # noqa: E402
 from .query import Query, Term  # noqa: E402
 from .results import Caption, CrawlReport, Hit, Item, LabelScore, SkippedFile  # noqa: E402
 from .retrieval import KINDS, MAX_K  # noqa: E402
+from .scale.job import ListingColumns, RayOptions  # noqa: E402
+from .scale.sources import parse_source  # noqa: E402
 from .version import __version__  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -67,6 +69,7 @@ __all__ = [
     "Item",
     "KINDS",
     "LabelScore",
+    "ListingColumns",
     "MAX_K",
     "ModelError",
     "ModelInfo",
@@ -76,6 +79,7 @@ __all__ = [
     "ModelUnavailableError",
     "Query",
     "QueryError",
+    "RayOptions",
     "STARTER_MODEL",
     "SkippedFile",
     "Term",
@@ -87,4 +91,5 @@ __all__ = [
     "list_indexes",
     "list_models",
     "load_encoder",
+    "parse_source",
 ]

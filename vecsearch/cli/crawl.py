@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .. import Index, IndexingInterrupted, IndexNotFoundError, VecsearchError
+from .. import Index, IndexingInterrupted, IndexNotFoundError, ListingColumns, RayOptions, VecsearchError, parse_source
 from ..home import is_index, is_valid_name, target
 from .app import (
     EXIT_ERROR,
@@ -26,7 +26,7 @@ from .output import print_report
 
 @main.command("index")
 @quiet_option
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1)
 @click.option(
     "--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), help="Index folder to create or update."
 )
@@ -61,11 +61,34 @@ from .output import print_report
     help="How the image model runs on the CPU: auto picks the fastest mode whose vectors match fp32 "
     "(cosine >= 0.999) on the first 16 pictures; fp32 is exact.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Who embeds: this process, or a Ray cluster (pip install 'vecsearch[ray]'), which also reads "
+    "listing files, WebDataset shards and URIs.",
+)
+@click.option("--address", help="Ray cluster to join (auto, ray://host:10001); default: start Ray on this machine.")
+@click.option("--actors", type=click.IntRange(1, 4096), help="Ray: model replicas (default: one per GPU).")
+@click.option(
+    "--actor-cpus",
+    type=click.FloatRange(0.01, 256),
+    help="Ray: CPUs each replica reserves (default 0.5, 1 with a GPU).",
+)
+@click.option(
+    "--gpus-per-actor", type=click.FloatRange(0, 16), help="Ray: GPUs per replica (default 1 where there are GPUs)."
+)
+@click.option(
+    "--shard-size", type=click.IntRange(1, 10_000_000), default=1000, show_default=True, help="Ray: inputs per shard."
+)
+@click.option("--path-column", help="Listing files: the column of paths (default: path, image, file, key, url...).")
+@click.option("--caption-column", multiple=True, help="Listing files: a column of captions; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def index_command(
     settings: Settings,
-    paths: tuple[Path, ...],
+    paths: tuple[str, ...],
     index_dir: Path | None,
     name: str | None,
     model: str | None,
@@ -79,6 +102,14 @@ def index_command(
     max_memory: int | None,
     index_type: str | None,
     inference: str,
+    engine: str,
+    address: str | None,
+    actors: int | None,
+    actor_cpus: float | None,
+    gpus_per_actor: float | None,
+    shard_size: int,
+    path_column: str | None,
+    caption_column: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Crawl folders of images (and their captions) into an index, or update it.
@@ -87,6 +118,9 @@ def index_command(
     their vectors; deleted files leave the index. With no PATHS, re-crawls the index's folders.
     Captions: a sidecar text file beside each image (cat.jpg + cat.txt, one caption per line) and
     any --captions file.
+
+    With --engine ray, SOURCES may also be listing files (.parquet, .csv, .jsonl), WebDataset shards
+    (.tar) and URIs (s3://, gs://, file://); the pictures are embedded on a Ray cluster.
     """
     if index_dir is not None and name is not None:
         raise click.UsageError("give --index or --name, not both")
@@ -94,10 +128,19 @@ def index_command(
         raise click.UsageError(f"invalid index name '{name}' (letters, digits, '.', '_' and '-')")
     folder = index_dir if index_dir is not None else target(name or "default", settings.home)
 
+    remote = [p for p in paths if "://" in p]
+    if engine == "local" and remote:
+        raise click.UsageError(f"{remote[0]}: URIs need --engine ray")
+    ray_options = RayOptions(address, actors, actor_cpus, gpus_per_actor, shard_size)
+    if engine == "local" and (address or actors or actor_cpus or gpus_per_actor is not None):
+        raise click.UsageError("--address, --actors, --actor-cpus and --gpus-per-actor need --engine ray")
+
     def run() -> Any:
         for path in paths:  # before any model loads or index is made
-            if not path.expanduser().exists():
+            if "://" not in path and not Path(path).expanduser().exists():
                 raise VecsearchError(f"path not found: {path}")
+            if engine == "ray":
+                parse_source(path)
         if is_index(folder):
             index = Index.open(
                 folder, model=model, pretrained=pretrained, device=device, batch_size=batch_size, inference=inference
@@ -117,7 +160,7 @@ def index_command(
             )
         with index:
             report = index.add(
-                list(paths),
+                [p if "://" in p else Path(p) for p in paths],
                 captions=list(captions),
                 exclude=list(exclude),
                 include_hidden=include_hidden,
@@ -125,6 +168,9 @@ def index_command(
                 workers=workers,
                 max_memory=max_memory,
                 index_type=index_type,
+                engine=engine,
+                ray=ray_options,
+                columns=ListingColumns(path_column, caption_column),
             )
             return report, index.counts()
 
