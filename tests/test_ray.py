@@ -69,7 +69,11 @@ def assert_same_index(ray_index: Index, local_index: Index) -> None:
         assert got[path][0] == captions, path
         assert float(np.dot(got[path][1], vector)) >= 0.9999, path
     assert ray_index.counts() == local_index.counts()
-    queries = [f"a {c} {s}" for c in ("red", "blue", "green", "yellow", "purple") for s in ("apple", "sea", "car", "tent", "hill", "thing", "circle", "square", "photo", "night")]
+    queries = [
+        f"a {c} {s}"
+        for c in ("red", "blue", "green", "yellow", "purple")
+        for s in ("apple", "sea", "car", "tent", "hill", "thing", "circle", "square", "photo", "night")
+    ]
     assert len(queries) == 50
     for query in queries:
         ours = [(h.path, h.kind, h.text if hasattr(h, "text") else h.caption) for h in ray_index.search(query, k=10)]
@@ -84,7 +88,9 @@ def test_a_folder_crawled_on_ray_equals_the_local_crawl(tmp_path: Path, tree: Pa
             report = distributed.add(tree, engine="ray", ray=OPTIONS)
             assert_same_index(distributed, local)
     assert (report.added, report.reused, report.unchanged) == (local_report.added, local_report.reused, 0)
-    assert sorted((s.path, s.reason) for s in report.skipped) == sorted((s.path, s.reason) for s in local_report.skipped)
+    assert sorted((s.path, s.reason) for s in report.skipped) == sorted(
+        (s.path, s.reason) for s in local_report.skipped
+    )
     assert {Path(s.path).name for s in report.skipped} == {"broken.jpg", "empty.png"}
     assert report.distributed is not None
     inputs = sum(1 for p in tree.rglob("*") if p.suffix in (".png", ".jpg")) - 1  # the empty file is never read
@@ -158,7 +164,9 @@ def _as_jpeg(path: Path, buffer: io.BytesIO) -> bytes:
     return buffer.getvalue()
 
 
-def test_webdataset_shards_index_with_captions_and_bad_members(tmp_path: Path, shards: list[Path], model_spec: str) -> None:
+def test_webdataset_shards_index_with_captions_and_bad_members(
+    tmp_path: Path, shards: list[Path], model_spec: str
+) -> None:
     with new_index(tmp_path / "wds", model_spec) as index:
         report = index.add([str(s) for s in shards], engine="ray", ray=OPTIONS)
         assert report.added == 6 and report.captions_added == 6
@@ -180,9 +188,15 @@ def test_listing_files_in_parquet_csv_and_jsonl(tmp_path: Path, tree: Path, mode
 
     names = ["apple.png", "sea.png", "trips/car.png", "missing.png"]
     captions = [SIDECARS.get(n[:-4], "").split("\n")[0] for n in names]
-    pq.write_table(pa.table({"image_path": [str(tree / n) for n in names], "caption": captions}), tmp_path / "list.parquet")
-    (tmp_path / "list.csv").write_text("file,text\n" + "".join(f"{tree / n},{c}\n" for n, c in zip(names, captions, strict=True)))
-    (tmp_path / "list.jsonl").write_text("".join(json.dumps({"path": str(tree / n), "caption": c}) + "\n" for n, c in zip(names, captions, strict=True)))
+    pq.write_table(
+        pa.table({"image_path": [str(tree / n) for n in names], "caption": captions}), tmp_path / "list.parquet"
+    )
+    (tmp_path / "list.csv").write_text(
+        "file,text\n" + "".join(f"{tree / n},{c}\n" for n, c in zip(names, captions, strict=True))
+    )
+    (tmp_path / "list.jsonl").write_text(
+        "".join(json.dumps({"path": str(tree / n), "caption": c}) + "\n" for n, c in zip(names, captions, strict=True))
+    )
     for listing in ("list.parquet", "list.csv", "list.jsonl"):
         with new_index(tmp_path / listing.replace(".", "-"), model_spec) as index:
             report = index.add(tmp_path / listing, engine="ray", ray=OPTIONS)
@@ -192,16 +206,22 @@ def test_listing_files_in_parquet_csv_and_jsonl(tmp_path: Path, tree: Path, mode
             assert hit.path == str(tree / "trips" / "car.png")
 
 
-def test_file_uris_go_through_the_filesystem_layer(tmp_path: Path, tree: Path, shards: list[Path], model_spec: str) -> None:
+def test_file_uris_go_through_the_filesystem_layer(
+    tmp_path: Path, tree: Path, shards: list[Path], model_spec: str
+) -> None:
     with new_index(tmp_path / "local", model_spec) as local:
         local.add(tree / "trips")
         with new_index(tmp_path / "uri", model_spec) as index:
             report = index.add([f"file://{tree / 'trips'}", f"file://{shards[1]}"], engine="ray", ray=OPTIONS)
             assert report.added == 4 + 3
-            remote = {Path(p).name: v for p, (_, v) in contents(index).items() if p.startswith("file://") and "/trips/" in p}
+            remote = {
+                Path(p).name: v for p, (_, v) in contents(index).items() if p.startswith("file://") and "/trips/" in p
+            }
             for path, (_, vector) in contents(local).items():
                 assert float(np.dot(remote[Path(path).name], vector)) >= 0.9999
-            assert index.search("a purple car on the road", k=1, kind="caption")[0].path == f"file://{tree}/trips/car.png"
+            assert (
+                index.search("a purple car on the road", k=1, kind="caption")[0].path == f"file://{tree}/trips/car.png"
+            )
 
 
 def test_the_cli_runs_on_ray_and_reports_json(tmp_path: Path, tree: Path, model_spec: str) -> None:

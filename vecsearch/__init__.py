@@ -42,6 +42,7 @@ from .indexer import IndexingInterrupted  # noqa: E402
 from .query import Query, Term  # noqa: E402
 from .results import Caption, CrawlReport, Hit, Item, LabelScore, SkippedFile  # noqa: E402
 from .retrieval import KINDS, MAX_K  # noqa: E402
+from .scale.exchange import ExportReport, embeddings_info  # noqa: E402
 from .scale.job import ListingColumns, RayOptions  # noqa: E402
 from .scale.sources import parse_source  # noqa: E402
 from .version import __version__  # noqa: E402
@@ -56,6 +57,7 @@ __all__ = [
     "CheckReport",
     "CrawlReport",
     "Encoder",
+    "ExportReport",
     "Finding",
     "Hit",
     "ImageError",
@@ -88,6 +90,7 @@ __all__ = [
     "__version__",
     "check_index",
     "classify",
+    "embeddings_info",
     "list_indexes",
     "list_models",
     "load_encoder",

@@ -10,7 +10,6 @@ hits) and `lookup` (rows to hits and items). docs/architecture.md draws the whol
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +20,7 @@ import numpy as np
 from .classify import DEFAULT_TEMPLATES, classify
 from .embedding import QueryEmbedder, picture_term
 from .encoders import IMAGE, Encoder, ModelSpec, resolve_spec
-from .errors import IndexExistsError, ModelMismatchError, UnsupportedModalityError, VecsearchError
+from .errors import ModelMismatchError, UnsupportedModalityError, VecsearchError
 from .home import locate
 from .images import DEFAULT_MAX_MEGAPIXELS
 from .indexer import Crawler, CrawlSettings
@@ -31,21 +30,18 @@ from .manifest import (
     DATABASE,
     LOCK,
     MANIFEST,
-    identity,
-    new_manifest,
     read_manifest,
     require_free,
-    vector_file_name,
-    write_manifest,
 )
 from .model import IndexModel, LoadSettings
 from .query import ITEM, Query, Term
 from .results import CrawlReport, Hit, Item, LabelScore
 from .retrieval import KINDS, Retrieval, check_settings
-from .roots import RootPlanner, locate_root
+from .roots import FOLDER, RootPlanner, locate_root, root_kind
+from .scale.exchange import ExportReport, export_index, import_embeddings
 from .scale.job import ListingColumns, RayOptions, crawl_distributed
 from .store import RootRow, Store
-from .vector_file import VectorFile, check_index_settings
+from .vector_file import VectorFile, check_index_settings, write_new_index
 from .vectors import VectorIndex
 
 
@@ -108,7 +104,7 @@ class Index:
             encoder = settings.load(model, pretrained)
         elif model is not None and resolve_spec(model, pretrained) != encoder.spec:
             raise ModelMismatchError(f"model {model} given together with a different encoder {encoder.spec}")
-        manifest, store, vectors = _write_new_index(folder, encoder, index_type, max_memory)
+        manifest, store, vectors = write_new_index(folder, encoder, index_type, max_memory)
         index = cls(folder, manifest, store, encoder, settings)
         index.vector_file.use(vectors)  # no need to read back the file just written
         return index
@@ -262,7 +258,7 @@ class Index:
         data = self.manifest
         data["path"] = str(self.path)
         data["counts"] = self.counts()
-        data["roots"] = [str(p) for p in self.roots()]
+        data["roots"] = [str(self.root_path(r)) if root_kind(r) == FOLDER else r.path for r in self.store.roots()]
         data["generation"] = self.store.generation
         data["bytes"] = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
         return data
@@ -336,6 +332,29 @@ class Index:
             report = crawler.run([Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden)
         report.text_export = self.model.export_text_tower()
         return report
+
+    def add_embeddings(self, folder: str | os.PathLike[str], *, progress: bool = False) -> CrawlReport:
+        """Add the pictures of an embeddings folder (vecsearch Parquet shards from `export` or a
+        distributed crawl, or clip-retrieval's output) with their vectors: nothing is embedded again."""
+        with WriterLock(self.path / LOCK, self.name):
+            self.store.check_schema()
+            self.vector_file.open_for_writing()
+            planner = RootPlanner(self.store, self.path, self.root_path)
+            settings = CrawlSettings(progress=progress)
+            return import_embeddings(self.store, self.vector_file, self.model, planner, Path(folder), settings)
+
+    def export(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        format: str = "parquet",
+        shard_size: int = 100_000,
+        progress: bool = False,
+    ) -> ExportReport:
+        """Write every picture with its captions and vectors to a new folder, as Parquet shards or in
+        clip-retrieval's layout (which autofaiss reads); `add_embeddings` reads either back."""
+        model = self.model
+        return export_index(self.store, self.root_path, model, Path(folder), format, shard_size, progress)
 
     # --- searching -----------------------------------------------------------------------------
 
@@ -439,43 +458,6 @@ class Index:
             distinct_text=distinct_text,
             exclude=exclude,
         )
-
-
-def _write_new_index(
-    folder: Path, encoder: Encoder, index_type: str, max_memory: int | None
-) -> tuple[dict[str, Any], Store, VectorIndex]:
-    """The files of a new, empty index: database, empty vector file, and the manifest last (until it
-    exists, the folder is no index). A failure leaves the folder as it was."""
-    created_folder = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = WriterLock(folder / LOCK, str(folder))
-    lock.acquire()  # another process creating the same index owns it: leave its files alone
-    store: Store | None = None
-    vector_file = vector_file_name(0)
-    try:
-        for leftover in require_free(folder):  # again, now that no one else can be writing here
-            leftover.unlink()  # a creation that died before its manifest: start it again
-        store = Store.open(folder / DATABASE, create=True)
-        vectors = VectorIndex.create(encoder.dim)
-        manifest = new_manifest(folder, encoder, index_type, max_memory, vector_file, store.counts())
-        with store.transaction():
-            store.set_identity(identity(manifest))
-        manifest["faiss"]["sha256"] = vectors.save(folder / vector_file)
-        manifest["faiss"]["bytes"] = (folder / vector_file).stat().st_size
-        write_manifest(folder, manifest)
-    except BaseException as exc:
-        if store is not None:
-            store.close()
-        if not isinstance(exc, IndexExistsError):
-            if created_folder:
-                shutil.rmtree(folder, ignore_errors=True)
-            else:
-                for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", vector_file):
-                    (folder / name).unlink(missing_ok=True)
-        raise
-    finally:
-        lock.release()
-    return manifest, store, vectors
 
 
 def brute_force_search(

@@ -371,6 +371,23 @@ class Store:
         """(file id, root id, relpath) of every file: input of path filters."""
         return [(int(r[0]), int(r[1]), r[2]) for r in self.conn.execute("SELECT id, root_id, relpath FROM files")]
 
+    def files_from(self, after: int, limit: int) -> list[FileRow]:
+        """Files by id, `limit` of them after id `after`: an export walks the whole index this way."""
+        rows = self.conn.execute("SELECT * FROM files WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
+        return [_file_row(r) for r in rows]
+
+    def item_vectors_of_files(self, first: int, last: int, kind: str) -> list[tuple[int, int, str | None, bytes]]:
+        """(file id, item id, text, vector bytes) of the items of one kind of files `first`..`last`, in
+        file and caption order."""
+        sql = (
+            "SELECT i.file_id, i.id, i.text, v.data FROM items i JOIN vectors v ON v.item_id = i.id "
+            "WHERE i.kind = ? AND i.file_id BETWEEN ? AND ? ORDER BY i.file_id, i.position, i.id"
+        )
+        return [(int(r[0]), int(r[1]), r[2], bytes(r[3])) for r in self.conn.execute(sql, (kind, first, last))]
+
+    def content_hashes(self) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT DISTINCT sha256 FROM files")]
+
     def counts(self) -> dict[str, int]:
         rows = dict(self.conn.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall())
         images, captions = int(rows.get("image", 0)), int(rows.get("caption", 0))

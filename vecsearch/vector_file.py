@@ -10,6 +10,7 @@ under a new name, then the manifest, so a crash at any point leaves a consistent
 from __future__ import annotations
 
 import contextlib
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,19 @@ from typing import Any
 import numpy as np
 
 from . import faults
-from .errors import IndexCorruptError, VecsearchError
+from .encoders import Encoder
+from .errors import IndexCorruptError, IndexExistsError, VecsearchError
+from .lock import WriterLock
 from .manifest import (
+    DATABASE,
+    LOCK,
+    MANIFEST,
     VECTORS,
     identity,
     leftover_files,
+    new_manifest,
     read_manifest,
+    require_free,
     vector_file_name,
     write_manifest,
 )
@@ -361,3 +369,40 @@ def check_index_settings(index_type: str, max_memory: int | None) -> None:
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_new_index(
+    folder: Path, encoder: Encoder, index_type: str, max_memory: int | None
+) -> tuple[dict[str, Any], Store, VectorIndex]:
+    """The files of a new, empty index: database, empty vector file, and the manifest last (until it
+    exists, the folder is no index). A failure leaves the folder as it was."""
+    created_folder = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(folder / LOCK, str(folder))
+    lock.acquire()  # another process creating the same index owns it: leave its files alone
+    store: Store | None = None
+    vector_file = vector_file_name(0)
+    try:
+        for leftover in require_free(folder):  # again, now that no one else can be writing here
+            leftover.unlink()  # a creation that died before its manifest: start it again
+        store = Store.open(folder / DATABASE, create=True)
+        vectors = VectorIndex.create(encoder.dim)
+        manifest = new_manifest(folder, encoder, index_type, max_memory, vector_file, store.counts())
+        with store.transaction():
+            store.set_identity(identity(manifest))
+        manifest["faiss"]["sha256"] = vectors.save(folder / vector_file)
+        manifest["faiss"]["bytes"] = (folder / vector_file).stat().st_size
+        write_manifest(folder, manifest)
+    except BaseException as exc:
+        if store is not None:
+            store.close()
+        if not isinstance(exc, IndexExistsError):
+            if created_folder:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                for name in (MANIFEST, DATABASE, DATABASE + "-wal", DATABASE + "-shm", vector_file):
+                    (folder / name).unlink(missing_ok=True)
+        raise
+    finally:
+        lock.release()
+    return manifest, store, vectors

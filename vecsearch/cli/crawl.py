@@ -7,7 +7,17 @@ from typing import Any
 
 import click
 
-from .. import Index, IndexingInterrupted, IndexNotFoundError, ListingColumns, RayOptions, VecsearchError, parse_source
+from .. import (
+    Index,
+    IndexingInterrupted,
+    IndexNotFoundError,
+    ListingColumns,
+    ModelSpec,
+    RayOptions,
+    VecsearchError,
+    embeddings_info,
+    parse_source,
+)
 from ..home import is_index, is_valid_name, target
 from .app import (
     EXIT_ERROR,
@@ -84,6 +94,11 @@ from .output import print_report
 )
 @click.option("--path-column", help="Listing files: the column of paths (default: path, image, file, key, url...).")
 @click.option("--caption-column", multiple=True, help="Listing files: a column of captions; repeatable.")
+@click.option(
+    "--from-embeddings",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Build from an embeddings folder (vecsearch export or shards, clip-retrieval output) without embedding.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def index_command(
@@ -110,6 +125,7 @@ def index_command(
     shard_size: int,
     path_column: str | None,
     caption_column: tuple[str, ...],
+    from_embeddings: Path | None,
     as_json: bool,
 ) -> None:
     """Crawl folders of images (and their captions) into an index, or update it.
@@ -128,6 +144,8 @@ def index_command(
         raise click.UsageError(f"invalid index name '{name}' (letters, digits, '.', '_' and '-')")
     folder = index_dir if index_dir is not None else target(name or "default", settings.home)
 
+    if from_embeddings is not None and paths:
+        raise click.UsageError("give SOURCES or --from-embeddings, not both")
     remote = [p for p in paths if "://" in p]
     if engine == "local" and remote:
         raise click.UsageError(f"{remote[0]}: URIs need --engine ray")
@@ -146,11 +164,16 @@ def index_command(
                 folder, model=model, pretrained=pretrained, device=device, batch_size=batch_size, inference=inference
             )
         else:
-            if not paths:
+            if not paths and from_embeddings is None:
                 raise IndexNotFoundError(f"no index at {folder} yet: give the folders to crawl into it")
+            recorded = embeddings_info(from_embeddings).get("model") if from_embeddings is not None else None
+            if from_embeddings is not None and model is None and recorded is None:
+                raise VecsearchError(
+                    f"{from_embeddings} does not say which model made its vectors: give it with --model"
+                )
             index = Index.create(
                 folder,
-                model,
+                model if model is not None or recorded is None else ModelSpec.from_dict(recorded),
                 pretrained,
                 device=device,
                 batch_size=batch_size,
@@ -159,6 +182,9 @@ def index_command(
                 inference=inference,
             )
         with index:
+            if from_embeddings is not None:
+                report = index.add_embeddings(from_embeddings, progress=not settings.quiet and not as_json)
+                return report, index.counts()
             report = index.add(
                 [p if "://" in p else Path(p) for p in paths],
                 captions=list(captions),

@@ -1,8 +1,10 @@
-"""`vecsearch serve`, `info`, `check`, `list` and `models`: the index and the models around the searches."""
+"""`vecsearch serve`, `info`, `export`, `check`, `list` and `models`: the index and the models around the
+searches."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -121,6 +123,43 @@ def info_command(settings: Settings, index_ref: str, as_json: bool) -> None:
     width = max(len(key) for key, _ in lines)
     for key, value in lines:
         click.echo(f"{key.ljust(width)}  {value}")
+
+
+@main.command("export")
+@quiet_option
+@click.argument("index_ref", metavar="INDEX")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "clip-retrieval"]),
+    default="parquet",
+    show_default=True,
+    help="Parquet shards (the distributed crawl's columns) or clip-retrieval's img_emb/text_emb/metadata layout.",
+)
+@click.option(
+    "--shard-size", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True, help="Pictures a file."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def export_command(settings: Settings, index_ref: str, folder: Path, fmt: str, shard_size: int, as_json: bool) -> None:
+    """Write every picture of an index with its captions and vectors to a new FOLDER.
+
+    `vecsearch index --from-embeddings FOLDER` builds an index from it again without embedding;
+    autofaiss and clip-retrieval's back end read the clip-retrieval layout.
+    """
+
+    def run() -> Any:
+        with Index.open(index_ref, home=settings.home) as index:
+            return index.export(folder, format=fmt, shard_size=shard_size, progress=not settings.quiet and not as_json)
+
+    report = call(run)
+    if as_json:
+        dump(report.to_dict())
+    elif not settings.quiet:
+        click.echo(
+            f"{report.folder}: {report.pictures} pictures and {report.captions} captions in {report.files} {fmt} files"
+        )
 
 
 @main.command("check")

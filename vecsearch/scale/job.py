@@ -100,7 +100,7 @@ def crawl_distributed(
                     shards,
                     functools.partial(load_model, model.folder, model.record, model.dim, model.settings),
                     options,
-                    known=hash_prefixes(_known_hashes(store)),
+                    known=hash_prefixes(store.content_hashes()),
                     min_size=decode_size(encoder) if encoder is not None else None,
                     max_megapixels=settings.max_megapixels,
                     images=images,
@@ -266,10 +266,6 @@ def _plan(
             }
         )
     return plan
-
-
-def _known_hashes(store: Store) -> list[str]:
-    return [row[0] for row in store.conn.execute("SELECT DISTINCT sha256 FROM files")]
 
 
 def _read_for_commit(

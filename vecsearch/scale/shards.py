@@ -2,9 +2,10 @@
 done-marker once all its rows are embedded. They are what a killed job keeps: the next run of the same
 command takes every finished shard's hashes and vectors instead of embedding those pictures again.
 
-A shard row: `id` (int64, unique in the job), `root_id`, `root` (the source's location), `key` (path
-in the source), `size`, `mtime_ns`, `sha256`, `error` (why it was skipped), `captions`,
-`vector` (float32 × dim, null when there is none) and `caption_vectors` (one per caption).
+A shard row: `id` (int64, unique in the job), `root_id`, `root` (the source's location), `root_kind`,
+`key` (path in the source), `path` (where the picture is, as search results show it), `size`,
+`mtime_ns`, `sha256`, `error` (why it was skipped), `captions`, `vector` (float32 × dim, null when there
+is none) and `caption_vectors` (one per caption). `vecsearch export` writes the same columns.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def shard_schema(dim: int) -> Any:
             ("id", pa.int64()),
             ("root_id", pa.int64()),
             ("root", pa.string()),
+            ("root_kind", pa.string()),
             ("key", pa.string()),
+            ("path", pa.string()),
             ("size", pa.int64()),
             ("mtime_ns", pa.int64()),
             ("sha256", pa.string()),
