@@ -31,6 +31,7 @@ def test_public_api_is_pinned() -> None:
             "CheckReport",
             "CrawlReport",
             "Encoder",
+            "ExportReport",
             "Finding",
             "Hit",
             "ImageError",
@@ -44,6 +45,7 @@ def test_public_api_is_pinned() -> None:
             "Item",
             "KINDS",
             "LabelScore",
+            "ListingColumns",
             "MAX_K",
             "ModelError",
             "ModelInfo",
@@ -53,6 +55,7 @@ def test_public_api_is_pinned() -> None:
             "ModelUnavailableError",
             "Query",
             "QueryError",
+            "RayOptions",
             "STARTER_MODEL",
             "SkippedFile",
             "Term",
@@ -61,9 +64,11 @@ def test_public_api_is_pinned() -> None:
             "__version__",
             "check_index",
             "classify",
+            "embeddings_info",
             "list_indexes",
             "list_models",
             "load_encoder",
+            "parse_source",
         ]
     )
     for name in vecsearch.__all__:

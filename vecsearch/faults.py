@@ -2,8 +2,10 @@
 
 Crash safety is only believable when it is tested by crashing: the tests run `vecsearch index` in a
 subprocess with `VECSEARCH_FAULT=<point>[:<nth>][:<action>]` and check what survives. Actions are `kill`
-(SIGKILL, the default: no cleanup code runs), `enospc` (the write fails as on a full disk) and
-`interrupt` (Ctrl-C). Without the variable, a point costs one dictionary lookup.
+(SIGKILL, the default: no cleanup code runs), `enospc` (the write fails as on a full disk),
+`interrupt` (Ctrl-C) and `slow` (every hit from the nth on takes a quarter of a second more: a model
+slow enough that a node can be lost while it works). Without the variable, a point costs one dictionary
+lookup.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 
 ENV = "VECSEARCH_FAULT"
-ACTIONS = ("kill", "enospc", "interrupt")
+ACTIONS = ("kill", "enospc", "interrupt", "slow")
+SLOW_SECONDS = 0.25
 
 _hits: dict[str, int] = {}
 
@@ -27,6 +31,10 @@ def point(name: str) -> None:
     if target != name:
         return
     _hits[name] = _hits.get(name, 0) + 1
+    if action == "slow":
+        if _hits[name] >= nth:
+            time.sleep(SLOW_SECONDS)
+        return
     if _hits[name] != nth:
         return
     if action == "kill":

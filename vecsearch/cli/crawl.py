@@ -92,6 +92,13 @@ from .output import print_report
 @click.option(
     "--shard-size", type=click.IntRange(1, 10_000_000), default=1000, show_default=True, help="Ray: inputs per shard."
 )
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(1, 86400),
+    default=900,
+    show_default=True,
+    help="Ray: stop (keeping finished shards) when no picture came back for this many seconds.",
+)
 @click.option("--path-column", help="Listing files: the column of paths (default: path, image, file, key, url...).")
 @click.option("--caption-column", multiple=True, help="Listing files: a column of captions; repeatable.")
 @click.option(
@@ -123,6 +130,7 @@ def index_command(
     actor_cpus: float | None,
     gpus_per_actor: float | None,
     shard_size: int,
+    stall_timeout: float,
     path_column: str | None,
     caption_column: tuple[str, ...],
     from_embeddings: Path | None,
@@ -149,7 +157,9 @@ def index_command(
     remote = [p for p in paths if "://" in p]
     if engine == "local" and remote:
         raise click.UsageError(f"{remote[0]}: URIs need --engine ray")
-    ray_options = RayOptions(address, actors, actor_cpus, gpus_per_actor, shard_size)
+    ray_options = RayOptions(
+        address, actors, actor_cpus, gpus_per_actor, shard_size=shard_size, stall_seconds=stall_timeout
+    )
     if engine == "local" and (address or actors or actor_cpus or gpus_per_actor is not None):
         raise click.UsageError("--address, --actors, --actor-cpus and --gpus-per-actor need --engine ray")
 

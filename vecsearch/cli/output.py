@@ -30,7 +30,7 @@ def print_report(report: Any, counts: dict[str, int] | None, folder: Path, quiet
         f"{len(report.skipped)} skipped"
     )
     click.echo(f"captions: {report.captions_added} added, {report.captions_removed} removed")
-    if report.distributed:
+    if report.distributed and "shards_written" in report.distributed:
         d = report.distributed
         click.echo(
             f"ray: {d['inputs']} inputs in {d['shards_written']} new shards ({d['shards_reused']} finished shards "

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..crawl import WalkResult, walk
 from ..encoders import IMAGE, Encoder
-from ..indexer import Crawler, CrawlSettings
+from ..indexer import Crawler, CrawlSettings, IndexingInterrupted
 from ..model import IndexModel, LoadSettings
 from ..pipeline import decode_size, progress_bar
 from ..results import CrawlReport, SkippedFile
@@ -79,7 +79,7 @@ def crawl_distributed(
             prefill.load(shards.read(number))
         work = _work(store, scopes, walks, prefill)
         plan = _plan(work, kinds, offsets, shards, options.shard_size)
-        embedded = 0
+        embedded = attempts = 0
         embed_started = time.monotonic()
         if plan:
             images = IMAGE in model.modalities
@@ -95,7 +95,7 @@ def crawl_distributed(
                     bar.set_postfix(skipped=skipped_rows, refresh=False)
 
             try:
-                embedded = run_shards(
+                embedded, attempts = run_shards(
                     plan,
                     shards,
                     functools.partial(load_model, model.folder, model.record, model.dim, model.settings),
@@ -107,6 +107,11 @@ def crawl_distributed(
                     batch_size=model.batch_size,
                     on_rows=on_rows,
                 )
+            except KeyboardInterrupt:
+                done = shards.finished()
+                stopped = CrawlReport(interrupted=True, seconds=time.monotonic() - started)
+                stopped.distributed = {"engine": "ray", "inputs": len(work), "shards_finished": len(done)}
+                raise IndexingInterrupted(stopped) from None
             finally:
                 bar.close()
             for number in sorted(plan):
@@ -125,6 +130,7 @@ def crawl_distributed(
             "shards_written": len(plan),
             "shards_reused": len(reused),
             "embedded_by_cluster": embedded,
+            "ray_runs": attempts,
             "startup_seconds": round(startup, 3),
             "listing_seconds": round(listing_seconds, 3),
             "embedding_seconds": round(embed_seconds, 3),

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
-from collections.abc import Callable
+import queue
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import faults
 from ..crawl import FoundFile, read_sidecar
 from ..errors import VecsearchError
 from ..pipeline import Pending, decode, hash_pending, prepare_item
@@ -27,7 +30,6 @@ from .sources import read_entry
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'vecsearch[ray]'"
-ROWS_PER_READ_TASK = 32
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class RayOptions:
     shard_size: int = 1000
     attempts: int = 3
     num_cpus: int | None = None  # of a Ray started here (default: all of this machine's)
+    # No row for this long: stop, and say why. Ray waits silently (no error) when a lost node leaves too
+    # few CPUs for the model's actors and the read tasks together.
+    stall_seconds: float = 900.0
 
 
 def import_ray() -> Any:
@@ -63,23 +68,35 @@ def connect(options: RayOptions) -> bool:
     """Start Ray here or join the cluster at `options.address`; True when this call started it."""
     ray = import_ray()
     if ray.is_initialized():
+        quiet_ray_data()
         return False
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if options.address:
         kwargs["address"] = options.address
-    elif options.num_cpus:
-        kwargs["num_cpus"] = options.num_cpus
+    else:
+        # "local" always starts a new Ray here: a plain init would join whatever cluster a file left by an
+        # earlier `ray start` (or a killed one) names.
+        kwargs["address"] = "local"
+        # A Ray started here keeps its token authentication; its notice about it on every run goes.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        if options.num_cpus:
+            kwargs["num_cpus"] = options.num_cpus
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise VecsearchError(f"cannot reach the Ray cluster at {options.address or 'this machine'}: {exc}") from exc
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the driver shows one bar over all inputs instead
-    context.print_on_execution_start = False
-    if hasattr(context, "enable_auto_log_stats"):
-        context.enable_auto_log_stats = False
+    quiet_ray_data()
     return True
+
+
+def quiet_ray_data() -> None:
+    """The driver shows one bar over all inputs; Ray Data's own bars and execution logs go."""
+    ray = import_ray()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def pool_shape(options: RayOptions) -> tuple[int, float, float]:
@@ -226,6 +243,7 @@ class Embedder:
         import pyarrow as pa
         from PIL import Image
 
+        faults.point("ray-embed")
         rows = batch.to_pylist()
         prepared: list[tuple[int, Any]] = []
         for number, row in enumerate(rows):
@@ -272,9 +290,9 @@ def run_shards(
     images: bool,
     batch_size: int,
     on_rows: Callable[[int, int], None],
-) -> int:
+) -> tuple[int, int]:
     """Embed the planned shards on Ray and write each one when it is whole; returns how many pictures
-    the model embedded. Shards Ray gave up on (a node lost with its work) run again, up to
+    the model embedded, and how many times Ray ran. Shards Ray gave up on (a node lost with its work) run again, up to
     `options.attempts` times in all; those that still fail are left for the next run of the command."""
     ray = import_ray()
     import pyarrow as pa
@@ -285,13 +303,19 @@ def run_shards(
     pending = dict(plan)
     gathered: dict[int, dict[int, dict[str, Any]]] = {}
     failure: BaseException | None = None
+    attempts = 0
     for attempt in range(max(1, options.attempts)):
         if not pending:
             break
-        rows = [row for number in sorted(pending) for row in pending[number]]
-        table = pa.Table.from_pylist(rows)
-        blocks = max(1, math.ceil(len(rows) / ROWS_PER_READ_TASK))
-        dataset = ray.data.from_arrow(table).repartition(blocks)
+        attempts += 1
+        # One block per model batch, never across shards: the read tasks work in parallel even on a small
+        # job, and rows stream back a batch at a time (one block is the unit Ray hands back).
+        blocks = [
+            pa.Table.from_pylist(pending[number][start : start + batch_size])
+            for number in sorted(pending)
+            for start in range(0, len(pending[number]), batch_size)
+        ]
+        dataset = ray.data.from_arrow(blocks)
         dataset = dataset.map_batches(
             read_and_decode,
             batch_format="pyarrow",
@@ -304,19 +328,24 @@ def run_shards(
                 "images": images,
             },
         )
-        dataset = dataset.map_batches(
-            Embedder,
-            fn_constructor_kwargs={"load": load, "batch_size": batch_size},
-            batch_format="pyarrow",
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=actor_cpus,
-            num_gpus=gpus or None,
-            max_restarts=3,
-            max_task_retries=3,
-        )
+        with warnings.catch_warnings():
+            # Limits on actor restarts and task retries can only be passed through the deprecated
+            # ray_remote_args (Ray's default is to retry forever, which turns a model that cannot load into
+            # a hang); the deprecation warning says nothing the user can act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = dataset.map_batches(
+                Embedder,
+                fn_constructor_kwargs={"load": load, "batch_size": batch_size},
+                batch_format="pyarrow",
+                batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=actor_cpus,
+                num_gpus=gpus or None,
+                max_restarts=3,
+                max_task_retries=3,
+            )
         try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for batch in _watched(dataset, options.stall_seconds):
                 for row in batch.to_pylist():
                     number = row.pop("shard")
                     if number not in pending or row["id"] in gathered.setdefault(number, {}):
@@ -326,6 +355,12 @@ def run_shards(
                     if len(gathered[number]) == len(pending[number]):
                         embedded += _finish(shards, number, gathered.pop(number))
                         del pending[number]
+        except Stalled as exc:
+            raise VecsearchError(
+                f"no picture came back from Ray for {options.stall_seconds:g} s: the cluster lacks CPUs (or GPUs) "
+                "for the model actors and the read tasks together, perhaps since a node was lost; "
+                f"{len(shards.finished())} finished shards are kept: add nodes and run the same command again"
+            ) from exc
         except Exception as exc:  # Ray gave up on some work: run what is unfinished again
             failure = exc
             log.warning("Ray stopped (attempt %d of %d): %s", attempt + 1, options.attempts, exc)
@@ -337,7 +372,37 @@ def run_shards(
             f"{len(pending)} shards did not finish after {options.attempts} attempts ({failure}); the finished "
             "ones are kept: run the same command again to continue"
         )
-    return embedded
+    return embedded, attempts
+
+
+class Stalled(Exception):
+    pass
+
+
+def _watched(dataset: Any, stall_seconds: float) -> Iterator[Any]:
+    """The dataset's output batches, read on a thread of their own so that waiting can time out (and
+    Ctrl-C reaches the driver at once)."""
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
+
+    def pump() -> None:
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                handoff.put(("batch", batch))
+            handoff.put(("end", None))
+        except BaseException as exc:  # handed to the driver's thread, which raises it
+            handoff.put(("error", exc))
+
+    threading.Thread(target=pump, name="vecsearch-ray-output", daemon=True).start()
+    while True:
+        try:
+            kind, value = handoff.get(timeout=stall_seconds)
+        except queue.Empty:
+            raise Stalled() from None
+        if kind == "end":
+            return
+        if kind == "error":
+            raise value
+        yield value
 
 
 def _finish(shards: ShardFolder, number: int, rows: dict[int, dict[str, Any]]) -> int:
@@ -353,4 +418,5 @@ def _finish(shards: ShardFolder, number: int, rows: dict[int, dict[str, Any]]) -
         row["caption_vectors"] = flat.reshape(-1, dim).tolist() if len(flat) else None
         records.append(row)
     shards.write(number, records)
+    faults.point("shard-written")
     return embedded
