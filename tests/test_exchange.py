@@ -111,6 +111,27 @@ def test_clip_retrieval_layout_round_trips(tmp_path: Path, source: Path, spec: s
         assert_same_answers(again, original)
 
 
+def test_autofaiss_reads_the_clip_retrieval_export(tmp_path: Path, source: Path) -> None:
+    from embedding_reader import EmbeddingReader
+
+    with Index.open(source) as index:
+        index.export(tmp_path / "cr", format="clip-retrieval", shard_size=10)
+        wanted = {index.item(i).path: index.store.vector(i) for i in index.store.item_ids("image")}
+    reader = EmbeddingReader(
+        embeddings_folder=str(tmp_path / "cr" / "img_emb"),
+        file_format="parquet_npy",
+        metadata_folder=str(tmp_path / "cr" / "metadata"),
+        meta_columns=["image_path", "caption"],
+    )
+    assert (reader.count, reader.dimension) == (len(wanted), 16)
+    seen = 0
+    for vectors, metadata in reader(batch_size=7, start=0, end=reader.count, show_progress=False):
+        for vector, path in zip(vectors, metadata["image_path"], strict=True):
+            assert np.array_equal(vector, wanted[path])
+            seen += 1
+    assert seen == len(wanted)
+
+
 def test_foreign_clip_retrieval_output_needs_the_model_and_its_dimension(tmp_path: Path, spec: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

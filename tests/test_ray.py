@@ -103,6 +103,25 @@ def test_a_folder_crawled_on_ray_equals_the_local_crawl(tmp_path: Path, tree: Pa
     assert not (tmp_path / "ray" / "jobs").exists(), "the shards go once they are committed"
 
 
+def test_the_model_actors_choose_and_check_their_inference_mode_as_the_local_crawl_does(
+    tmp_path: Path, tree: Path, model_spec: str
+) -> None:
+    with Index.create(tmp_path / "ray", model_spec, device="cpu", batch_size=8) as index:  # inference auto
+        report = index.add(tree, engine="ray", ray=OPTIONS)
+        with Index.create(tmp_path / "local", model_spec, device="cpu", batch_size=8) as local:
+            local_report = local.add(tree)
+            ours, theirs = contents(index), contents(local)
+    assert report.inference is not None and local_report.inference is not None
+    assert report.inference["requested"] == "auto" and report.inference["checks"]
+    # The same check as the local crawl's, on the actor's first pictures; which mode wins is a matter of
+    # timing (a tiny model takes under a millisecond in either), so only the rule is compared.
+    assert [c["mode"] for c in report.inference["checks"]] == [c["mode"] for c in local_report.inference["checks"]]
+    settled = [c for c in report.inference["checks"] if c["mode"] == report.inference["mode"]]
+    assert settled and settled[0]["passed"] and settled[0]["min_cosine"] >= 0.999
+    for path, (_, vector) in theirs.items():
+        assert float(np.dot(ours[path][1], vector)) >= 0.999
+
+
 def test_a_second_run_embeds_only_what_changed(tmp_path: Path, tree: Path, model_spec: str) -> None:
     import shutil
 

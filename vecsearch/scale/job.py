@@ -80,6 +80,7 @@ def crawl_distributed(
         work = _work(store, scopes, walks, prefill)
         plan = _plan(work, kinds, offsets, shards, options.shard_size)
         embedded = attempts = 0
+        inference: dict[str, Any] = {}
         embed_started = time.monotonic()
         if plan:
             images = IMAGE in model.modalities
@@ -106,6 +107,7 @@ def crawl_distributed(
                     images=images,
                     batch_size=model.batch_size,
                     on_rows=on_rows,
+                    inference=inference,
                 )
             except KeyboardInterrupt:
                 done = shards.finished()
@@ -124,6 +126,7 @@ def crawl_distributed(
         report = crawler.run(folders, list(captions_files), list(exclude), include_hidden, planned=(scopes, walks))
         report.skipped[:0] = skipped
         report.embedded_images += embedded
+        report.inference = report.inference or inference or None
         report.distributed = {
             "engine": "ray",
             "inputs": len(work),

@@ -8,6 +8,7 @@ Ray is imported here only, inside functions: `import vecsearch` never needs it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -269,6 +270,9 @@ class Embedder:
                 text_vectors[text] = np.asarray(text_vector, dtype="<f4").tobytes()
         out = {name: [row[name] for row in rows] for name in _DECODED if name not in ("pixels", "height", "width")}
         out["vector"] = vectors
+        inference = getattr(self.encoder, "inference", None)  # the mode this actor settled on, and its check
+        settled = json.dumps(inference.describe()) if inference is not None and inference.checks else None
+        out["inference"] = [settled] * len(rows)
         out["caption_vectors"] = [
             b"".join(text_vectors.get(t, b"") for t in row["captions"]) if not row["error"] else b"" for row in rows
         ]
@@ -290,9 +294,11 @@ def run_shards(
     images: bool,
     batch_size: int,
     on_rows: Callable[[int, int], None],
+    inference: dict[str, Any],
 ) -> tuple[int, int]:
     """Embed the planned shards on Ray and write each one when it is whole; returns how many pictures
-    the model embedded, and how many times Ray ran. Shards Ray gave up on (a node lost with its work) run again, up to
+    the model embedded, and how many times Ray ran; `inference` receives the inference mode the first model
+    actor settled on, with its check against fp32. Shards Ray gave up on (a node lost with its work) run again, up to
     `options.attempts` times in all; those that still fail are left for the next run of the command."""
     ray = import_ray()
     import pyarrow as pa
@@ -304,6 +310,7 @@ def run_shards(
     gathered: dict[int, dict[int, dict[str, Any]]] = {}
     failure: BaseException | None = None
     attempts = 0
+    inference.clear()
     for attempt in range(max(1, options.attempts)):
         if not pending:
             break
@@ -348,6 +355,9 @@ def run_shards(
             for batch in _watched(dataset, options.stall_seconds):
                 for row in batch.to_pylist():
                     number = row.pop("shard")
+                    settled = row.pop("inference")
+                    if settled and not inference:
+                        inference.update(json.loads(settled))
                     if number not in pending or row["id"] in gathered.setdefault(number, {}):
                         continue
                     gathered[number][row["id"]] = row
