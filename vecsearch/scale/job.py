@@ -81,6 +81,7 @@ def crawl_distributed(
         plan = _plan(work, kinds, offsets, shards, options.shard_size)
         embedded = attempts = 0
         inference: dict[str, Any] = {}
+        timing: dict[str, float] = {}
         embed_started = time.monotonic()
         if plan:
             images = IMAGE in model.modalities
@@ -108,6 +109,7 @@ def crawl_distributed(
                     batch_size=model.batch_size,
                     on_rows=on_rows,
                     inference=inference,
+                    timing=timing,
                 )
             except KeyboardInterrupt:
                 done = shards.finished()
@@ -137,6 +139,7 @@ def crawl_distributed(
             "startup_seconds": round(startup, 3),
             "listing_seconds": round(listing_seconds, 3),
             "embedding_seconds": round(embed_seconds, 3),
+            **timing,
             "commit_seconds": round(time.monotonic() - commit_started, 3),
         }
         report.seconds = time.monotonic() - started

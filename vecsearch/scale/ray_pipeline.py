@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ class RayOptions:
     `address`: None starts Ray on this machine; "auto" or "ray://host:10001" joins a cluster.
     `actors`: model replicas (default: one per GPU, else one per 8 CPUs, at least one).
     `actor_cpus`: CPUs each replica reserves (default 1 with a GPU, else half of a CPU so that the read
-    tasks always find a slot: ray #44687). `shard_size`: inputs per shard. `attempts`: how often the
+    tasks always find a slot: ray #44687). `read_cpus`: CPUs each read-and-decode task reserves (half: two
+    decode on a core while the model actor's threads wait for their batches, measured faster than one
+    task per core on 2 cores; scripts/bench_ray.py). `shard_size`: inputs per shard. `attempts`: how often the
     unfinished shards are run again after Ray gave up on them (a node lost mid-job, say).
     """
 
@@ -48,6 +51,7 @@ class RayOptions:
     actors: int | None = None
     actor_cpus: float | None = None
     gpus_per_actor: float | None = None
+    read_cpus: float = 0.5
     shard_size: int = 1000
     attempts: int = 3
     num_cpus: int | None = None  # of a Ray started here (default: all of this machine's)
@@ -295,10 +299,12 @@ def run_shards(
     batch_size: int,
     on_rows: Callable[[int, int], None],
     inference: dict[str, Any],
+    timing: dict[str, float] | None = None,
 ) -> tuple[int, int]:
     """Embed the planned shards on Ray and write each one when it is whole; returns how many pictures
     the model embedded, and how many times Ray ran; `inference` receives the inference mode the first model
-    actor settled on, with its check against fp32. Shards Ray gave up on (a node lost with its work) run again, up to
+    actor settled on, with its check against fp32; `timing` the seconds until the first row came back (actors
+    started, model loaded, first batch embedded) and the rows a second after that. Shards Ray gave up on (a node lost with its work) run again, up to
     `options.attempts` times in all; those that still fail are left for the next run of the command."""
     ray = import_ray()
     import pyarrow as pa
@@ -311,6 +317,7 @@ def run_shards(
     failure: BaseException | None = None
     attempts = 0
     inference.clear()
+    started, first_row, rows_after = time.monotonic(), 0.0, 0
     for attempt in range(max(1, options.attempts)):
         if not pending:
             break
@@ -327,7 +334,7 @@ def run_shards(
             read_and_decode,
             batch_format="pyarrow",
             batch_size=None,
-            num_cpus=1,
+            num_cpus=options.read_cpus,
             fn_kwargs={
                 "known": [known_ref],
                 "min_size": min_size,
@@ -361,6 +368,10 @@ def run_shards(
                     if number not in pending or row["id"] in gathered.setdefault(number, {}):
                         continue
                     gathered[number][row["id"]] = row
+                    if not first_row:
+                        first_row = time.monotonic()
+                    else:
+                        rows_after += 1
                     on_rows(1, 0 if row["error"] is None else 1)
                     if len(gathered[number]) == len(pending[number]):
                         embedded += _finish(shards, number, gathered.pop(number))
@@ -377,6 +388,10 @@ def run_shards(
             for number in list(gathered):
                 on_rows(-len(gathered[number]), 0)
             gathered.clear()
+    if timing is not None and first_row:
+        timing["first_row_seconds"] = round(first_row - started, 3)
+        after = time.monotonic() - first_row
+        timing["rows_per_second_after_first"] = round(rows_after / after, 3) if after > 0 else 0.0
     if pending:
         raise VecsearchError(
             f"{len(pending)} shards did not finish after {options.attempts} attempts ({failure}); the finished "
