@@ -176,6 +176,13 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return [write_tar(folder / "00000.tar", first, captions), write_tar(folder / "00001.tar", second, captions, True)]
 
 
+def _member(shard: Path, name: str) -> bytes:
+    with tarfile.open(shard) as tar:
+        member = tar.extractfile(name)
+        assert member is not None
+        return member.read()
+
+
 def _as_jpeg(path: Path, buffer: io.BytesIO) -> bytes:
     from PIL import Image
 
@@ -197,6 +204,19 @@ def test_webdataset_shards_index_with_captions_and_bad_members(
         kept = index.add()
         assert kept.removed == 0 and len(index.store.item_ids("image")) == 6
         assert any("update it with `--engine ray`" in s.reason for s in kept.skipped)
+        # A distributed re-crawl of every root reads nothing it holds (the broken member is tried again).
+        again = index.add(engine="ray", ray=OPTIONS)
+        assert again.unchanged == 6 and not again.changed and again.distributed["inputs"] == 1
+        # The server shows the member's picture, read from the shard.
+        from fastapi.testclient import TestClient
+
+        from vecsearch.serve import create_app
+
+        client = TestClient(create_app(index), base_url="http://127.0.0.1")
+        found = client.post("/api/search", json={"terms": ["a blue shape"], "k": 3}).json()
+        thumbnail = client.get(found["hits"][0]["thumbnail"])
+        assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+        assert index.picture_data(top.image) == _member(shards[0], "000000001.jpg")
     report = check_index(tmp_path / "wds")
     assert report.ok and not report.notes, report.notes
 

@@ -9,6 +9,7 @@ hits) and `lookup` (rows to hits and items). docs/architecture.md draws the whol
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from .retrieval import KINDS, Retrieval, check_settings
 from .roots import FOLDER, RootPlanner, locate_root, root_kind
 from .scale.exchange import ExportReport, export_index, import_embeddings
 from .scale.job import ListingColumns, RayOptions, crawl_distributed
+from .scale.sources import read_indexed
 from .store import RootRow, Store
 from .vector_file import VectorFile, check_index_settings, write_new_index
 from .vectors import VectorIndex
@@ -422,6 +424,20 @@ class Index:
     def item(self, item_id: int) -> Item | None:
         """An indexed item with its file and captions; None when there is no such item."""
         return self._lookup.item(item_id)
+
+    def picture_data(self, item_id: int) -> bytes | None:
+        """The picture of an item whose file is not in a local folder (a tar shard's member, a listed URI,
+        a remote folder's file), read from its source; None for a file on disk (open its `path`), for no
+        such item, and when the source no longer holds the indexed content."""
+        found, row = self.item(item_id), self.store.items([int(item_id)]).get(int(item_id))
+        root = next((r for r in self.store.roots() if row is not None and r.id == row.root_id), None)
+        if found is None or root is None or root_kind(root) == FOLDER:
+            return None
+        try:
+            data = read_indexed(root_kind(root), root.path, found.relpath)
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == found.sha256 else None
 
     def items_with_content(self, contents: Iterable[bytes]) -> set[int]:
         """Image items with the same content as a query image: a query never finds itself."""

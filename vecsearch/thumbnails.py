@@ -27,12 +27,12 @@ def snap_size(size: int) -> int:
     return next((s for s in SIZES if s >= size), MAX_SIZE)
 
 
-def render_thumbnail(path: str | Path, size: int) -> bytes:
+def render_thumbnail(path: str | Path | bytes, size: int) -> bytes:
     """A JPEG whose longer side is at most `size` pixels (smaller pictures are not enlarged).
 
     Raises ImageError when the file is not a picture that can be decoded.
     """
-    image = load_image(Path(path), min_size=size)
+    image = load_image(path if isinstance(path, bytes) else Path(path), min_size=size)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)

@@ -330,3 +330,18 @@ def read_entry(kind: str, location: str, key: str, offset: int = -1, size: int =
             return handle.read()
     except VecsearchError as exc:
         raise OSError(str(exc)) from exc
+
+
+def read_indexed(kind: str, location: str, key: str) -> bytes:
+    """The bytes of an indexed picture that is not a file in a local folder, found by its root and key
+    (a tar member is looked up by name: the index keeps no offsets). OSError when it cannot be read."""
+    if kind != WEBDATASET:
+        return read_entry(kind, location, key)
+    try:
+        with _open_binary(location) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+            member = tar.extractfile(tar.getmember(key))
+            if member is None:
+                raise OSError(f"{key} is not a file in {location}")
+            return member.read()
+    except (KeyError, tarfile.TarError, VecsearchError) as exc:
+        raise OSError(f"cannot read {key} from {location}: {exc}") from exc

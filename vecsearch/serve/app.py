@@ -289,12 +289,17 @@ def create_app(
         if not is_image_path(found.relpath):
             raise NotFound(f"item {item_id} has no picture")
         path = Path(found.path)
+        picture: bytes | None = None
         try:
             stat = path.stat()
+            key = (f"{path}\0{stat.st_mtime_ns}\0{stat.st_size}", snap_size(size))
         except OSError as exc:
-            raise NotFound(f"the picture of item {item_id} is gone from disk ({exc.strerror or exc})") from exc
-        size = snap_size(size)
-        key = (f"{path}\0{stat.st_mtime_ns}\0{stat.st_size}", size)
+            with service.current() as idx:  # a member of a tar shard, a URI: read from its source
+                picture = idx.picture_data(item_id)
+            if picture is None:
+                raise NotFound(f"the picture of item {item_id} is gone from disk ({exc.strerror or exc})") from exc
+            key = (f"{found.path}\0{found.sha256}", snap_size(size))
+        size = key[1]
         etag = '"' + hashlib.sha256(key[0].encode("utf-8", "surrogateescape")).hexdigest()[:20] + f'-{size}"'
         headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
         if request.headers.get("if-none-match") == etag:
@@ -302,7 +307,7 @@ def create_app(
         data = service.thumbnails.get(key)
         if data is None:
             try:
-                data = render_thumbnail(path, size)
+                data = render_thumbnail(picture if picture is not None else path, size)
             except ImageError as exc:
                 raise NotFound(f"cannot make a thumbnail of item {item_id}: {exc}") from exc
             service.thumbnails.put(key, data)
