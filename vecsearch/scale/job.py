@@ -25,7 +25,7 @@ from ..results import CrawlReport, SkippedFile
 from ..roots import FOLDER, LISTING, REMOTE_FOLDER, SOURCE_KINDS, WEBDATASET, RootPlanner, Scope
 from ..store import Store
 from ..vector_file import VectorFile
-from .ray_pipeline import RayOptions, connect, hash_prefixes, import_ray, run_shards
+from .ray_pipeline import RayOptions, connect, hash_prefixes, import_ray, preprocess_geometry, run_shards
 from .shards import ShardFolder, ShardPrefill
 from .sources import Listed, Source, list_listing, list_remote_folder, list_tar, parse_source, read_entry
 
@@ -86,6 +86,8 @@ def crawl_distributed(
         if plan:
             images = IMAGE in model.modalities
             min_size = _decode_size(model) if images else None
+            encoder = model.loaded  # loaded already when the index was made by this command
+            geometry = preprocess_geometry(getattr(encoder or model.encoder, "preprocess", None)) if images else None
             bar = progress_bar(len(work), "embedding on ray", settings.progress)
             skipped_rows = 0
 
@@ -107,6 +109,7 @@ def crawl_distributed(
                     max_megapixels=settings.max_megapixels,
                     images=images,
                     batch_size=model.batch_size,
+                    geometry=geometry,
                     on_rows=on_rows,
                     inference=inference,
                     timing=timing,

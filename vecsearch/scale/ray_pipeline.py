@@ -128,9 +128,17 @@ def pool_shape(options: RayOptions) -> tuple[int, float, float]:
 _known_cache: dict[str, np.ndarray] = {}
 
 
-def read_and_decode(batch: Any, known: list[Any], min_size: int | None, max_megapixels: float, images: bool) -> Any:
+def read_and_decode(
+    batch: Any,
+    known: list[Any],
+    min_size: int | None,
+    max_megapixels: float,
+    images: bool,
+    geometry: tuple[int, int, int, int] | None = None,
+) -> Any:
     """Read task: hash each input, decode it unless the index knows its content already, and read its
-    caption sidecar. Each failure becomes the row's `error`, in the local crawler's words."""
+    caption sidecar. Each failure becomes the row's `error`, in the local crawler's words. With the
+    model's `geometry`, the picture is also resized and cropped here, as its preprocess would."""
     import pyarrow as pa
 
     known_hashes = _known_hashes(known[0])
@@ -152,7 +160,8 @@ def read_and_decode(batch: Any, known: list[Any], min_size: int | None, max_mega
         if not skip_model:
             decode(item, None, max_megapixels, min_size)
             if item.prepared is not None:
-                array = np.asarray(item.prepared.convert("RGB"), dtype=np.uint8)
+                picture = item.prepared.convert("RGB")
+                array = np.asarray(shrink(picture, geometry) if geometry else picture, dtype=np.uint8)
                 height, width = array.shape[:2]
                 pixels = array.tobytes()
         captions = list(row["captions"] or [])
@@ -172,6 +181,35 @@ def read_and_decode(batch: Any, known: list[Any], min_size: int | None, max_mega
         out["width"].append(width)
         out["captions"].append(captions)
     return pa.table(out, schema=_decoded_schema())
+
+
+def preprocess_geometry(preprocess: Any) -> tuple[int, int, int, int] | None:
+    """(short side, PIL resampling, crop height, crop width) when the model's preprocess begins with a
+    torchvision Resize of the short side and a CenterCrop no larger (open_clip's usual transform): then
+    the read tasks resize and crop, and the actors get pictures a twentieth of the size, on which the
+    same transform's resize and crop change nothing. None for any other preprocess."""
+    steps = getattr(preprocess, "transforms", None)
+    if not steps or len(steps) < 2 or [type(t).__name__ for t in steps[:2]] != ["Resize", "CenterCrop"]:
+        return None
+    resize, crop = steps[0], steps[1]
+    size = resize.size[0] if isinstance(resize.size, (list, tuple)) and len(resize.size) == 1 else resize.size
+    resample = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}.get(str(resize.interpolation.value))
+    crop_h, crop_w = crop.size
+    if not isinstance(size, int) or resample is None or resize.max_size is not None or max(crop_h, crop_w) > size:
+        return None
+    return size, resample, int(crop_h), int(crop_w)
+
+
+def shrink(picture: Any, geometry: tuple[int, int, int, int]) -> Any:
+    """torchvision's Resize(short side) and CenterCrop on a PIL picture, to the same pixels."""
+    size, resample, crop_h, crop_w = geometry
+    width, height = picture.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    picture = picture.resize((new_w, new_h), resample)
+    top, left = int(round((new_h - crop_h) / 2.0)), int(round((new_w - crop_w) / 2.0))
+    return picture.crop((left, top, left + crop_w, top + crop_h))
 
 
 _DECODED = (
@@ -297,6 +335,7 @@ def run_shards(
     max_megapixels: float,
     images: bool,
     batch_size: int,
+    geometry: tuple[int, int, int, int] | None,
     on_rows: Callable[[int, int], None],
     inference: dict[str, Any],
     timing: dict[str, float] | None = None,
@@ -340,6 +379,7 @@ def run_shards(
                 "min_size": min_size,
                 "max_megapixels": max_megapixels,
                 "images": images,
+                "geometry": geometry,
             },
         )
         with warnings.catch_warnings():
