@@ -27,7 +27,8 @@ OPTIONS = RayOptions(shard_size=7)
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 << 20, log_to_driver=False)
+    # "local": always a new Ray, whatever cluster a `ray start` on this machine recorded.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 << 20, log_to_driver=False)
     yield
     ray.shutdown()
 
