@@ -83,10 +83,14 @@ def assert_same_index(ray_index: Index, local_index: Index) -> None:
 
 
 def test_a_folder_crawled_on_ray_equals_the_local_crawl(tmp_path: Path, tree: Path, model_spec: str) -> None:
+    captions = tmp_path / "captions.csv"
+    captions.write_text(f"path,caption\n{tree / 'more' / 'm3.jpg'},a caption from a captions file\n")
     with new_index(tmp_path / "local", model_spec) as local:
-        local_report = local.add(tree)
+        local_report = local.add(tree, captions=[captions])
         with new_index(tmp_path / "ray", model_spec) as distributed:
-            report = distributed.add(tree, engine="ray", ray=OPTIONS)
+            report = distributed.add(tree, captions=[captions], engine="ray", ray=OPTIONS)
+            hit = distributed.search("a caption from a captions file", k=1, kind="caption")[0]
+            assert hit.path == str(tree / "more" / "m3.jpg") and hit.source == str(captions.resolve())
             assert_same_index(distributed, local)
     assert (report.added, report.reused, report.unchanged) == (local_report.added, local_report.reused, 0)
     assert sorted((s.path, s.reason) for s in report.skipped) == sorted(
@@ -100,7 +104,11 @@ def test_a_folder_crawled_on_ray_equals_the_local_crawl(tmp_path: Path, tree: Pa
     # Every picture was embedded on the cluster, none by this process; the copy of apple.png too (the
     # cluster cannot know it is a copy before hashing), and the broken file not at all.
     assert report.embedded_images == report.distributed["embedded_by_cluster"] == inputs - 1
-    assert report.captions_added == local_report.captions_added
+    assert (
+        report.captions_added
+        == local_report.captions_added
+        == sum(len(text.split("\n")) for name, text in SIDECARS.items()) + 1
+    )
     assert not (tmp_path / "ray" / "jobs").exists(), "the shards go once they are committed"
 
 
