@@ -151,8 +151,6 @@ def new_manifest(
             "spec": str(encoder.spec),
             "fingerprint": encoder.fingerprint,
             "modalities": sorted(encoder.modalities),
-            # The side a picture is resized to: a distributed crawl decodes for it without loading the model.
-            **({"input_size": int(size)} if (size := getattr(encoder, "input_size", None)) else {}),
         },
         "dim": encoder.dim,
         "metric": "cosine",

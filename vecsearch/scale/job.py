@@ -20,7 +20,7 @@ from ..crawl import WalkResult, walk
 from ..encoders import IMAGE, Encoder
 from ..indexer import Crawler, CrawlSettings, IndexingInterrupted
 from ..model import IndexModel, LoadSettings
-from ..pipeline import DECODE_OVERSAMPLE, decode_size, progress_bar
+from ..pipeline import decode_size, progress_bar
 from ..results import CrawlReport, SkippedFile
 from ..roots import FOLDER, LISTING, REMOTE_FOLDER, SOURCE_KINDS, WEBDATASET, RootPlanner, Scope
 from ..store import Store
@@ -85,9 +85,11 @@ def crawl_distributed(
         embed_started = time.monotonic()
         if plan:
             images = IMAGE in model.modalities
-            min_size = _decode_size(model) if images else None
-            encoder = model.loaded  # loaded already when the index was made by this command
-            geometry = preprocess_geometry(getattr(encoder or model.encoder, "preprocess", None)) if images else None
+            # The driver loads the model (if making the index did not) for what the read tasks need of it:
+            # the size to decode at, and the resize and crop of its preprocess.
+            encoder = model.encoder if images else None
+            min_size = decode_size(encoder) if encoder is not None else None
+            geometry = preprocess_geometry(getattr(encoder, "preprocess", None)) if encoder is not None else None
             bar = progress_bar(len(work), "embedding on ray", settings.progress)
             skipped_rows = 0
 
@@ -161,15 +163,6 @@ def load_model(folder: Path, record: dict[str, Any], dim: int, settings: LoadSet
     if settings.device is None and ray.get_gpu_ids():
         settings = LoadSettings("cuda", settings.batch_size, settings.cache_dir, settings.inference)
     return IndexModel(folder, record, dim, None, settings).encoder
-
-
-def _decode_size(model: IndexModel) -> int | None:
-    """What the read tasks decode pictures to: from the manifest when it records the model's input size
-    (indexes made since it does), else from the model itself, loaded here for it."""
-    recorded = model.record.get("input_size")
-    if recorded:
-        return DECODE_OVERSAMPLE * int(recorded)
-    return decode_size(model.encoder)
 
 
 # --- planning -----------------------------------------------------------------------------------------
