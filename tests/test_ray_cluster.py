@@ -210,6 +210,8 @@ def test_a_killed_driver_resumes_without_embedding_a_finished_shard_again(
         for done in finished
     )
     assert embedded_before == 12
+    first = pq.read_table(str(finished[0])[: -len(".done")]).to_pylist()
+    assert [Path(row["path"]).parent for row in first] == [tree] * 4 and {r["root_kind"] for r in first} == {"folder"}
     env.pop("VECSEARCH_FAULT")
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=150)
     assert again.returncode == 0, again.stderr[-2000:]

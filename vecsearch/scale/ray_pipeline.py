@@ -26,7 +26,7 @@ from .. import faults
 from ..crawl import FoundFile, read_sidecar
 from ..errors import VecsearchError
 from ..pipeline import Pending, decode, hash_pending, prepare_item
-from ..roots import FOLDER
+from ..roots import FOLDER, LISTING
 from .shards import ShardFolder
 from .sources import read_entry
 
@@ -414,7 +414,8 @@ def run_shards(
                         rows_after += 1
                     on_rows(1, 0 if row["error"] is None else 1)
                     if len(gathered[number]) == len(pending[number]):
-                        embedded += _finish(shards, number, gathered.pop(number))
+                        kinds = {r["id"]: r["kind"] for r in pending[number]}
+                        embedded += _finish(shards, number, gathered.pop(number), kinds)
                         del pending[number]
         except Stalled as exc:
             raise VecsearchError(
@@ -470,12 +471,20 @@ def _watched(dataset: Any, stall_seconds: float) -> Iterator[Any]:
         yield value
 
 
-def _finish(shards: ShardFolder, number: int, rows: dict[int, dict[str, Any]]) -> int:
+def _finish(shards: ShardFolder, number: int, rows: dict[int, dict[str, Any]], kinds: dict[int, str]) -> int:
     dim = shards.dim
     records = []
     embedded = 0
     for row_id in sorted(rows):
         row = rows[row_id]
+        row["root_kind"] = kind = kinds[row_id]
+        row["path"] = (
+            str(Path(row["root"]) / row["key"])
+            if kind == FOLDER
+            else row["key"]
+            if kind == LISTING
+            else row["root"].rstrip("/") + "/" + row["key"]
+        )
         vector = row.pop("vector")
         row["vector"] = np.frombuffer(vector, dtype="<f4").tolist() if vector else None
         embedded += bool(vector)
