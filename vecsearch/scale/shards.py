@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +167,6 @@ class ShardPrefill:
 
     def read(self, root_id: int, found: FoundFile) -> bytes | None:
         return self.reader(root_id, found) if self.reader is not None else None
-
-
-def iter_rows(table: Any) -> Iterator[dict[str, Any]]:
-    yield from table.to_pylist()
 
 
 def _done(path: Path) -> Path:
