@@ -23,7 +23,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "encoders",
         "store",
         "plan",
+        "tuning",
+        "rerank",
         "vectors",
+        "shard_build",
         "manifest",
         "lock",
         "home",
@@ -33,6 +36,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "jobs": (
         "vector_file",
+        "vector_build",
         "model",
         "roots",
         "pipeline",

@@ -39,6 +39,7 @@ from .errors import (  # noqa: E402
 from .home import IndexSummary, list_indexes  # noqa: E402
 from .index import Index  # noqa: E402
 from .indexer import IndexingInterrupted  # noqa: E402
+from .plan import INDEX_TYPES, STORAGES, BudgetError  # noqa: E402
 from .query import Query, Term  # noqa: E402
 from .results import Caption, CrawlReport, Hit, Item, LabelScore, SkippedFile  # noqa: E402
 from .retrieval import KINDS, MAX_K  # noqa: E402
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TEMPLATES",
     "Caption",
+    "BudgetError",
     "CaptionsFileError",
     "CheckReport",
     "CrawlReport",
@@ -60,6 +62,7 @@ __all__ = [
     "ExportReport",
     "Finding",
     "Hit",
+    "INDEX_TYPES",
     "ImageError",
     "Index",
     "IndexCorruptError",
@@ -83,6 +86,7 @@ __all__ = [
     "QueryError",
     "RayOptions",
     "STARTER_MODEL",
+    "STORAGES",
     "SkippedFile",
     "Term",
     "UnsupportedModalityError",

@@ -9,7 +9,6 @@ hits) and `lookup` (rows to hits and items). docs/architecture.md draws the whol
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,11 +36,12 @@ from .manifest import (
 from .model import IndexModel, LoadSettings
 from .query import ITEM, Query, Term
 from .results import CrawlReport, Hit, Item, LabelScore
-from .retrieval import KINDS, Retrieval, check_settings
+from .retrieval import KINDS, Retrieval, brute_force_search, check_query_vectors, check_settings
 from .roots import FOLDER, RootPlanner, locate_root, root_kind
 from .scale.exchange import ExportReport, export_index, import_embeddings
+from .scale.faiss_shards import ray_shard_runner
 from .scale.job import ListingColumns, RayOptions, crawl_distributed
-from .scale.sources import read_indexed
+from .scale.sources import picture_of
 from .store import RootRow, Store
 from .vector_file import VectorFile, check_index_settings, write_new_index
 from .vectors import VectorIndex
@@ -68,15 +68,16 @@ class Index:
         self._connect(store, manifest)
 
     def _connect(self, store: Store, manifest: dict[str, Any]) -> None:
-        """Wire the parts that read the database and the vector file; again after the database was
-        replaced. What `refresh` compares with to see whether a writer committed since is kept too."""
+        """Wire the parts that read the database and the vector file; note the state `refresh` compares."""
+        previous = getattr(self, "vector_file", None)
         self.store = store
         self.vector_file = VectorFile(self.path, store, manifest)
+        mapped = previous is not None and previous.loaded is not None and previous.loaded.on_disk
+        if mapped and previous.manifest["faiss"] == manifest["faiss"]:  # the same mapped file: no reload
+            self.vector_file.use(previous.loaded)
         self._lookup = ItemLookup(store, self.root_path, self.path)
         self._retrieval = Retrieval(store, self.vector_file, self._lookup, self.root_path)
         self._seen = self._state_key()
-
-    # --- opening and creating ------------------------------------------------------------------
 
     @classmethod
     def create(
@@ -92,21 +93,26 @@ class Index:
         max_memory: int | None = None,
         index_type: str = "auto",
         inference: str = "auto",
+        max_latency_ms: float | None = None,
+        min_recall: float | None = None,
+        storage: str | None = None,
     ) -> Index:
         """Make a new, empty index for a model (an Encoder you pass, or one loaded by name).
 
-        `index_type` (auto, exact, ivf-flat, ivf-sq8, ivf-pq) and `max_memory` (bytes, default half this
-        machine's memory) decide the FAISS index as the collection grows; see `vecsearch.plan`.
+        `index_type` (`vecsearch.plan.INDEX_TYPES`), `max_memory` (bytes; default half the machine's),
+        `max_latency_ms` (10), `min_recall` (recall@10, 0.95) and `storage` (auto, memory, disk) decide
+        the FAISS index as the collection grows; see `vecsearch.plan`.
         """
         folder = Path(path).expanduser()
-        check_index_settings(index_type, max_memory)
+        check_index_settings(index_type, max_memory, max_latency_ms, min_recall, storage)
         require_free(folder)  # before a model is loaded for nothing
         settings = LoadSettings(device, batch_size, cache_dir, inference)
         if encoder is None:
             encoder = settings.load(model, pretrained)
         elif model is not None and resolve_spec(model, pretrained) != encoder.spec:
             raise ModelMismatchError(f"model {model} given together with a different encoder {encoder.spec}")
-        manifest, store, vectors = write_new_index(folder, encoder, index_type, max_memory)
+        planning = {"max_latency_ms": max_latency_ms, "min_recall": min_recall, "storage": storage}
+        manifest, store, vectors = write_new_index(folder, encoder, index_type, max_memory, planning)
         index = cls(folder, manifest, store, encoder, settings)
         index.vector_file.use(vectors)  # no need to read back the file just written
         return index
@@ -200,8 +206,6 @@ class Index:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    # --- what the index is ---------------------------------------------------------------------
-
     @property
     def name(self) -> str:
         return self.path.name
@@ -287,15 +291,18 @@ class Index:
         engine: str = "local",
         ray: RayOptions | None = None,
         columns: ListingColumns | None = None,
+        max_latency_ms: float | None = None,
+        min_recall: float | None = None,
+        storage: str | None = None,
     ) -> CrawlReport:
         """Crawl folders (or files) into the index; with no paths, re-crawl every recorded root.
 
         Only new or changed files are embedded; renamed or duplicated files reuse their vectors; files
-        gone from disk leave the index. Bad files are skipped and listed in the report. A new
-        `max_memory` or `index_type` is recorded and the FAISS index re-planned for it.
+        gone from disk leave the index. Bad files are skipped and listed in the report. New FAISS
+        settings (see `create`) are recorded and the FAISS index re-planned for them.
 
-        `engine="ray"` embeds on a Ray cluster (`ray` says which and how, see `vecsearch.scale`) and also
-        reads listing files, WebDataset shards and URIs; the result is the same index.
+        `engine="ray"` embeds on a Ray cluster (`ray` says which and how, see `vecsearch.scale`), reads
+        listings, WebDataset shards and URIs, and adds a large FAISS index's shards in Ray tasks.
         """
         if engine not in ("local", "ray"):
             raise VecsearchError(f"unknown engine {engine!r}: local or ray")
@@ -305,7 +312,10 @@ class Index:
             captions = [captions]
         with WriterLock(self.path / LOCK, self.name):
             self.store.check_schema()
-            self.vector_file.open_for_writing(max_memory, index_type)
+            planning = {"max_latency_ms": max_latency_ms, "min_recall": min_recall, "storage": storage}
+            self.vector_file.open_for_writing(max_memory, index_type, **planning)  # type: ignore[arg-type]
+            self.vector_file.progress = progress
+            self.vector_file.shard_runner = ray_shard_runner(ray or RayOptions()) if engine == "ray" else None
             settings = CrawlSettings(progress=progress, workers=workers, max_megapixels=max_megapixels)
             planner = RootPlanner(self.store, self.path, self.root_path)
             if engine == "ray":
@@ -392,9 +402,27 @@ class Index:
             query, k, kind=kind, path=path, under=under, min_score=min_score, within=within, given=pictures
         )
 
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        *,
+        kind: str | None = None,
+        path: str | None = None,
+        under: str | os.PathLike[str] | None = None,
+        min_score: float | None = None,
+        within: float | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Nearest items to raw query vectors (your own model's, in this index's space): one vector gives a
+        list of hits, a batch (n × dim, one FAISS call) a list per row. Filters and `k` as in `search`."""
+        batch, single = check_query_vectors(vectors, self.dim)
+        kind = kind or ("image" if IMAGE in self.modalities else "caption")
+        k = check_settings(k, kind, min_score, within)
+        found = self._retrieval.run_batch(batch, k, kind, path=path, under=under, min_score=min_score, within=within)
+        return found[0] if single else found
+
     def describe(self, image: str | os.PathLike[str] | bytes, k: int = 5) -> list[Hit]:
-        """Image → text: the captions in the index nearest to an image (a file, `id:42`, or the picture's
-        bytes), one per distinct text."""
+        """Image → text: the captions nearest to an image (a file, `id:42`, or bytes), one per distinct text."""
         term, given = picture_term(image)
         return self._search(Query((term,)), k, kind="caption", distinct_text=True, given=given)
 
@@ -408,8 +436,7 @@ class Index:
         labels: Sequence[str],
         templates: Sequence[str] = DEFAULT_TEMPLATES,
     ) -> list[LabelScore]:
-        """Zero-shot labels for an image file, an indexed item (`id:42`) or a picture's bytes, with the
-        index's model."""
+        """Zero-shot labels for an image file, an indexed item (`id:42`) or a picture's bytes."""
         if IMAGE not in self.modalities:
             raise UnsupportedModalityError(f"index {self.name} holds text only; classification needs a CLIP model")
         term, given = picture_term(image)
@@ -431,13 +458,7 @@ class Index:
         such item, and when the source no longer holds the indexed content."""
         found, row = self.item(item_id), self.store.items([int(item_id)]).get(int(item_id))
         root = next((r for r in self.store.roots() if row is not None and r.id == row.root_id), None)
-        if found is None or root is None or root_kind(root) == FOLDER:
-            return None
-        try:
-            data = read_indexed(root_kind(root), root.path, found.relpath)
-        except OSError:
-            return None
-        return data if hashlib.sha256(data).hexdigest() == found.sha256 else None
+        return None if found is None or root is None else picture_of(root, found.relpath, found.sha256)
 
     def items_with_content(self, contents: Iterable[bytes]) -> set[int]:
         """Image items with the same content as a query image: a query never finds itself."""
@@ -474,21 +495,6 @@ class Index:
             distinct_text=distinct_text,
             exclude=exclude,
         )
-
-
-def brute_force_search(
-    index: Index, vector: np.ndarray, k: int, item_ids: Iterable[int] | None = None
-) -> list[tuple[int, float]]:
-    """Exact cosine top-k straight from the stored vectors: the reference the FAISS path must match."""
-    ids, vectors = index.store.vectors_since(-1)
-    if item_ids is not None:
-        keep = np.isin(ids, np.fromiter(item_ids, dtype=np.int64))
-        ids, vectors = ids[keep], vectors[keep]
-    if len(ids) == 0:
-        return []
-    scores = vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
-    order = np.argsort(-scores, kind="stable")[:k]
-    return [(int(ids[i]), float(scores[i])) for i in order]
 
 
 __all__ = ["KINDS", "Index", "brute_force_search"]

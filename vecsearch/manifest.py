@@ -38,11 +38,13 @@ def leftover_files(folder: Path, keep: str) -> list[Path]:
     Only a writer holding the index's lock may delete these: no other writer can be using them then.
     """
     found = []
+    companions = keep.removesuffix(".faiss") + "."  # an on-disk index's lists and re-ranking codes
     for path in folder.iterdir():
         name = path.name
-        if name == keep or not path.is_file():
+        if name == keep or name.startswith(companions) or not path.is_file():
             continue
-        if (name.startswith("vectors") and name.endswith(".faiss")) or (name.startswith(".") and name.endswith(".tmp")):
+        vector_file = name.startswith("vectors") and name.endswith((".faiss", ".ivfdata", ".npy"))
+        if vector_file or (name.startswith(".") and name.endswith(".tmp")):
             found.append(path)
     return sorted(found)
 

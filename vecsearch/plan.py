@@ -3,9 +3,15 @@
 Small collections get exact search: it is fast enough and always right. Larger ones get an inverted
 file (IVF) index, whose codes shrink as the memory budget demands: full vectors (Flat), 8-bit scalar
 quantisation (SQ8), then product quantisation (PQ) whose candidates are re-scored from the exact vectors
-kept in the database. (OPQ's rotation would raise PQ's recall a little, but its training took minutes
-where PQ's takes seconds; re-scoring recovers the recall instead.) The search parameters (nprobe, and the re-rank depth for PQ) are the
-smallest that reach a recall@10 target against exact search, measured on the index's own vectors.
+kept in the database. Large collections get many lists found through an HNSW graph (FAISS's advice:
+65,536 lists from 1M vectors), trained by two-level k-means, and, where a latency budget asks for it,
+4-bit fast-scan PQ codes that are re-ranked on better ones (SQ8 codes or the exact vectors). Past the
+memory budget an index is built by shards and kept on disk, memory-mapped (`shard_build.py`).
+
+A family qualifies when it fits the memory budget and a simple cost model (measured scan costs per code,
+times the share of lists a search usually probes) predicts it answers within the latency budget. The
+search parameters are then measured, not predicted: `tuning.py` finds the cheapest nprobe (and re-rank
+depth) whose recall@10 on image-like and text-like queries reaches the target within the latency budget.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +28,15 @@ from .errors import VecsearchError
 from .sizes import human_bytes
 
 EXACT = "IDMap2,Flat"
-INDEX_TYPES = ("auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq")
+INDEX_TYPES = ("auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq", "ivf-pqfs", "ivf-opqfs")
+STORAGES = ("auto", "memory", "disk")
+# Families whose scores are approximate: their candidates are re-scored on better codes.
+RERANKED = ("ivf-pq", "ivf-pqfs", "ivf-opqfs")
+# Families whose inverted lists FAISS can merge on disk and memory-map (fast-scan codes are packed in
+# blocks that the on-disk lists cannot hold).
+ON_DISK_FAMILIES = ("ivf-flat", "ivf-sq8", "ivf-pq")
+DEFAULT_MAX_LATENCY_MS = 10.0
+DEFAULT_MIN_RECALL = 0.95
 # Exact search while the whole scan stays short: 50k x 512 floats is ~100 MB and a few ms a query.
 EXACT_MAX_VECTORS = 50_000
 # The aim is recall@10 >= 0.95 for new queries. The index's own vectors (each with itself left out) are
@@ -41,12 +55,25 @@ OUTGROWN_FACTOR = 4.0
 # Many lists: find the nearest ones through a graph rather than a scan of every centroid. (At 4,096 lists
 # the scan costs ~0.3 ms and finds the right lists; the graph would save little.)
 HNSW_QUANTIZER_FROM_LISTS = 16384
+# From a million vectors, many short lists (about 16·√n, FAISS's 65,536 for 1M-10M): a search then scans
+# far fewer codes for the same recall, and the graph finds the lists.
+MANY_LISTS_FROM = 1_000_000
+MAX_LISTS = 65536
+# Scan cost per code on one core (ns), measured with FAISS 1.15 on the development machine (2 cores,
+# 512-d): Flat 0.47 per dimension, SQ8 0.28 per dimension, 8-bit PQ 0.38 per sub-quantiser, 4-bit
+# fast-scan 0.05 per sub-quantiser. Only ratios matter much: tuning measures the real latency.
+SCAN_NS = {"ivf-flat": 0.47, "ivf-sq8": 0.28, "ivf-pq": 0.38, "ivf-pqfs": 0.05, "ivf-opqfs": 0.05}
+RERANK_NS_PER_CANDIDATE = 400.0  # one SQ8 or float vector fetched and scored
 PQ_SUBQUANTIZERS = (64, 32, 16, 8)
 MIN_PQ_TRAINING = 256 * 16  # 8-bit PQ codebooks need a few thousand points to train on
 
 
 class BudgetError(VecsearchError):
     """No index type fits the memory budget."""
+
+
+class SettingsError(VecsearchError):
+    """An index setting that cannot be (an unknown type, a budget below zero)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,8 @@ class Plan:
     bytes_per_vector: float
     fixed_bytes: int
     reason: str
+    storage: str = "memory"  # memory, or disk: inverted lists merged on disk and memory-mapped
+    predicted_ms: float = 0.0  # the cost model's single-query latency
 
     @property
     def approximate(self) -> bool:
@@ -66,7 +95,7 @@ class Plan:
 
     @property
     def reranks(self) -> bool:
-        return self.family == "ivf-pq"
+        return self.family in RERANKED
 
     def memory(self, count: int) -> int:
         return int(self.fixed_bytes + self.bytes_per_vector * count)
@@ -74,21 +103,57 @@ class Plan:
     @property
     def name(self) -> str:
         """How messages name the index: exact, IVF-Flat, IVF-SQ8 or IVF-PQ<m>."""
-        return "exact" if self.family == "exact" else f"IVF-{self.factory.rsplit(',', 1)[-1]}"
+        if self.family == "exact":
+            return "exact"
+        codes = self.factory.rsplit(",", 1)[-1]
+        return f"IVF-{codes}" + (" on disk" if self.storage == "disk" else "")
 
 
 def nlist_for(count: int) -> int:
-    """About 4·√n lists (a power of two), with enough points per list to train and fill them."""
+    """About 4·√n lists (16·√n from a million vectors; a power of two), with enough points per list to
+    train and fill them."""
     if count < 2:
         return 1
-    wanted = 4 * math.sqrt(count)
+    wanted = (16 if count >= MANY_LISTS_FROM else 4) * math.sqrt(count)
     nlist = 2 ** round(math.log2(wanted))
-    nlist = min(nlist, max(1, count // TRAIN_POINTS_PER_LIST), 65536)
+    nlist = min(nlist, max(1, count // TRAIN_POINTS_PER_LIST), MAX_LISTS)
     return max(1, 2 ** int(math.log2(nlist)))
 
 
 def _ivf_prefix(nlist: int) -> str:
     return f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_FROM_LISTS else f"IVF{nlist}"
+
+
+def fast_scan_size(dim: int) -> int:
+    """Sub-quantisers of the 4-bit fast-scan codes: one per 8 dimensions (32 bytes a 512-d vector), which
+    keeps enough ranking signal for the re-ranking stage to recover the rest."""
+    m = max(2, dim // 8)
+    while dim % m:
+        m -= 1
+    return m + (m % 2)  # fast-scan packs codes in pairs
+
+
+def probe_share(nlist: int) -> float:
+    """The share of lists a search usually probes for recall@10 near 0.95: about 8/√nlist (a real
+    collection of CLIP vectors needed 256 of 1,024 lists; synthetic 10M, 512 of 16,384)."""
+    return min(1.0, 8.0 / math.sqrt(max(1, nlist)))
+
+
+def predicted_latency_ms(plan: Plan, count: int, dim: int) -> float:
+    """A single query's cost by the scan-cost model: the codes scanned in the probed lists, the centroids
+    compared (or walked through the graph), and the re-ranked candidates."""
+    if plan.family == "exact":
+        return count * dim * SCAN_NS["ivf-flat"] / 1e6
+    scanned = probe_share(plan.nlist) * count
+    units = dim if plan.family in ("ivf-flat", "ivf-sq8") else _pq_units(plan)
+    quantizer = (64 * 32 if plan.nlist >= HNSW_QUANTIZER_FROM_LISTS else plan.nlist) * dim * SCAN_NS["ivf-flat"]
+    rerank = 10 * 16 * RERANK_NS_PER_CANDIDATE if plan.reranks else 0.0
+    return (scanned * units * SCAN_NS[plan.family] + quantizer + rerank) / 1e6
+
+
+def _pq_units(plan: Plan) -> int:
+    codes = plan.factory.rsplit(",", 1)[-1]
+    return int(codes[2:].split("x", 1)[0])
 
 
 def candidate(family: str, count: int, dim: int, pq_size: int | None = None) -> Plan:
@@ -108,6 +173,11 @@ def candidate(family: str, count: int, dim: int, pq_size: int | None = None) -> 
         if m is None or dim % m:
             raise BudgetError(f"no product quantiser splits dimension {dim}")
         return Plan(family, f"{prefix},PQ{m}", nlist, m + 8, quantizer, "")
+    if family in ("ivf-pqfs", "ivf-opqfs"):
+        m = pq_size or fast_scan_size(dim)
+        rotation = f"OPQ{m}_{dim}," if family == "ivf-opqfs" else ""
+        fixed = quantizer + (dim * dim * 4 if rotation else 0)
+        return Plan(family, f"{rotation}{prefix},PQ{m}x4fs", nlist, m / 2 + 8, fixed, "")
     raise ValueError(f"unknown index type {family!r} (choose from {', '.join(INDEX_TYPES)})")
 
 
@@ -120,6 +190,25 @@ def largest_fitting_pq(count: int, dim: int, budget: int) -> Plan | None:
         if plan.memory(count) <= budget:
             return plan
     return None
+
+
+def check_index_settings(
+    index_type: str,
+    max_memory: int | None,
+    max_latency_ms: float | None = None,
+    min_recall: float | None = None,
+    storage: str | None = None,
+) -> None:
+    if index_type not in INDEX_TYPES:
+        raise SettingsError(f"unknown index type {index_type!r} (choose from {', '.join(INDEX_TYPES)})")
+    if max_memory is not None and max_memory <= 0:
+        raise SettingsError(f"max memory must be a positive number of bytes (got {max_memory})")
+    if max_latency_ms is not None and not (0 < max_latency_ms < 1e6):
+        raise SettingsError(f"max latency must be a positive number of milliseconds (got {max_latency_ms})")
+    if min_recall is not None and not (0 < min_recall <= 1):
+        raise SettingsError(f"the recall target is a share from 0 to 1 (got {min_recall})")
+    if storage is not None and storage not in STORAGES:
+        raise SettingsError(f"unknown storage {storage!r} (choose from {', '.join(STORAGES)})")
 
 
 def default_budget() -> int:
@@ -139,55 +228,101 @@ def default_budget() -> int:
     return total // 2
 
 
-def choose(count: int, dim: int, max_memory: int | None = None, requested: str = "auto") -> Plan:
-    """The index for `count` vectors within `max_memory` bytes (default: half this machine's memory)."""
+def choose(
+    count: int,
+    dim: int,
+    max_memory: int | None = None,
+    requested: str = "auto",
+    max_latency_ms: float | None = None,
+    storage: str = "auto",
+) -> Plan:
+    """The index for `count` vectors within `max_memory` bytes (default: half this machine's memory) that
+    the cost model predicts answers within `max_latency_ms`; kept on disk when asked, or when nothing of a
+    million vectors or more fits in memory."""
     if requested not in INDEX_TYPES:
         raise ValueError(f"unknown index type {requested!r} (choose from {', '.join(INDEX_TYPES)})")
+    if storage not in STORAGES:
+        raise ValueError(f"unknown storage {storage!r} (choose from {', '.join(STORAGES)})")
     budget = max_memory if max_memory is not None else default_budget()
+    latency = max_latency_ms if max_latency_ms is not None else DEFAULT_MAX_LATENCY_MS
     size = human_bytes(budget)
     if requested != "auto":
         plan = candidate(requested, count, dim)
-        return _with_reason(plan, f"{requested} was asked for")
-    exact = candidate("exact", count, dim)
-    if count <= EXACT_MAX_VECTORS and exact.memory(count) <= budget:
-        return _with_reason(exact, f"{count:,} vectors: exact search is fast at this size")
-    for family in ("ivf-flat", "ivf-sq8", "ivf-pq"):
-        if family == "ivf-pq":
-            fitting = largest_fitting_pq(count, dim, budget) if count >= MIN_PQ_TRAINING else None
-            if fitting is None:
-                break
-            plan = fitting
-        else:
-            plan = candidate(family, count, dim)
-        if plan.memory(count) <= budget:
-            detail = (
-                f"{count:,} vectors (more than {EXACT_MAX_VECTORS:,} for exact search)"
-                if count > EXACT_MAX_VECTORS
-                else f"{count:,} vectors: exact search needs {human_bytes(exact.memory(count))}"
+        on_disk = storage == "disk" or (storage == "auto" and plan.memory(count) > budget and count >= MANY_LISTS_FROM)
+        if on_disk and plan.family not in ON_DISK_FAMILIES:
+            raise BudgetError(f"{requested} cannot be kept on disk (choose from {', '.join(ON_DISK_FAMILIES)})")
+        plan = _on_disk(plan) if on_disk else plan
+        return _with_reason(plan, f"{requested} was asked for", count, dim)
+    if storage != "disk":
+        fitting = [plan for plan in _memory_options(count, dim) if plan.memory(count) <= budget]
+        timed = [(predicted_latency_ms(plan, count, dim), plan) for plan in fitting]
+        detail = _size_detail(count, dim)
+        for cost, plan in timed:
+            if cost <= latency and plan.family == "exact":
+                return _with_reason(plan, f"{count:,} vectors: exact search is fast at this size", count, dim)
+            if cost <= latency:
+                return _with_reason(
+                    plan, f"{detail}; {human_bytes(plan.memory(count))} fits the {size} budget", count, dim
+                )
+        if timed:
+            cost, plan = min(timed, key=lambda pair: pair[0])
+            return _with_reason(
+                plan,
+                f"{detail}; no index within the {size} budget is predicted under {latency:g} ms a query: the "
+                f"fastest, {plan.name}, about {cost:.1f} ms",
+                count,
+                dim,
             )
-            return _with_reason(plan, f"{detail}; {human_bytes(plan.memory(count))} fits the {size} budget")
-    smallest = _smallest_plan(count, dim)
-    raise BudgetError(
-        f"no index for {count:,} vectors of dimension {dim} fits in {size} (the smallest, {smallest.name}, needs "
-        f"about {human_bytes(smallest.memory(count))}); raise --max-memory"
-    )
+        if storage == "memory" or count < MANY_LISTS_FROM:
+            smallest = _smallest_plan(count, dim)
+            raise BudgetError(
+                f"no index for {count:,} vectors of dimension {dim} fits in {size} (the smallest, {smallest.name}, "
+                f"needs about {human_bytes(smallest.memory(count))}); raise --max-memory"
+            )
+    disk = [_on_disk(candidate("ivf-sq8", count, dim)), _on_disk(candidate("ivf-pq", count, dim))]
+    disk = [plan for plan in disk if plan.memory(count) <= budget]
+    if not disk:
+        raise BudgetError(
+            f"not even the list centroids of an on-disk index for {count:,} vectors fit in {size}; raise --max-memory"
+        )
+    why = "kept on disk as asked" if storage == "disk" else f"nothing fits the {size} budget in memory: kept on disk"
+    timed = [(predicted_latency_ms(plan, count, dim), plan) for plan in disk]
+    within = [plan for cost, plan in timed if cost <= latency]
+    plan = within[0] if within else min(timed, key=lambda pair: pair[0])[1]
+    return _with_reason(plan, f"{count:,} vectors, {why}", count, dim)
+
+
+def _memory_options(count: int, dim: int) -> list[Plan]:
+    """In-memory families in order of preference (best recall per query first)."""
+    options = [candidate("exact", count, dim)] if count <= EXACT_MAX_VECTORS else []
+    options += [candidate("ivf-flat", count, dim), candidate("ivf-sq8", count, dim)]
+    if count >= MIN_PQ_TRAINING:
+        options.append(candidate("ivf-pqfs", count, dim))
+        options += [candidate("ivf-pq", count, dim, m) for m in PQ_SUBQUANTIZERS if dim % m == 0 and m <= dim // 2]
+    return options
+
+
+def _size_detail(count: int, dim: int) -> str:
+    if count > EXACT_MAX_VECTORS:
+        return f"{count:,} vectors (more than {EXACT_MAX_VECTORS:,} for exact search)"
+    exact = candidate("exact", count, dim)
+    return f"{count:,} vectors: exact search needs {human_bytes(exact.memory(count))}"
+
+
+def _on_disk(plan: Plan) -> Plan:
+    """The same index with its inverted lists on disk: only the centroids (and the graph) stay resident."""
+    return Plan(plan.family, plan.factory, plan.nlist, 0.0, plan.fixed_bytes, plan.reason, "disk")
 
 
 def _smallest_plan(count: int, dim: int) -> Plan:
     """The index `choose` would consider for `count` vectors that needs the least memory: the budget that
-    a budget error asks for. (Exact search only up to its threshold, PQ only with enough points to train
-    its codebooks and a sub-quantiser count that splits the dimension; else 8-bit codes are the least.)"""
-    options = [candidate("ivf-sq8", count, dim)]
-    if count <= EXACT_MAX_VECTORS:
-        options.append(candidate("exact", count, dim))
-    splits = [m for m in PQ_SUBQUANTIZERS if dim % m == 0 and m <= dim // 2]
-    if count >= MIN_PQ_TRAINING and splits:
-        options.append(candidate("ivf-pq", count, dim, splits[-1]))
-    return min(options, key=lambda plan: plan.memory(count))
+    a budget error asks for."""
+    return min(_memory_options(count, dim), key=lambda plan: plan.memory(count))
 
 
-def _with_reason(plan: Plan, reason: str) -> Plan:
-    return Plan(plan.family, plan.factory, plan.nlist, plan.bytes_per_vector, plan.fixed_bytes, reason)
+def _with_reason(plan: Plan, reason: str, count: int = 0, dim: int = 0) -> Plan:
+    cost = predicted_latency_ms(plan, count, dim) if count and dim else plan.predicted_ms
+    return replace(plan, reason=reason, predicted_ms=round(cost, 3))
 
 
 def outgrown(trained_on: int, count: int) -> bool:

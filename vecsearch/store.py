@@ -426,9 +426,23 @@ class Store:
         rows = self.conn.execute("SELECT item_id FROM vectors ORDER BY item_id")
         return np.array([int(r[0]) for r in rows], dtype=np.int64)
 
-    def sample_item_ids(self, count: int, seed: int = 0) -> np.ndarray:
-        """A seeded sample of item ids (all of them when there are fewer)."""
-        ids = self.vector_ids()
+    def vectors_between(self, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the items with ids from `low` to `high`, in id order: one shard of a build."""
+        rows = self.conn.execute(
+            "SELECT item_id, data FROM vectors WHERE item_id BETWEEN ? AND ? ORDER BY item_id", (low, high)
+        ).fetchall()
+        return _stack_rows(rows)
+
+    def sample_item_ids(self, count: int, seed: int = 0, kind: str | None = None) -> np.ndarray:
+        """A seeded sample of item ids (all when there are fewer), of one kind if given."""
+        if kind is None:
+            ids = self.vector_ids()
+        else:
+            rows = self.conn.execute(
+                "SELECT v.item_id FROM vectors v JOIN items i ON i.id = v.item_id WHERE i.kind = ? ORDER BY v.item_id",
+                (kind,),
+            )
+            ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
         if len(ids) <= count:
             return np.sort(ids)
         return np.sort(np.random.default_rng(seed).choice(ids, size=count, replace=False))

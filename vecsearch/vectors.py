@@ -17,7 +17,11 @@ import numpy as np
 
 from . import faults
 from .errors import IndexCorruptError
-from .plan import EXACT
+from .plan import EXACT, HNSW_QUANTIZER_FROM_LISTS
+from .rerank import RerankCodes
+
+# An OPQ rotation trains on this many points at most: more buys nothing measurable and costs minutes.
+OPQ_TRAIN_POINTS = 65_536
 
 # Files at least this big are memory-mapped by readers where the index type allows it.
 MMAP_MIN_BYTES = 64 << 20
@@ -30,8 +34,11 @@ class VectorIndex:
         self.index = index
         self.kind = kind
         self.nprobe = nprobe
-        self.rerank = rerank  # PQ indexes: candidates per wanted hit, re-scored exactly by the caller
+        self.rerank = rerank  # PQ indexes: candidates per wanted hit, re-scored by the caller
         self.mapped = False
+        self.on_disk = False  # inverted lists in a memory-mapped file beside the index file
+        self.refine: RerankCodes | None = None  # re-ranking codes, where the index has them
+        self.path: Path | None = None  # the file of an on-disk index (its lists and codes beside it)
 
     @classmethod
     def create(cls, dim: int, kind: str = EXACT) -> VectorIndex:
@@ -39,7 +46,7 @@ class VectorIndex:
 
         if kind == EXACT:
             return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), kind)
-        if not kind.startswith("IVF"):
+        if not kind.startswith(("IVF", "OPQ")):
             raise ValueError(f"unsupported FAISS index type {kind!r}")
         return cls(faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT), kind)
 
@@ -76,9 +83,11 @@ class VectorIndex:
         return bool(self.index.is_trained)
 
     def train(self, vectors: np.ndarray, iterations: int = 10, seed: int = 0) -> None:
-        """k-means for the lists (and the rotation and codebooks of PQ), seeded."""
+        """k-means for the lists (and the rotation and codebooks of PQ), seeded. Many lists are trained
+        in two levels: flat k-means of 65,536 lists would take hours on a few cores."""
         faiss = _faiss()
 
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
         ivf.cp.niter = iterations
         ivf.cp.seed = seed
@@ -87,7 +96,28 @@ class VectorIndex:
             ivf.pq.cp.min_points_per_centroid = 1
             ivf.pq.cp.seed = seed
             ivf.do_polysemous_training = False  # only for Hamming filtering, which we do not use; slow
-        self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        if hasattr(ivf, "pq"):
+            ivf.pq.cp.seed = seed
+        index = faiss.downcast_index(self.index)
+        if isinstance(index, faiss.IndexPreTransform):
+            rng = np.random.default_rng(seed)
+            for step in range(index.chain.size()):
+                transform = index.chain.at(step)
+                if not transform.is_trained:
+                    rotation = faiss.downcast_VectorTransform(transform)
+                    if isinstance(rotation, faiss.OPQMatrix):
+                        rotation.niter = 15  # FAISS's 50 rounds cost minutes and gain little recall
+                    sample = vectors
+                    if len(vectors) > OPQ_TRAIN_POINTS:
+                        sample = vectors[np.sort(rng.choice(len(vectors), OPQ_TRAIN_POINTS, replace=False))]
+                    transform.train(sample)
+                vectors = transform.apply(vectors)
+            index.is_trained = True
+        if ivf.nlist >= HNSW_QUANTIZER_FROM_LISTS and ivf.quantizer.ntotal == 0:
+            ivf.quantizer.add(two_level_kmeans(vectors, ivf.nlist, iterations, seed))
+        ivf.train(vectors)  # the codes (SQ8, PQ); the lists too, unless trained above
+        if isinstance(index, faiss.IndexPreTransform):
+            index.is_trained = True
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
@@ -134,6 +164,26 @@ class VectorIndex:
             params = faiss.SearchParameters(sel=selector)
         scores, ids = self.index.search(queries, k, params=params)
         return scores, ids
+
+    def search_refined(
+        self, queries: np.ndarray, k: int, depth: int | None = None, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the k best per query: `k·depth` candidates from the index, re-scored on the
+        re-ranking codes (`refine`). Without codes, the index's own scores."""
+        depth = depth or self.rerank
+        if self.refine is None or depth <= 1:
+            return self.search(queries, k, nprobe=nprobe)
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        _, candidates = self.search(queries, k * depth, nprobe=nprobe)
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, (query, found) in enumerate(zip(queries, candidates, strict=True)):
+            found = found[found >= 0]
+            scores = self.refine.scores(query, found)
+            order = np.argsort(-scores, kind="stable")[:k]
+            out_scores[row, : len(order)] = scores[order]
+            out_ids[row, : len(order)] = found[order]
+        return out_scores, out_ids
 
     def ids(self) -> np.ndarray:
         """The ids held, in no particular order."""
@@ -214,6 +264,45 @@ class VectorIndex:
         vectors = cls(index, kind)
         vectors.mapped = mapped
         return vectors
+
+
+def two_level_kmeans(vectors: np.ndarray, nlist: int, iterations: int = 10, seed: int = 0) -> np.ndarray:
+    """`nlist` centroids: √nlist coarse clusters first, then each split into a share of the lists in
+    proportion to its points. Costs about 2·√nlist distance computations a point instead of nlist."""
+    faiss = _faiss()
+
+    dim = vectors.shape[1]
+    coarse_count = max(1, int(np.sqrt(nlist)))
+    coarse = faiss.Kmeans(dim, coarse_count, niter=iterations, seed=seed, max_points_per_centroid=1024)
+    coarse.cp.min_points_per_centroid = 1
+    coarse.train(vectors)
+    _, assigned = coarse.index.search(vectors, 1)
+    assigned = assigned.ravel()
+    sizes = np.bincount(assigned, minlength=coarse_count)
+    # Lists per coarse cluster in proportion to its points (largest remainders), at most one per point.
+    exact_share = sizes / sizes.sum() * nlist
+    shares = np.minimum(np.floor(exact_share).astype(np.int64), sizes)
+    for cluster in np.argsort(-(exact_share - shares), kind="stable"):
+        if shares.sum() >= nlist:
+            break
+        if shares[cluster] < sizes[cluster]:
+            shares[cluster] += 1
+    while shares.sum() < nlist:  # tiny samples: give the rest to clusters that still have points
+        room = np.flatnonzero(shares < sizes)
+        if len(room) == 0:
+            raise ValueError(f"{len(vectors)} training points cannot make {nlist} lists")
+        shares[room[: nlist - int(shares.sum())]] += 1
+    centroids = []
+    for cluster in np.flatnonzero(shares):
+        members = vectors[assigned == cluster]
+        if shares[cluster] >= len(members):
+            centroids.append(members[: shares[cluster]])
+            continue
+        fine = faiss.Kmeans(dim, int(shares[cluster]), niter=iterations, seed=seed + int(cluster) + 1)
+        fine.cp.min_points_per_centroid = 1
+        fine.train(np.ascontiguousarray(members))
+        centroids.append(fine.centroids)
+    return np.ascontiguousarray(np.concatenate(centroids), dtype=np.float32)
 
 
 def _holds_kind(index: Any, kind: str) -> bool:

@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 from .. import (
+    INDEX_TYPES,
+    STORAGES,
     Index,
     IndexingInterrupted,
     IndexNotFoundError,
@@ -60,8 +62,24 @@ from .output import print_report
 )
 @click.option(
     "--index-type",
-    type=click.Choice(["auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq"]),
-    help="FAISS index family (default auto: exact while small, then IVF within --max-memory).",
+    type=click.Choice(list(INDEX_TYPES)),
+    help="FAISS index family (default auto: exact while small, then IVF within --max-memory and --max-latency).",
+)
+@click.option(
+    "--max-latency",
+    "max_latency_ms",
+    type=click.FloatRange(0, min_open=True),
+    help="Latency budget of one query in milliseconds: the planner and the tuning keep to it. Default: 10.",
+)
+@click.option(
+    "--min-recall",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Recall@10 against exact search to tune for, on image-like and text-like queries. Default: 0.95.",
+)
+@click.option(
+    "--storage",
+    type=click.Choice(list(STORAGES)),
+    help="Keep the vector index in memory or on disk, memory-mapped (default auto: on disk past --max-memory).",
 )
 @click.option(
     "--inference",
@@ -123,6 +141,9 @@ def index_command(
     workers: int | None,
     max_memory: int | None,
     index_type: str | None,
+    max_latency_ms: float | None,
+    min_recall: float | None,
+    storage: str | None,
     inference: str,
     engine: str,
     address: str | None,
@@ -190,6 +211,9 @@ def index_command(
                 max_memory=max_memory,
                 index_type=index_type or "auto",
                 inference=inference,
+                max_latency_ms=max_latency_ms,
+                min_recall=min_recall,
+                storage=storage,
             )
         with index:
             if from_embeddings is not None:
@@ -204,6 +228,9 @@ def index_command(
                 workers=workers,
                 max_memory=max_memory,
                 index_type=index_type,
+                max_latency_ms=max_latency_ms,
+                min_recall=min_recall,
+                storage=storage,
                 engine=engine,
                 ray=ray_options,
                 columns=ListingColumns(path_column, caption_column),

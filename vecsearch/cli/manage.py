@@ -23,7 +23,7 @@ from .app import (
     quiet_option,
     size_callback,
 )
-from .output import search_settings, table
+from .output import measured_lines, search_settings, table
 
 
 @main.command("serve")
@@ -110,8 +110,13 @@ def info_command(settings: Settings, index_ref: str, as_json: bool) -> None:
         ("model", info["model"]["spec"]),
         ("fingerprint", info["model"]["fingerprint"]),
         ("dimension", f"{info['dim']} ({info['metric']})"),
-        ("vectors", f"{faiss_info['type']}, {faiss_info['ntotal']} vectors, generation {faiss_info['generation']}"),
+        (
+            "vectors",
+            f"{faiss_info['type']}{' on disk (memory-mapped)' if faiss_info.get('on_disk') else ''}, "
+            f"{faiss_info['ntotal']} vectors, generation {faiss_info['generation']}",
+        ),
         ("search", search_settings(faiss_info)),
+        *measured_lines(faiss_info),
         ("items", f"{counts['items']} ({counts['images']} images, {counts['captions']} captions)"),
         ("files", str(counts["files"])),
         ("size", human_bytes(info["bytes"])),

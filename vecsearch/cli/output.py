@@ -105,3 +105,23 @@ def search_settings(faiss_info: dict[str, Any]) -> str:
             text += f", re-rank depth {faiss_info['rerank']}"
         text += f", recall@10 {faiss_info.get('recall@10')} against exact search"
     return text
+
+
+def measured_lines(faiss_info: dict[str, Any]) -> list[tuple[str, str]]:
+    """What tuning measured, per kind of query: recall@10 against exact search and one query's latency."""
+    tuning = faiss_info.get("tuning")
+    if not tuning:
+        return []
+    lines = []
+    for kind, label in (("text", "text-like"), ("image", "image-like")):
+        m = tuning[kind]
+        source = f" ({m['queries']})" if m.get("queries") else ""
+        lines.append(
+            (
+                f"{label} queries",
+                f"recall@10 {m['recall@10']:.3f}, p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms{source}",
+            )
+        )
+    goal = f"recall@10 ≥ {tuning['min_recall']:g} within {tuning['max_latency_ms']:g} ms"
+    lines.append(("budgets", f"{goal}: {'met' if tuning['met'] else 'not met: ' + tuning['note']}"))
+    return lines

@@ -8,6 +8,7 @@ sources that are not folders on this machine's disk, a picture's captions come w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -32,7 +33,8 @@ from ..crawl import (
 )
 from ..errors import VecsearchError
 from ..images import IMAGE_EXTENSIONS, is_image_path
-from ..roots import FOLDER, LISTING, REMOTE_FOLDER, WEBDATASET
+from ..roots import FOLDER, LISTING, REMOTE_FOLDER, WEBDATASET, root_kind
+from ..store import RootRow
 
 LISTING_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
 PATH_COLUMNS = ("path", "image_path", "image", "file", "filename", "filepath", "key", "url")
@@ -345,3 +347,15 @@ def read_indexed(kind: str, location: str, key: str) -> bytes:
             return member.read()
     except (KeyError, tarfile.TarError, VecsearchError) as exc:
         raise OSError(f"cannot read {key} from {location}: {exc}") from exc
+
+
+def picture_of(root: RootRow, relpath: str, sha256: str) -> bytes | None:
+    """The indexed picture at `relpath` of a root that is not a local folder, read from its source; None
+    for a local folder's file (open its path), and when the source no longer holds the indexed content."""
+    if root_kind(root) == FOLDER:
+        return None
+    try:
+        data = read_indexed(root_kind(root), root.path, relpath)
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
