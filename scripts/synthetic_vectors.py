@@ -1,4 +1,4 @@
-"""Clustered unit vectors shaped like CLIP embeddings, and a bulk loader that puts them in an index.
+"""The easy case, kept for the old benchmark: clustered vectors and a bulk loader; realistic_vectors.py is harder.
 
 Real embedding sets are not uniform noise: they share a common direction (cosines between unrelated
 pictures are around 0.3-0.5, not 0), they form topics of very different sizes, with sub-topics inside,
@@ -61,7 +61,9 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
-def fill_index(index: Any, vectors: np.ndarray | Iterator[np.ndarray], caption_every: int = 0) -> int:
+def fill_index(
+    index: Any, vectors: np.ndarray | Iterator[np.ndarray], caption_every: int = 0, root: str = "synthetic"
+) -> int:
     """Insert vectors as image items (and every n-th as a caption) of made-up files, then save.
 
     Goes through the index's own store and save path, as a crawl does, minus the model; for benchmarks
@@ -71,12 +73,12 @@ def fill_index(index: Any, vectors: np.ndarray | Iterator[np.ndarray], caption_e
     chunks = [vectors] if isinstance(vectors, np.ndarray) else vectors
     added = 0
     with store.transaction():
-        root = store.add_root(os.fspath(index.path / "synthetic"), "synthetic", {})
+        root_id = store.add_root(os.fspath(index.path / root), root, {})
         gen = store.bump_generation()
         now = time.time_ns()
         for chunk in chunks:
             for vector in chunk:
-                file_id = store.add_file(root, f"{added:08d}.jpg", 1, now, f"{added:064x}")
+                file_id = store.add_file(root_id, f"{added:08d}.jpg", 1, now, f"{added:064x}")
                 if caption_every and added % caption_every == caption_every - 1:
                     store.add_item("caption", file_id, vector, gen, text=f"caption {added}", source="synthetic")
                 else:
