@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from vecsearch import Index, QueryError
+from vecsearch import Index, QueryError, VecsearchError
 from vecsearch.index import brute_force_search
 from vecsearch.manifest import read_manifest
 from vecsearch.serve import create_app
@@ -46,7 +46,7 @@ def test_an_on_disk_index_is_mapped_read_only_and_answers_like_exact_search(disk
     with Index.open(disk_index, encoder=tiny_encoder) as index:
         vectors = index.vectors
         assert vectors.on_disk and vectors.mapped
-        with pytest.raises(RuntimeError):  # read-only: FAISS refuses to add to mapped lists
+        with pytest.raises(VecsearchError, match="read-only"):
             vectors.add(np.array([10**9]), np.ones((1, index.dim), dtype=np.float32))
         ids, stored = index.store.vectors_of(index.store.sample_item_ids(20, kind="image"))
         found = index.search_vectors(stored, k=5, kind="any")
@@ -136,3 +136,21 @@ def test_serve_keeps_answering_while_a_new_on_disk_index_is_built_and_then_switc
         assert new_ids == {h.id for h in fresh.search("a red apple", k=5, kind="any")}
     index.close()
     json.dumps(info)  # the answer is plain JSON
+
+
+def test_info_prints_what_tuning_measured_for_both_kinds_of_query(disk_index: Path) -> None:
+    from click.testing import CliRunner
+
+    from vecsearch.cli import main
+
+    result = CliRunner().invoke(main, ["info", str(disk_index)])
+    assert result.exit_code == 0, result.output
+    tuning = read_manifest(disk_index)["faiss"]["tuning"]
+    assert "on disk (memory-mapped)" in result.output
+    text_line = next(line for line in result.output.splitlines() if line.startswith("text-like queries"))
+    assert f"recall@10 {tuning['text']['recall@10']:.3f}" in text_line and "(captions)" in text_line
+    image_line = next(line for line in result.output.splitlines() if line.startswith("image-like queries"))
+    assert f"p50 {tuning['image']['p50_ms']:.2f} ms" in image_line
+    assert "budgets" in result.output and f"{tuning['max_latency_ms']:g} ms" in result.output
+    as_json = json.loads(CliRunner().invoke(main, ["info", str(disk_index), "--json"]).output)
+    assert as_json["faiss"]["tuning"] == tuning

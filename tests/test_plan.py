@@ -17,22 +17,27 @@ from vecsearch.cli import main
 from vecsearch.errors import IndexCorruptError
 from vecsearch.index import brute_force_search
 from vecsearch.plan import (
+    DEFAULT_MAX_LATENCY_MS,
     EXACT,
     BudgetError,
+    candidate,
     choose,
     exact_top_k,
     nlist_for,
     outgrown,
+    predicted_latency_ms,
     recall_at_k,
     tune,
 )
 from vecsearch.sizes import human_bytes, parse_size
+from vecsearch.tuning import RERANK_DEPTHS
 from vecsearch.vectors import VectorIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from synthetic_vectors import ClusteredVectors, fill_index  # noqa: E402
 
 GiB = 1 << 30
+NO_LATENCY_LIMIT = 1e9  # ms: for tests of the memory logic alone
 
 
 def test_small_collections_are_searched_exactly() -> None:
@@ -42,21 +47,52 @@ def test_small_collections_are_searched_exactly() -> None:
 
 
 def test_larger_collections_get_an_ivf_index_that_fits_the_budget() -> None:
-    flat = choose(1_000_000, 512, 8 * GiB)
-    assert flat.family == "ivf-flat" and flat.factory.startswith("IVF4096")
-    assert flat.memory(1_000_000) <= 8 * GiB
-    sq8 = choose(1_000_000, 512, 1 * GiB)
-    assert sq8.family == "ivf-sq8" and sq8.factory.endswith(",SQ8")
-    pq = choose(10_000_000, 512, 1 * GiB)
-    assert pq.family == "ivf-pq" and pq.reranks and ",PQ" in pq.factory
-    assert pq.memory(10_000_000) <= 1 * GiB
+    # Memory alone (no latency budget to speak of): the first that fits of Flat, SQ8, then 8-bit PQ64 and
+    # PQ32, the fast-scan PQ64x4fs (40 bytes a vector for 512 dimensions, as many as PQ32), PQ16, PQ8.
+    flat = choose(1_000_000, 512, 8 * GiB, max_latency_ms=NO_LATENCY_LIMIT)
+    assert flat.family == "ivf-flat" and flat.factory.startswith("IVF16384_HNSW32,")  # 16·√n from 1M
+    assert flat.memory(1_000_000) <= 8 * GiB and not flat.reranks
+    sq8 = choose(1_000_000, 512, 1 * GiB, max_latency_ms=NO_LATENCY_LIMIT)
+    assert sq8.family == "ivf-sq8" and sq8.factory.endswith(",SQ8") and sq8.reranks
+    pq64 = choose(10_000_000, 512, 1 * GiB, max_latency_ms=NO_LATENCY_LIMIT)
+    assert pq64.family == "ivf-pq" and pq64.reranks and pq64.factory.endswith(",PQ64")
+    assert pq64.memory(10_000_000) <= 1 * GiB < candidate("ivf-sq8", 10_000_000, 512).memory(10_000_000)
+    # too little for PQ32 and the fast-scan codes (40 bytes a vector): PQ16 (24 bytes)
+    pq = choose(10_000_000, 512, 512 << 20, max_latency_ms=NO_LATENCY_LIMIT)
+    assert pq.family == "ivf-pq" and pq.reranks and pq.factory.endswith(",PQ16")
+    assert pq.memory(10_000_000) <= 512 << 20
+    for too_large in (candidate("ivf-pq", 10_000_000, 512, 32), candidate("ivf-pqfs", 10_000_000, 512)):
+        assert too_large.memory(10_000_000) > 512 << 20
     # 10M vectors of 512 dimensions fit in 8 GiB as 8-bit scalar codes
-    assert choose(10_000_000, 512, 8 * GiB).family == "ivf-sq8"
+    assert choose(10_000_000, 512, 8 * GiB, max_latency_ms=NO_LATENCY_LIMIT).family == "ivf-sq8"
+
+
+def test_the_latency_budget_picks_the_first_family_predicted_fast_enough() -> None:
+    def predicted(count: int, family: str, m: int | None = None) -> float:
+        return predicted_latency_ms(candidate(family, count, 512, m), count, 512)
+
+    # 1M x 512: Flat is predicted at ~8 ms a query, within the default 10 ms; SQ8 (~5 ms) only below that
+    flat, sq8 = predicted(1_000_000, "ivf-flat"), predicted(1_000_000, "ivf-sq8")
+    assert sq8 < flat <= DEFAULT_MAX_LATENCY_MS
+    assert choose(1_000_000, 512, 8 * GiB).family == "ivf-flat"
+    assert choose(1_000_000, 512, 8 * GiB, max_latency_ms=(flat + sq8) / 2).family == "ivf-sq8"
+    # 10M x 512 (Flat does not fit 8 GiB): SQ8 is predicted at ~23 ms; PQ64 is the first within 10 ms
+    plan = choose(10_000_000, 512, 8 * GiB)
+    assert plan.family == "ivf-pq" and plan.factory.endswith(",PQ64")
+    assert plan.predicted_ms <= DEFAULT_MAX_LATENCY_MS < predicted(10_000_000, "ivf-sq8")
+    assert choose(10_000_000, 512, 8 * GiB, max_latency_ms=50).family == "ivf-sq8"
+    # where PQ64 and PQ32 are predicted too slow, the fast-scan codes (next in line) are chosen
+    pq32, fast_scan = predicted(10_000_000, "ivf-pq", 32), predicted(10_000_000, "ivf-pqfs")
+    assert fast_scan < pq32 < predicted(10_000_000, "ivf-pq", 64)
+    fast = choose(10_000_000, 512, 8 * GiB, max_latency_ms=(fast_scan + pq32) / 2)
+    assert fast.family == "ivf-pqfs" and fast.factory.endswith(",PQ64x4fs") and fast.reranks
+    assert fast.predicted_ms == pytest.approx(fast_scan, abs=1e-3)
 
 
 def test_many_lists_are_found_through_a_graph() -> None:
     assert "_HNSW32" in choose(10_000_000, 512, 8 * GiB).factory
-    assert "_HNSW32" not in choose(1_000_000, 512, 8 * GiB).factory
+    assert "_HNSW32" in choose(1_000_000, 512, 8 * GiB).factory  # 16,384 lists from a million vectors
+    assert "_HNSW32" not in choose(999_999, 512, 8 * GiB).factory  # 4,096 lists just below
 
 
 def test_a_budget_too_small_for_any_index_is_an_error_that_says_so() -> None:
@@ -71,14 +107,16 @@ def test_exact_search_that_does_not_fit_falls_back_to_compressed_codes() -> None
 
 
 def test_requested_types_are_honoured() -> None:
-    for family in ("exact", "ivf-flat", "ivf-sq8", "ivf-pq"):
+    for family in ("exact", "ivf-flat", "ivf-sq8", "ivf-pq", "ivf-pqfs", "ivf-opqfs"):
         assert choose(100_000, 384, 4 * GiB, family).family == family
     with pytest.raises(ValueError):
         choose(10, 8, None, "hnsw-magic")
 
 
 def test_list_counts_grow_with_the_square_root_and_stay_trainable() -> None:
-    assert nlist_for(1_000_000) == 4096
+    assert nlist_for(999_999) == 4096  # about 4·√n below a million vectors
+    assert nlist_for(1_000_000) == 16384  # about 16·√n from a million
+    assert nlist_for(10**9) == 65536  # at most 65,536
     assert nlist_for(100) <= 100 // 32 + 1
     counts = [nlist_for(n) for n in (10, 1_000, 100_000, 10_000_000)]
     assert counts == sorted(counts)
@@ -251,7 +289,7 @@ def test_kind_and_path_filters_on_an_approximate_index_return_only_allowed_items
 def test_pq_indexes_rescore_candidates_with_the_stored_vectors(tmp_path: Path, tiny_encoder: object) -> None:
     index = _synthetic_index(tmp_path, tiny_encoder, 5000, index_type="ivf-pq")
     info = index.manifest["faiss"]
-    assert info["family"] == "ivf-pq" and info["rerank"] >= 4
+    assert info["family"] == "ivf-pq" and info["rerank"] in RERANK_DEPTHS and info["rerank"] > 1  # re-scored
     hits = index.search("id:10", k=5, kind="any")
     stored = {i: v for i, v in zip(*index.store.vectors_of(np.array([h.id for h in hits])), strict=True)}
     query = index.store.vector(10)

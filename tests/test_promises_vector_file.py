@@ -150,7 +150,9 @@ def test_bad_index_settings_are_refused_with_what_is_allowed(index: Index) -> No
         index.vector_file.open_for_writing(max_memory=0)
     with pytest.raises(VecsearchError) as refused:
         check_index_settings("hnsw", None)
-    assert str(refused.value) == "unknown index type 'hnsw' (choose from auto, exact, ivf-flat, ivf-sq8, ivf-pq)"
+    assert str(refused.value) == (
+        "unknown index type 'hnsw' (choose from auto, exact, ivf-flat, ivf-sq8, ivf-pq, ivf-pqfs, ivf-opqfs)"
+    )
     check_index_settings("auto", 1)  # one byte is a budget (nothing will fit it, which the planner says)
 
 
@@ -439,6 +441,17 @@ def test_a_pq_index_waits_for_enough_vectors_to_train_its_codebooks(index: Index
     assert (_faiss(index)["type"], _faiss(index)["family"]) == (EXACT, "exact")
 
 
+def test_an_sq8_index_is_built_without_waiting_for_pq_training_size(index: Index) -> None:
+    """SQ8 candidates are re-scored like PQ ones, but SQ8 has no codebooks: the wait for 4,096 vectors
+    applies to PQ factories only."""
+    index.vector_file.open_for_writing(index_type="ivf-sq8")
+    note = _grown(index, 100)
+    info = _faiss(index)
+    assert info["family"] == "ivf-sq8" and info["type"].endswith(",SQ8") and MIN_PQ_TRAINING > 100
+    assert info["rerank"] > 1  # re-ranked, as every SQ8 index is
+    assert note and note.startswith(f"vector index is now {info['type']}: ")
+
+
 def test_a_pq_index_that_shrinks_below_its_training_size_goes_exact_and_says_why(
     pq_folder: Path, tmp_path: Path
 ) -> None:
@@ -517,7 +530,9 @@ def test_retuning_happens_when_the_collection_doubles_or_halves(index: Index) ->
     note = _grown(index, 1000)
     assert _faiss(index)["tuned_on"] == 1000
     assert note and re.fullmatch(
-        r"vector index is now IVF\d+,Flat: .+; nprobe \d+ gives recall@10 \d\.\d{3} against exact search", note
+        r"vector index is now IVF\d+,Flat: .+; nprobe \d+ gives recall@10 \d\.\d{3} \(text-like\) / \d\.\d{3} "
+        r"\(image-like\) at \d+\.\d{2} ms a query",
+        note,
     ), note
     assert _grown(index, 999, seed=1) is None  # 1,999: less than double, not retuned
     note = _grown(index, 1, seed=2)  # 2,000: double

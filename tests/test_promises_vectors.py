@@ -47,6 +47,7 @@ from vecsearch.sizes import parse_size
 from vecsearch.vectors import VectorIndex, file_sha256
 
 GiB = 1 << 30
+NO_LATENCY_LIMIT = 1e9  # ms: for the promises of the memory budget alone
 ID_BYTES = np.dtype(np.int64).itemsize  # FAISS keeps each vector's id as a 64-bit integer
 
 
@@ -69,40 +70,90 @@ def one_thread() -> Iterator[None]:
 
 
 def test_up_to_50000_vectors_are_searched_exactly_and_the_reason_past_that_is_true() -> None:
-    """docs/cli.md: "Up to 50,000 items the index searches exactly" (50,000 included)."""
+    """Exact search up to 50,000 vectors (50,000 included), never past that, and (docs/cli.md) "exact
+    search too is held to the latency budget"."""
     assert EXACT_MAX_VECTORS == 50_000
-    assert choose(50_000, 512, 8 * GiB).family == "exact"
-    assert choose(50_001, 512, 8 * GiB).family == "ivf-flat"
+    assert choose(50_000, 512, 8 * GiB, max_latency_ms=NO_LATENCY_LIMIT).family == "exact"
+    assert choose(50_001, 512, 8 * GiB, max_latency_ms=NO_LATENCY_LIMIT).family == "ivf-flat"
     # 50,000 vectors that do not fit exactly: the reason is the budget, not the count
-    tight = choose(50_000, 512, 50 << 20)
+    tight = choose(50_000, 512, 50 << 20, max_latency_ms=NO_LATENCY_LIMIT)
     assert tight.approximate and "exact search needs" in tight.reason and "more than" not in tight.reason
+    # The default 10 ms: a scan of 50,000 x 384 is predicted at ~9 ms, of 50,000 x 512 at ~12 ms
+    exact = candidate("exact", 50_000, 384)
+    assert (
+        plan_module.predicted_latency_ms(exact, 50_000, 384)
+        <= 10
+        < plan_module.predicted_latency_ms(exact, 50_000, 512)
+    )
+    assert choose(50_000, 384, 8 * GiB).family == "exact"
+    assert choose(50_000, 512, 8 * GiB).family == "ivf-flat"
 
 
 def test_an_index_that_needs_exactly_the_budget_fits_it() -> None:
     """A budget is a maximum: each family is chosen at exactly its size, and not one byte below it."""
+    unlimited = {"max_latency_ms": NO_LATENCY_LIMIT}
     exact = candidate("exact", 10_000, 512).memory(10_000)
-    assert choose(10_000, 512, exact).family == "exact"
-    assert choose(10_000, 512, exact - 1).family != "exact"
+    assert choose(10_000, 512, exact, **unlimited).family == "exact"
+    assert choose(10_000, 512, exact - 1, **unlimited).family != "exact"
     flat = candidate("ivf-flat", 1_000_000, 512).memory(1_000_000)
-    assert choose(1_000_000, 512, flat).family == "ivf-flat"
-    assert choose(1_000_000, 512, flat - 1).family == "ivf-sq8"
-    pq64 = candidate("ivf-pq", 10_000_000, 512, 64).memory(10_000_000)
-    assert choose(10_000_000, 512, pq64).factory.endswith(",PQ64")
-    assert choose(10_000_000, 512, pq64 - 1).factory.endswith(",PQ32")
+    assert choose(1_000_000, 512, flat, **unlimited).family == "ivf-flat"
+    assert choose(1_000_000, 512, flat - 1, **unlimited).family == "ivf-sq8"
+    sq8 = candidate("ivf-sq8", 1_000_000, 512).memory(1_000_000)
+    assert choose(1_000_000, 512, sq8, **unlimited).family == "ivf-sq8"
+    assert choose(1_000_000, 512, sq8 - 1, **unlimited).factory.endswith(",PQ64")
+    # 8-bit PQ by decreasing sub-quantisers; the fast-scan codes (PQ64x4fs, 40 bytes for 512 dimensions)
+    # come after PQ32 (as many bytes), so on memory alone PQ32 takes their size and PQ16 the next byte down.
+    sizes = {m: candidate("ivf-pq", 10_000_000, 512, m).memory(10_000_000) for m in (64, 32, 16, 8)}
+    assert candidate("ivf-pqfs", 10_000_000, 512).memory(10_000_000) == sizes[32]
+    for larger, smaller in ((64, 32), (32, 16), (16, 8)):
+        assert choose(10_000_000, 512, sizes[larger], **unlimited).factory.endswith(f",PQ{larger}")
+        assert choose(10_000_000, 512, sizes[larger] - 1, **unlimited).factory.endswith(f",PQ{smaller}")
+    assert choose(10_000_000, 512, sizes[8], **unlimited).factory.endswith(",PQ8")
+    # With a latency budget that PQ64 and PQ32 miss, the fast-scan codes at exactly their size; a byte
+    # less, the next option that is both small and fast enough (PQ16 is predicted too slow: PQ8).
+    latency = {
+        m: plan_module.predicted_latency_ms(candidate("ivf-pq", 10_000_000, 512, m), 10_000_000, 512) for m in sizes
+    }
+    fast_scan = candidate("ivf-pqfs", 10_000_000, 512)
+    budget_ms = plan_module.predicted_latency_ms(fast_scan, 10_000_000, 512)
+    assert min(latency[64], latency[32], latency[16]) > budget_ms >= latency[8]
+    at_size = choose(10_000_000, 512, fast_scan.memory(10_000_000), max_latency_ms=budget_ms)
+    assert at_size.family == "ivf-pqfs" and at_size.factory.endswith(",PQ64x4fs")
+    below = choose(10_000_000, 512, fast_scan.memory(10_000_000) - 1, max_latency_ms=budget_ms)
+    assert below.family == "ivf-pq" and below.factory.endswith(",PQ8")
 
 
 @pytest.mark.parametrize(
     ("count", "dim", "m"),
-    [(10_000_000, 512, 16), (1_000_000, 128, 64), (1_000_000, 40, 8)],
+    [(10_000_000, 512, 16), (10_000_000, 512, 8), (1_000_000, 128, 64), (1_000_000, 40, 8)],
 )
 def test_pq_gets_the_most_sub_quantisers_that_fit_and_split_the_dimension(count: int, dim: int, m: int) -> None:
     """IVF-PQ with the most sub-quantisers (the best recall) within the budget, m dividing the dimension
-    and at most half of it (PQ64 on 128 dimensions; on 40 dimensions only PQ8 splits it)."""
+    and at most half of it (PQ64 on 128 dimensions; on 40 dimensions only PQ8 splits it). The 4-bit
+    fast-scan codes come after the 8-bit codes of their size or larger (byte for byte those rank better):
+    on memory alone they never displace PQm from a budget of exactly PQm's size, even where they fit it."""
     budget = candidate("ivf-pq", count, dim, m).memory(count)
-    plan = choose(count, dim, budget)
+    plan = choose(count, dim, budget, max_latency_ms=NO_LATENCY_LIMIT)
     assert plan.family == "ivf-pq" and plan.factory.endswith(f",PQ{m}")
     assert plan.memory(count) <= budget
+    larger = [k for k in (64, 32, 16, 8) if k > m and dim % k == 0 and k <= dim // 2]
+    assert all(candidate("ivf-pq", count, dim, k).memory(count) > budget for k in larger)
     assert VectorIndex.create(dim, plan.factory).nlist == plan.nlist  # FAISS builds what was planned
+
+
+def test_fast_scan_codes_smaller_than_every_8_bit_size_are_the_last_resort_in_memory() -> None:
+    """Where the fast-scan codes are smaller than every 8-bit PQ that splits the dimension (40
+    dimensions: PQ4x4fs, 10 bytes, against PQ8's 16), they come last: chosen just below PQ8's size."""
+    count, dim = 100_000, 40
+    pq8 = candidate("ivf-pq", count, dim, 8).memory(count)
+    fast_scan = candidate("ivf-pqfs", count, dim)
+    assert fast_scan.factory.endswith(",PQ4x4fs") and fast_scan.memory(count) < pq8
+    assert choose(count, dim, pq8, max_latency_ms=NO_LATENCY_LIMIT).factory.endswith(",PQ8")
+    below = choose(count, dim, pq8 - 1, max_latency_ms=NO_LATENCY_LIMIT)
+    assert below.family == "ivf-pqfs" and below.factory == fast_scan.factory
+    assert choose(count, dim, fast_scan.memory(count), max_latency_ms=NO_LATENCY_LIMIT).family == "ivf-pqfs"
+    with pytest.raises(BudgetError):
+        choose(count, dim, fast_scan.memory(count) - 1, max_latency_ms=NO_LATENCY_LIMIT)
 
 
 def test_a_requested_pq_index_uses_a_size_that_splits_the_dimension_or_says_none_does() -> None:
@@ -112,12 +163,24 @@ def test_a_requested_pq_index_uses_a_size_that_splits_the_dimension_or_says_none
 
 
 def test_pq_is_planned_only_with_enough_vectors_to_train_its_codebooks() -> None:
-    """PQ's 8-bit codebooks train on 4,096 points at least: fewer vectors get no PQ plan."""
+    """PQ's codebooks (8-bit, and the 4-bit fast-scan ones) train on 4,096 points at least: fewer
+    vectors get no PQ plan of either kind."""
     assert MIN_PQ_TRAINING == 4096
-    enough = candidate("ivf-pq", 4096, 512).memory(4096)
-    assert choose(4096, 512, enough).family == "ivf-pq"
-    with pytest.raises(BudgetError):
-        choose(4095, 512, candidate("ivf-pq", 4095, 512).memory(4095))
+    pq32 = candidate("ivf-pq", 4096, 512, 32).memory(4096)
+    assert choose(4096, 512, pq32).factory.endswith(",PQ32")
+    # the fast-scan codes, as large as PQ32's, where PQ32 is predicted too slow
+    fast_scan = candidate("ivf-pqfs", 4096, 512)
+    budget_ms = plan_module.predicted_latency_ms(fast_scan, 4096, 512)
+    assert plan_module.predicted_latency_ms(candidate("ivf-pq", 4096, 512, 32), 4096, 512) > budget_ms
+    assert fast_scan.memory(4096) == pq32
+    assert choose(4096, 512, pq32, max_latency_ms=budget_ms).family == "ivf-pqfs"
+    pq8 = candidate("ivf-pq", 4096, 512, 8).memory(4096)  # smaller than the fast-scan codes
+    assert choose(4096, 512, pq8).factory.endswith(",PQ8")
+    for budget in (candidate("ivf-pqfs", 4095, 512).memory(4095), candidate("ivf-pq", 4095, 512, 8).memory(4095)):
+        with pytest.raises(BudgetError):
+            choose(4095, 512, budget)
+        with pytest.raises(BudgetError):
+            choose(4095, 512, budget, max_latency_ms=NO_LATENCY_LIMIT)
 
 
 def test_the_reason_says_what_was_asked_for_or_which_budget_the_index_fits() -> None:
@@ -127,50 +190,57 @@ def test_the_reason_says_what_was_asked_for_or_which_budget_the_index_fits() -> 
 
 
 @pytest.mark.parametrize(
-    ("count", "dim", "smallest"),
+    ("count", "dim", "smallest", "storage"),
     [
-        (4_000, 512, "IVF-SQ8"),  # too few vectors to train PQ
-        (4_096, 512, "IVF-PQ8"),
-        (1_000_000, 512, "IVF-PQ8"),
-        (1_000_000, 40, "IVF-PQ8"),
-        (1_000_000, 16, "IVF-PQ8"),  # 8 is half of 16: allowed
-        (100_000, 20, "IVF-SQ8"),  # 8 and 16 do not divide 20: no PQ
-        (100_000, 12, "IVF-SQ8"),  # nor 12
-        (1, 512, "exact"),
+        (4_000, 512, "IVF-SQ8", "auto"),  # too few vectors to train PQ of either kind
+        (4_096, 512, "IVF-PQ8", "auto"),  # 16 bytes a vector; the fast-scan codes take 40
+        (1_000_000, 512, "IVF-PQ8", "memory"),  # from a million, "auto" would go on disk
+        (1_000_000, 40, r"IVF-PQ\d+x4fs", "memory"),  # 4-bit codes, in pairs that split 40
+        (1_000_000, 16, "IVF-PQ2x4fs", "memory"),  # 9 bytes, less than PQ8's 16
+        (100_000, 20, "IVF-PQ2x4fs", "auto"),  # 8 and 16 do not divide 20: no 8-bit PQ, but fast-scan PQ2
+        (100_000, 12, "IVF-PQ2x4fs", "auto"),  # likewise
+        (1, 512, "exact", "auto"),
     ],
 )
 def test_a_budget_error_names_the_smallest_index_and_a_budget_that_is_enough(
-    count: int, dim: int, smallest: str
+    count: int, dim: int, smallest: str, storage: str
 ) -> None:
     """The error asks the user to raise --max-memory: to the size it names, which must be enough (and
-    not much more than needed)."""
+    not much more than needed). The smallest is the smallest of every in-memory option, and FAISS
+    builds it."""
     with pytest.raises(BudgetError) as error:
-        choose(count, dim, 64)
+        choose(count, dim, 64, storage=storage)
     message = str(error.value)
-    assert "raise --max-memory" in message and f"the smallest, {smallest}," in message
+    assert "raise --max-memory" in message and re.search(f"the smallest, {smallest},", message), message
     found = re.search(r"needs about ([0-9.]+) (B|KiB|MiB|GiB)", message)
     assert found is not None, message
     stated = parse_size(found.group(1) + found.group(2))  # printed to one decimal: within 5 %
     enough = int(stated * 1.06)
-    assert choose(count, dim, enough).memory(count) <= enough
+    plan = choose(count, dim, enough, storage=storage)
+    assert plan.memory(count) <= enough
+    VectorIndex.create(dim, plan.factory)  # a plan FAISS can build
     with pytest.raises(BudgetError):
-        choose(count, dim, int(stated * 0.94))
+        choose(count, dim, int(stated * 0.94), storage=storage)
 
 
 def test_list_counts_are_about_four_root_n_and_each_list_has_its_training_points() -> None:
-    """docs/cli.md: about 4·√n lists, a power of two; never more lists than 32 points each can train
-    (so one or a few vectors get one list), nor more than the capped training sample gives 4 points each."""
+    """docs/cli.md: about 4·√n lists (16·√n from a million vectors, at most 65,536), a power of two; never
+    more lists than 32 points each can train (so one or a few vectors get one list), nor more than the
+    capped training sample gives 4 points each."""
     for count in (0, 1, 2, 3, 10, 31, 63, 64, 100, 1_000, 5_000):
         lists = nlist_for(count)
         assert lists == 1 << int(math.log2(lists))
         assert lists <= max(1, count // TRAIN_POINTS_PER_LIST), count
-    for count in (50_000, 100_000, 1_000_000, 3_000_000, 10_000_000):  # where 32 points a list allow it
+    for count in (50_000, 100_000, 999_999):  # where 32 points a list allow it
         assert abs(math.log2(nlist_for(count)) - math.log2(4 * math.sqrt(count))) <= 0.5, count
+    for count in (1_000_000, 3_000_000, 10_000_000):
+        assert abs(math.log2(nlist_for(count)) - math.log2(16 * math.sqrt(count))) <= 0.5, count
+    assert nlist_for(100_000_000) == 65536  # 16·√n would be 160,000
     assert nlist_for(100_000) == 1024  # the IVF1024 of docs/benchmarks.md
     assert MAX_TRAIN_POINTS // nlist_for(10**9) >= 4
 
 
-FAMILIES = [("exact", 10_000), ("ivf-flat", 100_000), ("ivf-sq8", 100_000), ("ivf-pq", 100_000)]
+FAMILIES = [("exact", 10_000), ("ivf-flat", 100_000), ("ivf-sq8", 100_000), ("ivf-pq", 100_000), ("ivf-pqfs", 100_000)]
 
 
 @pytest.mark.parametrize(("family", "count"), FAMILIES)
@@ -214,7 +284,7 @@ def graph_index() -> tuple[VectorIndex, np.ndarray]:
 def test_a_graph_quantizer_is_counted_with_its_links(graph_index: tuple[VectorIndex, np.ndarray]) -> None:
     """From 16,384 lists the centroids sit in an HNSW graph: the plan counts each node's links, at least
     FAISS's level-0 links and at most all it holds a node (upper levels, level and offset)."""
-    plan = choose(10_000_000, 16, 64 * GiB, "ivf-flat")
+    plan = choose(1_000_000, 16, 64 * GiB, "ivf-flat")
     assert plan.nlist == 16384 and "_HNSW32" in plan.factory
     planned = VectorIndex.create(16, plan.factory)  # held: the quantizer lives as long as its index
     graph = faiss.downcast_index(faiss.extract_index_ivf(planned.index).quantizer)

@@ -300,3 +300,34 @@ def test_sources_that_are_none_of_the_known_kinds_are_refused(tmp_path: Path) ->
         parse_source(str(tmp_path / "notes.docx"))
     with pytest.raises(VecsearchError, match="path not found"):
         parse_source(str(tmp_path / "nothing"))
+
+
+def test_a_large_index_built_by_shards_in_ray_tasks_equals_the_threaded_build(tmp_path: Path) -> None:
+    from vecsearch.scale.faiss_shards import ray_shard_runner
+    from vecsearch.shard_build import build_sharded, thread_runner
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((9000, 32)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+
+    class Source:
+        count = len(data)
+
+        def sample(self, positions: np.ndarray) -> np.ndarray:
+            return data[positions]
+
+        def shard(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            return np.arange(start, stop) * 2 + 1, data[start:stop]
+
+    built = {}
+    for name, runner in [("ray", ray_shard_runner(OPTIONS)), ("threads", thread_runner(2))]:
+        vectors, report = build_sharded(
+            tmp_path / name / "work", tmp_path / name / "index.faiss", "IVF64,SQ8", 32, Source(),
+            np.arange(0, 9000, 2), on_disk=True, rerank=False, runner=runner, shard_size=3000,
+        )  # fmt: skip
+        assert report.shards == 3 and vectors.on_disk and vectors.ntotal == 9000
+        vectors.nprobe = 8
+        built[name] = vectors.search(data[:50], 10)
+    assert ray.is_initialized()  # the runner used the Ray it found and left it running
+    np.testing.assert_array_equal(built["ray"][1], built["threads"][1])
+    np.testing.assert_allclose(built["ray"][0], built["threads"][0], atol=1e-6)

@@ -37,7 +37,7 @@ from .pathutil import is_safe_relpath
 from .plan import EXACT
 from .roots import FOLDER, locate_root, root_kind
 from .store import Store
-from .vector_file import VectorFile
+from .vector_file import VectorFile, open_checked_on_disk
 from .vectors import VectorIndex
 from .version import __version__
 
@@ -250,7 +250,10 @@ def _check_vector_file(folder: Path, manifest: dict[str, Any], store: Any, repor
     rebuild = "rebuild it from the vectors in the database"
     path = folder / info.get("file", VECTORS)
     try:
-        vectors = VectorIndex.load(path, info.get("type", EXACT), expected_sha256=info.get("sha256"))
+        if info.get("on_disk"):
+            vectors = open_checked_on_disk(path, info)
+        else:
+            vectors = VectorIndex.load(path, info.get("type", EXACT), expected_sha256=info.get("sha256"))
     except IndexCorruptError as exc:
         report.findings.append(Finding("vectors", str(exc), rebuild))
         return
@@ -275,6 +278,8 @@ def _check_vector_file(folder: Path, manifest: dict[str, Any], store: Any, repor
                 f"the vector file lags the database by {db_gen - file_gen} generations; "
                 "readers catch it up, the next crawl saves it"
             )
+            if vectors.on_disk:  # read-only: the next crawl rebuilds it, and what it holds is checked then
+                return
             vectors.remove(np.concatenate([store.removed_since(file_gen), store.vectors_since(file_gen)[0]]))
             vectors.add(*store.vectors_since(file_gen))
         stored = store.vector_ids()

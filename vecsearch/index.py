@@ -69,12 +69,11 @@ class Index:
 
     def _connect(self, store: Store, manifest: dict[str, Any]) -> None:
         """Wire the parts that read the database and the vector file; note the state `refresh` compares."""
-        previous = getattr(self, "vector_file", None)
+        previous: VectorFile | None = getattr(self, "vector_file", None)
         self.store = store
         self.vector_file = VectorFile(self.path, store, manifest)
-        mapped = previous is not None and previous.loaded is not None and previous.loaded.on_disk
-        if mapped and previous.manifest["faiss"] == manifest["faiss"]:  # the same mapped file: no reload
-            self.vector_file.use(previous.loaded)
+        if previous and previous.loaded and previous.loaded.on_disk and previous.manifest["faiss"] == manifest["faiss"]:
+            self.vector_file.use(previous.loaded)  # the same mapped file: no reload
         self._lookup = ItemLookup(store, self.root_path, self.path)
         self._retrieval = Retrieval(store, self.vector_file, self._lookup, self.root_path)
         self._seen = self._state_key()

@@ -41,7 +41,7 @@ def leftover_files(folder: Path, keep: str) -> list[Path]:
     companions = keep.removesuffix(".faiss") + "."  # an on-disk index's lists and re-ranking codes
     for path in folder.iterdir():
         name = path.name
-        if name == keep or name.startswith(companions) or not path.is_file():
+        if name == keep or (keep and name.startswith(companions)) or not path.is_file():
             continue
         vector_file = name.startswith("vectors") and name.endswith((".faiss", ".ivfdata", ".npy"))
         if vector_file or (name.startswith(".") and name.endswith(".tmp")):

@@ -30,8 +30,9 @@ from .sizes import human_bytes
 EXACT = "IDMap2,Flat"
 INDEX_TYPES = ("auto", "exact", "ivf-flat", "ivf-sq8", "ivf-pq", "ivf-pqfs", "ivf-opqfs")
 STORAGES = ("auto", "memory", "disk")
-# Families whose scores are approximate: their candidates are re-scored on better codes.
-RERANKED = ("ivf-pq", "ivf-pqfs", "ivf-opqfs")
+# Families whose scores are approximate: their candidates are re-scored on better codes. (SQ8 too: on
+# collections with near-duplicates its error reorders the true top 10, measured in docs/benchmarks.md.)
+RERANKED = ("ivf-sq8", "ivf-pq", "ivf-pqfs", "ivf-opqfs")
 # Families whose inverted lists FAISS can merge on disk and memory-map (fast-scan codes are packed in
 # blocks that the on-disk lists cannot hold).
 ON_DISK_FAMILIES = ("ivf-flat", "ivf-sq8", "ivf-pq")
@@ -80,7 +81,7 @@ class SettingsError(VecsearchError):
 class Plan:
     """A FAISS index for `count` vectors: its factory string and why it was chosen."""
 
-    family: str  # exact, ivf-flat, ivf-sq8 or ivf-pq
+    family: str  # exact or one of INDEX_TYPES' IVF families
     factory: str
     nlist: int
     bytes_per_vector: float
@@ -124,19 +125,17 @@ def _ivf_prefix(nlist: int) -> str:
     return f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_FROM_LISTS else f"IVF{nlist}"
 
 
-def fast_scan_size(dim: int) -> int:
-    """Sub-quantisers of the 4-bit fast-scan codes: one per 8 dimensions (32 bytes a 512-d vector), which
-    keeps enough ranking signal for the re-ranking stage to recover the rest."""
-    m = max(2, dim // 8)
-    while dim % m:
-        m -= 1
-    return m + (m % 2)  # fast-scan packs codes in pairs
+def fast_scan_size(dim: int) -> int | None:
+    """Sub-quantisers of the 4-bit fast-scan codes: the largest even divisor of the dimension up to one
+    per 8 dimensions (32 bytes a 512-d vector), enough ranking signal for the re-ranking stage to recover
+    the rest. None where no even number divides the dimension (fast-scan packs codes in pairs)."""
+    return next((m for m in range(max(2, dim // 8), 1, -1) if m % 2 == 0 and dim % m == 0), None)
 
 
 def probe_share(nlist: int) -> float:
-    """The share of lists a search usually probes for recall@10 near 0.95: about 8/√nlist (a real
-    collection of CLIP vectors needed 256 of 1,024 lists; synthetic 10M, 512 of 16,384)."""
-    return min(1.0, 8.0 / math.sqrt(max(1, nlist)))
+    """The share of lists a search usually probes for recall@10 near 0.95 on text-like queries: about
+    4/√nlist (vectors calibrated to a real collection: 64 of 2,048 lists at 200k)."""
+    return min(1.0, 4.0 / math.sqrt(max(1, nlist)))
 
 
 def predicted_latency_ms(plan: Plan, count: int, dim: int) -> float:
@@ -175,21 +174,12 @@ def candidate(family: str, count: int, dim: int, pq_size: int | None = None) -> 
         return Plan(family, f"{prefix},PQ{m}", nlist, m + 8, quantizer, "")
     if family in ("ivf-pqfs", "ivf-opqfs"):
         m = pq_size or fast_scan_size(dim)
+        if m is None:
+            raise BudgetError(f"no fast-scan product quantiser splits dimension {dim} (an odd number)")
         rotation = f"OPQ{m}_{dim}," if family == "ivf-opqfs" else ""
         fixed = quantizer + (dim * dim * 4 if rotation else 0)
         return Plan(family, f"{rotation}{prefix},PQ{m}x4fs", nlist, m / 2 + 8, fixed, "")
     raise ValueError(f"unknown index type {family!r} (choose from {', '.join(INDEX_TYPES)})")
-
-
-def largest_fitting_pq(count: int, dim: int, budget: int) -> Plan | None:
-    """IVF-PQ with the most sub-quantisers (the best recall) that fits the budget."""
-    for m in PQ_SUBQUANTIZERS:
-        if dim % m or m > dim // 2:
-            continue
-        plan = candidate("ivf-pq", count, dim, m)
-        if plan.memory(count) <= budget:
-            return plan
-    return None
 
 
 def check_index_settings(
@@ -282,8 +272,10 @@ def choose(
     disk = [_on_disk(candidate("ivf-sq8", count, dim)), _on_disk(candidate("ivf-pq", count, dim))]
     disk = [plan for plan in disk if plan.memory(count) <= budget]
     if not disk:
+        need = min(candidate("ivf-pq", count, dim).fixed_bytes, candidate("ivf-sq8", count, dim).fixed_bytes)
         raise BudgetError(
-            f"not even the list centroids of an on-disk index for {count:,} vectors fit in {size}; raise --max-memory"
+            f"not even the list centroids of an on-disk index for {count:,} vectors fit in {size} (they need "
+            f"about {human_bytes(need)}); raise --max-memory"
         )
     why = "kept on disk as asked" if storage == "disk" else f"nothing fits the {size} budget in memory: kept on disk"
     timed = [(predicted_latency_ms(plan, count, dim), plan) for plan in disk]
@@ -297,8 +289,14 @@ def _memory_options(count: int, dim: int) -> list[Plan]:
     options = [candidate("exact", count, dim)] if count <= EXACT_MAX_VECTORS else []
     options += [candidate("ivf-flat", count, dim), candidate("ivf-sq8", count, dim)]
     if count >= MIN_PQ_TRAINING:
-        options.append(candidate("ivf-pqfs", count, dim))
-        options += [candidate("ivf-pq", count, dim, m) for m in PQ_SUBQUANTIZERS if dim % m == 0 and m <= dim // 2]
+        pq = [candidate("ivf-pq", count, dim, m) for m in PQ_SUBQUANTIZERS if dim % m == 0 and m <= dim // 2]
+        if fast_scan_size(dim) is not None:
+            # Byte for byte 8-bit codes rank candidates better (measured), fast-scan ones scan faster: they
+            # come after the 8-bit codes of their size, so they win where those are too slow.
+            fast = candidate("ivf-pqfs", count, dim)
+            where = next((i for i, p in enumerate(pq) if p.bytes_per_vector < fast.bytes_per_vector), len(pq))
+            pq.insert(where, fast)
+        options += pq
     return options
 
 

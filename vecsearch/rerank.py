@@ -1,9 +1,12 @@
-"""Re-ranking codes: every vector as 8-bit scalar codes keyed by item id, in files that are memory-mapped.
+"""Re-ranking codes: every vector again, keyed by item id, in files that are memory-mapped.
 
-Fast-scan and PQ codes rank candidates only roughly. The candidates are re-scored on these better codes
-(a quarter of the float vectors' size, cosine error around 1e-3), which live on disk beside the index and
-are paged in only for the candidates a query touches. Three `.npy` files share a prefix: the sorted ids,
-the codes in the same order, and each dimension's range (lowest value and step).
+PQ and SQ8 codes rank candidates only roughly. The candidates are re-scored on these better codes, which
+live on disk beside the index and are paged in only for the candidates a query touches. By default they
+are the vectors in half precision (scores within about 1e-4 of exact); 8-bit scalar codes (a quarter of the
+float vectors' size) are the smaller choice, but their error (around 3e-4) is as large as the gap between
+the 10th and 11th neighbours of a real collection's near-duplicates, so they cap recall@10 (measured in
+docs/benchmarks.md). `.npy` files share a prefix: the sorted ids, the codes in the same order, and for
+SQ8 each dimension's range (lowest value and step).
 """
 
 from __future__ import annotations
@@ -17,42 +20,46 @@ import numpy as np
 from .errors import IndexCorruptError
 
 SUFFIXES = (".ids.npy", ".codes.npy", ".range.npy")
+PRECISION = "fp16"  # or "sq8"
 
 
 class RerankCodes:
-    """SQ8 codes of the vectors of an index, by id, read from memory-mapped files."""
+    """Re-ranking codes of the vectors of an index (half precision or SQ8), by id, memory-mapped."""
 
-    def __init__(self, ids: np.ndarray, codes: np.ndarray, low: np.ndarray, step: np.ndarray) -> None:
+    def __init__(self, ids: np.ndarray, codes: np.ndarray, scale: np.ndarray | None) -> None:
         self.ids = ids
         self.codes = codes
-        self.low = low
-        self.step = step
+        self.scale = scale  # SQ8: (lowest value, step) per dimension; None for half precision
 
     @property
     def ntotal(self) -> int:
         return len(self.ids)
 
     @staticmethod
-    def train(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each dimension's (lowest value, step) from a sample, widened a little for unseen vectors."""
+    def train(sample: np.ndarray, precision: str = PRECISION) -> np.ndarray | None:
+        """SQ8: each dimension's (lowest value, step) from a sample, widened a little for unseen vectors.
+        Half precision needs no training (None)."""
+        if precision == "fp16":
+            return None
         low, high = sample.min(axis=0), sample.max(axis=0)
         margin = (high - low) * 0.05
         low, high = low - margin, high + margin
-        step = np.maximum(high - low, 1e-6) / 255.0
-        return low.astype(np.float32), step.astype(np.float32)
+        return np.stack([low, np.maximum(high - low, 1e-6) / 255.0]).astype(np.float32)
 
     @staticmethod
-    def encode(vectors: np.ndarray, low: np.ndarray, step: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint((vectors - low) / step), 0, 255).astype(np.uint8)
+    def encode(vectors: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+        if scale is None:
+            return vectors.astype(np.float16)
+        return np.clip(np.rint((vectors - scale[0]) / scale[1]), 0, 255).astype(np.uint8)
 
     @classmethod
     def write(
-        cls, prefix: Path, parts: Iterable[tuple[np.ndarray, np.ndarray]], count: int, low: np.ndarray, step: np.ndarray
+        cls, prefix: Path, parts: Iterable[tuple[np.ndarray, np.ndarray]], count: int, dim: int, scale: np.ndarray | None
     ) -> None:
         """Write `count` codes from (ids, codes) parts given in ascending id order, each file fsynced."""
-        dim = len(low)
+        dtype = np.float16 if scale is None else np.uint8
         ids_out = np.lib.format.open_memmap(_tmp(prefix, ".ids.npy"), "w+", np.int64, (count,))
-        codes_out = np.lib.format.open_memmap(_tmp(prefix, ".codes.npy"), "w+", np.uint8, (count, dim))
+        codes_out = np.lib.format.open_memmap(_tmp(prefix, ".codes.npy"), "w+", dtype, (count, dim))
         position, last = 0, -1
         for ids, codes in parts:
             if len(ids) == 0:
@@ -67,9 +74,11 @@ class RerankCodes:
         ids_out.flush()
         codes_out.flush()
         del ids_out, codes_out
-        with open(_tmp(prefix, ".range.npy"), "wb") as handle:
-            np.save(handle, np.stack([low, step]))
-        for suffix in SUFFIXES:
+        suffixes = SUFFIXES if scale is not None else SUFFIXES[:2]
+        if scale is not None:
+            with open(_tmp(prefix, ".range.npy"), "wb") as handle:
+                np.save(handle, scale)
+        for suffix in suffixes:
             tmp = _tmp(prefix, suffix)
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -81,12 +90,12 @@ class RerankCodes:
         try:
             ids = np.load(f"{prefix}.ids.npy", mmap_mode="r")
             codes = np.load(f"{prefix}.codes.npy", mmap_mode="r")
-            low, step = np.load(f"{prefix}.range.npy")
+            scale = np.load(f"{prefix}.range.npy") if codes.dtype == np.uint8 else None
         except (OSError, ValueError) as exc:
             raise IndexCorruptError(f"re-ranking codes unreadable at {prefix} ({exc})") from exc
-        if codes.shape != (len(ids), len(low)):
+        if codes.ndim != 2 or len(codes) != len(ids) or (scale is not None and scale.shape != (2, codes.shape[1])):
             raise IndexCorruptError(f"re-ranking codes at {prefix} do not match their ids")
-        return cls(ids, codes, low, step)
+        return cls(ids, codes, scale)
 
     def scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Inner products of the query with the decoded vectors of `ids` (-inf where an id is unknown)."""
@@ -95,14 +104,13 @@ class RerankCodes:
         where = np.minimum(where, max(0, len(self.ids) - 1))
         known = (self.ids[where] == ids) if len(self.ids) else np.zeros(len(ids), dtype=bool)
         order = np.argsort(where, kind="stable")  # ascending offsets read the mapped file forwards
-        rows = np.empty((len(ids), len(self.low)), dtype=np.float32)
+        rows = np.empty((len(ids), self.codes.shape[1]), dtype=np.float32)
         rows[order] = self.codes[where[order]]
         query = np.asarray(query, dtype=np.float32).reshape(-1)
-        scores = rows @ (query * self.step) + float(self.low @ query)
+        scale = self.scale
+        scores = rows @ query if scale is None else rows @ (query * scale[1]) + float(scale[0] @ query)
         return np.where(known, scores, -np.inf).astype(np.float32)
 
-    def files(self, prefix: Path) -> list[Path]:
-        return [Path(f"{prefix}{suffix}") for suffix in SUFFIXES]
 
 
 def _tmp(prefix: Path, suffix: str) -> str:

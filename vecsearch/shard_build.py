@@ -122,12 +122,12 @@ def build_sharded(
     trained_reused = _done(trained_path)
     if trained_reused:
         empty = VectorIndex.load(trained_path, factory)
-        scale = np.load(work / "rerank-range.npy") if rerank else None
+        scale = np.load(work / "rerank-range.npy") if (work / "rerank-range.npy").is_file() else None
     else:
         sample = source.sample(training)
         empty = VectorIndex.create(dim, factory)
         empty.train(sample, seed=seed)
-        scale = np.stack(RerankCodes.train(sample)) if rerank else None
+        scale = RerankCodes.train(sample) if rerank else None
         del sample
         if scale is not None:
             with open(work / "rerank-range.npy", "wb") as handle:
@@ -144,8 +144,8 @@ def build_sharded(
     def shards() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         for number in todo:
             ids, vectors = source.shard(*bounds[number])
-            if scale is not None:
-                codes = RerankCodes.encode(vectors, scale[0], scale[1])
+            if rerank:
+                codes = RerankCodes.encode(vectors, scale)
                 _save_npy(work / f"shard-{number:05d}.ids.npy", np.asarray(ids, dtype=np.int64))
                 _save_npy(work / f"shard-{number:05d}.codes.npy", codes)
             yield number, ids, vectors
@@ -158,13 +158,13 @@ def build_sharded(
     bar.close()
     vectors = _merge(empty.index, factory, paths, target, on_disk)
     faults.point("shards-merged")
-    if scale is not None:
+    if rerank:
         parts = (
             (np.load(work / f"shard-{n:05d}.ids.npy"), np.load(work / f"shard-{n:05d}.codes.npy", mmap_mode="r"))
             for n in range(len(paths))
         )
         prefix = target.with_suffix("")
-        RerankCodes.write(prefix, parts, source.count, scale[0], scale[1])
+        RerankCodes.write(prefix, parts, source.count, dim, scale)
         vectors.refine = RerankCodes.open(prefix)
     fsync_dir(target.parent)
     if not keep_work:

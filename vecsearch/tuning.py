@@ -22,7 +22,7 @@ import numpy as np
 from .plan import PLATEAU, recall_at_k
 
 LATENCY_QUERIES = 40  # single queries timed per kind and setting
-RERANK_DEPTHS = (4, 8, 16, 32)
+RERANK_DEPTHS = (2, 4, 8, 16, 32)
 STAND_IN = "stand-in: midpoints of random pairs of the index's vectors"
 
 BatchSearch = Callable[[np.ndarray, int, int, int], np.ndarray]  # (queries, k, nprobe, depth) -> ids

@@ -292,15 +292,8 @@ class VectorFile:
         """An on-disk index, mapped read-only. One that lags the database (a crawl is committing, or
         crashed before its save) still answers for what it holds; the writer's save rebuilds it."""
         info = self.manifest["faiss"]
-        lists = path.with_suffix(".ivfdata")
         try:
-            if not path.is_file() or file_sha256(path) != info.get("sha256"):
-                raise IndexCorruptError(f"vector file missing or damaged: {path}")
-            if not lists.is_file() or lists.stat().st_size != info.get("lists_bytes"):
-                raise IndexCorruptError(f"inverted lists missing or of the wrong size: {lists}")
-            vectors = open_on_disk(path, info.get("type", EXACT))
-            if info.get("rerank_codes"):
-                vectors.refine = RerankCodes.open(path.with_suffix(""))
+            vectors = open_checked_on_disk(path, info)
         except (IndexCorruptError, RuntimeError) as exc:
             if repair:
                 return self._rebuild()
@@ -380,7 +373,7 @@ class VectorFile:
             warning = f"warning: {exc}; keeping the {info.get('type')} index"
             plan = Plan(current or "exact", info.get("type", EXACT), int(info.get("nlist") or 0), 0, 0, warning)
             plan = replace(plan, storage=current_storage)
-        if plan.approximate and count < (MIN_PQ_TRAINING if plan.reranks else 1):
+        if plan.approximate and count < (MIN_PQ_TRAINING if "PQ" in plan.factory else 1):
             plan = Plan(
                 "exact", EXACT, 0, 0, 0, f"exact until there are {MIN_PQ_TRAINING:,} vectors to train {requested} on"
             )
@@ -444,6 +437,23 @@ class VectorFile:
         if warning and (note is None or warning not in note):
             note = f"{warning}; {note}" if note else warning
         return info, note
+
+
+def open_checked_on_disk(path: Path, info: dict[str, Any]) -> VectorIndex:
+    """An on-disk index as the manifest describes it, mapped read-only: its `.faiss` file checked by
+    SHA-256 (it is small), its lists by size (a checksum would read all of them)."""
+    lists = path.with_suffix(".ivfdata")
+    if not path.is_file() or file_sha256(path) != info.get("sha256"):
+        raise IndexCorruptError(f"vector file missing or damaged: {path}")
+    if not lists.is_file() or lists.stat().st_size != info.get("lists_bytes"):
+        raise IndexCorruptError(f"inverted lists missing or of the wrong size: {lists}")
+    try:
+        vectors = open_on_disk(path, info.get("type", EXACT))
+        if info.get("rerank_codes"):
+            vectors.refine = RerankCodes.open(path.with_suffix(""))
+    except RuntimeError as exc:
+        raise IndexCorruptError(f"vector file unreadable ({str(exc).splitlines()[0][:200]})") from exc
+    return vectors
 
 
 def now() -> str:

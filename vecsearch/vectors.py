@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import faults
-from .errors import IndexCorruptError
+from .errors import IndexCorruptError, VecsearchError
 from .plan import EXACT, HNSW_QUANTIZER_FROM_LISTS
 from .rerank import RerankCodes
 
@@ -122,6 +122,8 @@ class VectorIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
+        if self.on_disk:  # FAISS would abort the process, not raise: its mapped lists are read-only
+            raise VecsearchError("an on-disk vector index is read-only: it is rebuilt by shards, never added to")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
