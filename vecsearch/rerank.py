@@ -54,7 +54,12 @@ class RerankCodes:
 
     @classmethod
     def write(
-        cls, prefix: Path, parts: Iterable[tuple[np.ndarray, np.ndarray]], count: int, dim: int, scale: np.ndarray | None
+        cls,
+        prefix: Path,
+        parts: Iterable[tuple[np.ndarray, np.ndarray]],
+        count: int,
+        dim: int,
+        scale: np.ndarray | None,
     ) -> None:
         """Write `count` codes from (ids, codes) parts given in ascending id order, each file fsynced."""
         dtype = np.float16 if scale is None else np.uint8
@@ -110,7 +115,6 @@ class RerankCodes:
         scale = self.scale
         scores = rows @ query if scale is None else rows @ (query * scale[1]) + float(scale[0] @ query)
         return np.where(known, scores, -np.inf).astype(np.float32)
-
 
 
 def _tmp(prefix: Path, suffix: str) -> str:
