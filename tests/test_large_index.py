@@ -127,7 +127,12 @@ def assert_same_answers(got: VectorIndex, want: VectorIndex, queries: np.ndarray
 
 @pytest.mark.parametrize(
     ("factory", "on_disk"),
-    [(f"IVF{NLIST},SQ8", True), (f"IVF{NLIST},PQ4", True), (f"IVF{NLIST},PQ8x4fs", False)],
+    [
+        (f"IVF{NLIST},SQ8", True),
+        (f"IVF{NLIST},PQ4", True),
+        (f"OPQ4_{DIM},IVF{NLIST},PQ4", True),
+        (f"IVF{NLIST},PQ8x4fs", False),
+    ],
 )
 def test_a_merged_index_of_three_shards_answers_like_one_built_in_one_piece(
     tmp_path: Path, collection: tuple[np.ndarray, np.ndarray, np.ndarray], factory: str, on_disk: bool

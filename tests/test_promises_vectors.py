@@ -101,13 +101,19 @@ def test_an_index_that_needs_exactly_the_budget_fits_it() -> None:
     sq8 = candidate("ivf-sq8", 1_000_000, 512).memory(1_000_000)
     assert choose(1_000_000, 512, sq8, **unlimited).family == "ivf-sq8"
     assert choose(1_000_000, 512, sq8 - 1, **unlimited).factory.endswith(",PQ64")
-    # 8-bit PQ by decreasing sub-quantisers; the fast-scan codes (PQ64x4fs, 40 bytes for 512 dimensions)
-    # come after PQ32 (as many bytes), so on memory alone PQ32 takes their size and PQ16 the next byte down.
+    # 8-bit PQ by decreasing sub-quantisers, after an OPQ rotation (dim² floats) from a million vectors;
+    # the fast-scan codes (PQ64x4fs, 40 bytes for 512 dimensions, no rotation) come after PQ32 (as many
+    # bytes a vector), so a byte below PQ32's size they fit, and a byte below theirs PQ16 does.
     sizes = {m: candidate("ivf-pq", 10_000_000, 512, m).memory(10_000_000) for m in (64, 32, 16, 8)}
-    assert candidate("ivf-pqfs", 10_000_000, 512).memory(10_000_000) == sizes[32]
-    for larger, smaller in ((64, 32), (32, 16), (16, 8)):
+    assert all(candidate("ivf-pq", 10_000_000, 512, m).factory.startswith(f"OPQ{m}_512,") for m in sizes)
+    fast_size = candidate("ivf-pqfs", 10_000_000, 512).memory(10_000_000)
+    assert fast_size == sizes[32] - 512 * 512 * 4
+    for larger, smaller in ((64, 32), (16, 8)):
         assert choose(10_000_000, 512, sizes[larger], **unlimited).factory.endswith(f",PQ{larger}")
         assert choose(10_000_000, 512, sizes[larger] - 1, **unlimited).factory.endswith(f",PQ{smaller}")
+    assert choose(10_000_000, 512, sizes[32], **unlimited).factory.endswith(",PQ32")
+    assert choose(10_000_000, 512, sizes[32] - 1, **unlimited).factory.endswith(",PQ64x4fs")
+    assert choose(10_000_000, 512, fast_size - 1, **unlimited).factory.endswith(",PQ16")
     assert choose(10_000_000, 512, sizes[8], **unlimited).factory.endswith(",PQ8")
     # With a latency budget that PQ64 and PQ32 miss, the fast-scan codes at exactly their size; a byte
     # less, the next option that is both small and fast enough (PQ16 is predicted too slow: PQ8).
@@ -380,13 +386,14 @@ def test_lists_are_retrained_after_four_fold_growth_only() -> None:
 
 def test_the_training_sample_is_seeded_distinct_and_sized_by_the_rule() -> None:
     """k-means trains on a seeded sample (docs/cli.md) of 32 points a list, at least 4,096 and at most
-    262,144 distinct vectors; all of them when there are fewer."""
+    1,048,576 distinct vectors; all of them when there are fewer."""
     sample = training_sample(100_000, 1024)
     assert len(sample) == 1024 * TRAIN_POINTS_PER_LIST
     assert len(np.unique(sample)) == len(sample) and sample.min() >= 0 and sample.max() < 100_000
     assert np.array_equal(sample, training_sample(100_000, 1024))
     assert len(training_sample(100_000, 16)) == MIN_PQ_TRAINING
-    assert len(training_sample(1_000_000, 16384)) == MAX_TRAIN_POINTS
+    assert len(training_sample(1_000_000, 16384)) == 16384 * TRAIN_POINTS_PER_LIST
+    assert len(training_sample(10_000_000, 65536)) == MAX_TRAIN_POINTS == 16 * 65536
     assert np.array_equal(training_sample(3_000, 64), np.arange(3_000))
 
 

@@ -29,7 +29,7 @@ from . import faults
 from .rerank import RerankCodes
 from .vectors import VectorIndex, atomic_write, fsync_dir
 
-SHARD_SIZE = 1_000_000  # vectors a shard: about 40 MB of fast-scan codes, 520 MB of SQ8 lists at 512-d
+SHARD_SIZE = 250_000  # vectors a shard: 500 MB of float32 input at 512-d, a few in flight at once
 
 
 class ShardSource(Protocol):
