@@ -1,19 +1,27 @@
 """A sizing model for 100M and 1B vectors, fitted to what scripts/bench_scale.py measured.
 
-    .venv/bin/python scripts/sizing_model.py scripts/results/bench_scale_*.json [--dim 512]
+    .venv/bin/python scripts/sizing_model.py scripts/results/bench_scale_*.json [--json OUT]
 
-Why: nobody can measure a billion vectors on a 2-core machine, but the measured points say how memory,
-disk, build time and latency grow. Each quantity is fitted over the measured rows (memory and disk as
-a + b·n by least squares, build time and latency as c·n^α on log-log axes), the fit's error at each
-measured point is printed, and the fit is carried to 100M and 1B. Rows of different index families are
-fitted separately only when there are at least two of them; otherwise the model says it has too few points.
+Why: a billion vectors cannot be measured on a 2-core machine, but the measured rows say what each part
+costs. The model is structural, with constants fitted to the rows (least squares) and its error at each
+measured row printed:
+- disk = n · (code bytes + 8-byte id [+ 2·dim half-precision re-ranking codes + 8-byte id, on disk]) + the
+  centroids, graph and rotation;
+- resident memory = the centroids, graph and rotation, plus the codes and ids when the index is in memory
+  (on disk, the page cache holds what queries touch, and the kernel gives it back under pressure);
+- build time = a + b·n on this machine (the lists' training is the fixed part; adding is per vector);
+- latency (p50 of text-like queries at the tuned depth, from tuning, which runs alone) = c1 · codes scanned
+  + c2 · candidates re-ranked, where codes scanned = nprobe · n / nlist and candidates = 10 · depth.
+Predictions assume what vecsearch plans past 10M: 65,536 lists (its cap), OPQ+PQ64 codes on disk with
+half-precision re-ranking codes, and the search depth tuned at 10M (recall at that depth falls as the
+lists grow; the model does not predict recall).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,71 +29,92 @@ import numpy as np
 
 TARGETS = (100_000_000, 1_000_000_000)
 GIB = 1 << 30
+NLIST, HNSW_LINKS = 65536, 32
 
 
 def rows_of(paths: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
         for row in json.loads(path.read_text()).get("rows", []):
-            if "count" in row and "build_s" in row and row.get("generator") != "real":
+            if row.get("generator") not in (None, "real") and "build_s" in row and row.get("nlist"):
                 rows.append(row)
-    return sorted(rows, key=lambda r: r["count"])
+    return sorted(rows, key=lambda r: (r["count"], r["storage"]))
 
 
-def linear(n: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """a + b·n, least squares (b only when there is one point)."""
-    if len(n) == 1:
-        return 0.0, float(y[0] / n[0])
-    b, a = np.polyfit(n, y, 1)
-    return float(a), float(b)
+def code_bytes(factory: str) -> float:
+    codes = factory.rsplit(",", 1)[-1]
+    if codes == "Flat":
+        return 4 * 512
+    if codes == "SQ8":
+        return 512
+    m = re.fullmatch(r"PQ(\d+)(x4fs)?", codes)
+    assert m, factory
+    return int(m.group(1)) / (2 if m.group(2) else 1)
 
 
-def power(n: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """c·n^α on log-log axes (α = 1 when there is one point)."""
-    if len(n) == 1:
-        return float(y[0] / n[0]), 1.0
-    alpha, log_c = np.polyfit(np.log(n), np.log(y), 1)
-    return float(math.exp(log_c)), float(alpha)
+def fixed_bytes(row: dict[str, Any]) -> float:
+    dim, nlist = row["dim"], row["nlist"]
+    graph = nlist * HNSW_LINKS * 2 * 4 if "_HNSW" in row["factory"] else 0
+    rotation = dim * dim * 4 if row["factory"].startswith("OPQ") else 0
+    return nlist * dim * 4 + graph + rotation
 
 
-def fit(rows: list[dict[str, Any]], name: str, value: Any, kind: str) -> dict[str, Any]:
+def disk_model(row: dict[str, Any]) -> float:
+    per = code_bytes(row["factory"]) + 8
+    if row["storage"] == "disk":
+        per += 2 * row["dim"] + 8
+    return row["count"] * per + fixed_bytes(row)
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    if len(x) == 1:
+        return 0.0, float(y[0] / x[0])
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(intercept), float(slope)
+
+
+def errors(predicted: np.ndarray, measured: np.ndarray) -> list[float]:
+    return [round(float(p / m - 1), 4) if m else 0.0 for p, m in zip(predicted, measured, strict=True)]
+
+
+def model(rows: list[dict[str, Any]]) -> dict[str, Any]:
     n = np.array([r["count"] for r in rows], dtype=np.float64)
-    y = np.array([value(r) for r in rows], dtype=np.float64)
-    if kind == "linear":
-        a, b = linear(n, y)
-        predict = lambda x: a + b * x  # noqa: E731
-        formula = f"{a:.4g} + {b:.4g}·n"
-    else:
-        c, alpha = power(n, y)
-        predict = lambda x: c * x**alpha  # noqa: E731
-        formula = f"{c:.4g}·n^{alpha:.3f}"
-    errors = [float(predict(x) / v - 1) if v else 0.0 for x, v in zip(n, y, strict=True)]
-    return {
-        "quantity": name,
-        "formula": formula,
-        "measured": {int(x): float(v) for x, v in zip(n, y, strict=True)},
-        "fit_error_at_points": {int(x): round(e, 4) for x, e in zip(n, errors, strict=True)},
-        "predicted": {int(t): float(predict(t)) for t in TARGETS},
+    disk_measured = np.array([r["disk_bytes"] for r in rows], dtype=np.float64)
+    disk_predicted = np.array([disk_model(r) for r in rows])
+    build = np.array([r["build_excl_vectors_s"] for r in rows], dtype=np.float64)
+    a, b = fit_linear(n, build)
+    scanned = np.array([r["nprobe"] * r["count"] / r["nlist"] for r in rows], dtype=np.float64)
+    candidates = np.array([10 * r["depth"] for r in rows], dtype=np.float64)
+    p50 = np.array([r["tuning"]["text"]["p50_ms"] for r in rows], dtype=np.float64)
+    (c1, c2), *_ = np.linalg.lstsq(np.stack([scanned, candidates], axis=1), p50, rcond=None)
+    deepest = max(rows, key=lambda r: r["count"])
+    nprobe, depth = deepest["nprobe"], deepest["depth"]
+    target_row = {"dim": deepest["dim"], "nlist": NLIST, "factory": f"OPQ64_{deepest['dim']},IVF{NLIST}_HNSW32,PQ64"}
+    out: dict[str, Any] = {
+        "rows": [f"{r['count']:,} {r['factory']} ({r['storage']})" for r in rows],
+        "disk": {"error_at_rows": errors(disk_predicted, disk_measured)},
+        "build_s": {"a": a, "b": b, "error_at_rows": errors(a + b * n, build)},
+        "p50_ms": {
+            "per_code": float(c1),
+            "per_candidate": float(c2),
+            "error_at_rows": errors(c1 * scanned + c2 * candidates, p50),
+        },
+        "predicted": {},
     }
-
-
-def model(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    quantities = [
-        ("disk bytes", lambda r: r["disk_bytes"], "linear"),
-        ("resident bytes (serving RSS)", lambda r: r["rss_search"]["VmHWM"], "linear"),
-        ("anonymous resident bytes", lambda r: r["rss_search"]["RssAnon"], "linear"),
-        ("build seconds on this machine", lambda r: r["build_excl_vectors_s"], "power"),
-        ("text-like p50 ms at the tuned depth", lambda r: r["text"]["p50_ms"], "power"),
-    ]
-    return [fit(rows, name, value, kind) for name, value, kind in quantities]
-
-
-def show(value: float, name: str) -> str:
-    if "bytes" in name:
-        return f"{value / GIB:,.1f} GiB"
-    if "seconds" in name:
-        return f"{value / 3600:,.1f} h ({value * 2 / 3600:,.1f} core-hours)"
-    return f"{value:,.2f}"
+    for count in TARGETS:
+        on_disk = {**target_row, "count": count, "storage": "disk"}
+        codes = nprobe * count / NLIST
+        out["predicted"][count] = {
+            "disk_bytes": disk_model(on_disk),
+            "resident_bytes": fixed_bytes(on_disk),
+            "in_memory_bytes": fixed_bytes(on_disk) + count * (code_bytes(on_disk["factory"]) + 8),
+            "build_s": a + b * count,
+            "p50_ms": float(c1 * codes + c2 * 10 * depth),
+            "nprobe": nprobe,
+            "depth": depth,
+            "codes_scanned": codes,
+        }
+    return out
 
 
 def main() -> int:
@@ -97,16 +126,22 @@ def main() -> int:
     if not rows:
         print("no measured rows")
         return 1
-    print("fitted to: " + "; ".join(f"{r['count']:,} {r['factory']} ({r['storage']})" for r in rows))
-    fits = model(rows)
-    for item in fits:
-        errors = ", ".join(f"{n:,}: {e:+.1%}" for n, e in item["fit_error_at_points"].items())
-        predicted = ", ".join(f"{n:,}: {show(v, item['quantity'])}" for n, v in item["predicted"].items())
-        print(f"{item['quantity']}: {item['formula']}; error at the measured points {errors}; {predicted}")
-    if len(rows) < 3:
-        print(f"only {len(rows)} measured sizes: the exponents are not checked by a third point")
+    fitted = model(rows)
+    print("fitted to: " + "; ".join(fitted["rows"]))
+    for name in ("disk", "build_s", "p50_ms"):
+        print(f"{name} error at the measured rows: " + ", ".join(f"{e:+.1%}" for e in fitted[name]["error_at_rows"]))
+    print(f"build seconds = {fitted['build_s']['a']:.1f} + {fitted['build_s']['b'] * 1e6:.2f} µs · n")
+    per_code, per_candidate = fitted["p50_ms"]["per_code"] * 1e6, fitted["p50_ms"]["per_candidate"] * 1e3
+    print(f"p50 ms = {per_code:.1f} ns · codes scanned + {per_candidate:.2f} µs · candidates re-ranked")
+    for count, p in fitted["predicted"].items():
+        print(
+            f"{count:,}: disk {p['disk_bytes'] / GIB:,.0f} GiB, resident {p['resident_bytes'] / GIB:.2f} GiB on disk "
+            f"({p['in_memory_bytes'] / GIB:,.1f} GiB in memory), build {p['build_s'] / 3600:,.1f} h on 2 cores "
+            f"({p['build_s'] * 2 / 3600:,.1f} core-hours), p50 {p['p50_ms']:,.0f} ms at nprobe {p['nprobe']} "
+            f"({p['codes_scanned']:,.0f} codes), depth {p['depth']}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"rows": [r["label"] for r in rows], "fits": fits}, indent=1))
+        args.json.write_text(json.dumps(fitted, indent=1))
     return 0
 
 

@@ -2,11 +2,13 @@
 
 Small collections get exact search: it is fast enough and always right. Larger ones get an inverted
 file (IVF) index, whose codes shrink as the memory budget demands: full vectors (Flat), 8-bit scalar
-quantisation (SQ8), then product quantisation (PQ) whose candidates are re-scored from the exact vectors
-kept in the database. Large collections get many lists found through an HNSW graph (FAISS's advice:
-65,536 lists from 1M vectors), trained by two-level k-means, and, where a latency budget asks for it,
-4-bit fast-scan PQ codes that are re-ranked on better ones (SQ8 codes or the exact vectors). Past the
-memory budget an index is built by shards and kept on disk, memory-mapped (`shard_build.py`).
+quantisation (SQ8), then product quantisation (PQ, after a learned OPQ rotation from a million vectors);
+compressed codes rank candidates roughly, so the best of them are re-scored on better ones (the exact
+vectors kept in the database, or the half-precision re-ranking codes of an on-disk index). Large
+collections get many lists found through an HNSW graph (FAISS's advice: 65,536 lists from 1M vectors),
+trained by two-level k-means; 4-bit fast-scan PQ codes are planned only where the 8-bit codes of their
+size are predicted too slow. Past the memory budget an index is built by shards and kept on disk,
+memory-mapped (`shard_build.py`).
 
 A family qualifies when it fits the memory budget and a simple cost model (measured scan costs per code,
 times the share of lists a search usually probes) predicts it answers within the latency budget. The
