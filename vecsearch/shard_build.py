@@ -201,10 +201,10 @@ def _merge(empty: Any, kind: str, paths: list[Path], target: Path, on_disk: bool
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
         return open_on_disk(target, kind)
-    ivf = faiss.extract_index_ivf(fresh)
+    ivf: Any = faiss.extract_index_ivf(fresh)
     for path in paths:
         whole = faiss.read_index(str(path))  # held: the IVF part below does not own it
-        shard = faiss.extract_index_ivf(whole)  # lists only: their centroids are the trained index's
+        shard: Any = faiss.extract_index_ivf(whole)  # lists only: their centroids are the trained index's
         if (shard.nlist, shard.code_size) != (ivf.nlist, ivf.code_size):
             raise ValueError(f"shard {path.name} does not match the trained index")
         ivf.invlists.merge_from(shard.invlists, 0)
