@@ -304,6 +304,14 @@ def run_case(
     row["best"] = {"nprobe": wide, "depth": deep}
     for kind in ("image", "text"):
         row["best"][kind] = timed(search, sets[kind][0][:100], truth[kind][:100], wide, deep)
+    # Deeper re-ranking than tuning tries: does the candidate count, rather than the lists, cap recall?
+    row["deeper"] = []
+    for more in args.deeper if plan.reranks else []:
+        for probes in sorted({tuned.nprobe, wide}):
+            got = {
+                kind: timed(search, sets[kind][0][:100], truth[kind][:100], probes, more) for kind in ("image", "text")
+            }
+            row["deeper"].append({"nprobe": probes, "depth": more, **got})
     if plan.storage == "disk":
         del index, opened["index"]
         gc.collect()
@@ -403,6 +411,7 @@ def print_row(row: dict[str, Any]) -> None:
     print(f"{'':26} {'image recall':>12} {'p50 ms':>8} {'p99 ms':>8} {'text recall':>12} {'p50 ms':>8} {'p99 ms':>8}")
     lines = [("tuning (200 each)", row["tuning"]), ("held-out (500 each)", row)]
     lines.append((f"nprobe {row['best']['nprobe']} depth {row['best']['depth']} (100)", row["best"]))
+    lines += [(f"nprobe {got['nprobe']} depth {got['depth']} (100)", got) for got in row.get("deeper", [])]
     if "cold_image" in row:
         lines.append(("cold (100 each)", {"image": row["cold_image"], "text": row["cold_text"]}))
     lines += [(f"autofaiss {af['index_key']}", af)] if "image" in af else []
@@ -527,6 +536,9 @@ def main() -> int:
     parser.add_argument("--autofaiss-max-size", type=int, default=10**12, help="autofaiss only up to this size")
     parser.add_argument("--autofaiss-args", default="", help="extra options for autofaiss_build.py")
     parser.add_argument("--autofaiss-timeout", type=float, default=7200.0, help="stop its build after (s)")
+    parser.add_argument(
+        "--deeper", type=int, nargs="*", default=[], help="also re-rank depths past tuning's 32 (100 queries)"
+    )
     parser.add_argument("--real", type=Path, help="npz with images and captions: benchmark it too")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
