@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import re
 import subprocess
@@ -215,11 +216,28 @@ def rerank_codes(
     return RerankCodes.open(prefix)
 
 
+@pytest.mark.skipif(
+    not Path("/proc/self/smaps").exists(), reason="the kernel's mapping flags are read from Linux's smaps"
+)
+def test_rerank_codes_are_mapped_without_read_ahead(rerank_codes: RerankCodes, tmp_path: Path) -> None:
+    """Queries read scattered rows: the codes' mapping is advised random ("rr" in smaps), so a cold query
+    pages in the rows it scores rather than 128 KiB around each."""
+    blocks = Path("/proc/self/smaps").read_text().split("\n")
+    flags = [
+        next(line for line in blocks[at:] if line.startswith("VmFlags:"))
+        for at, line in enumerate(blocks)
+        if line.endswith(".codes.npy") and str(tmp_path.parent) in line
+    ]
+    assert flags and all(" rr" in line for line in flags)
+
+
 def test_rerank_codes_score_like_exact_inner_products(
-    rerank_codes: RerankCodes, collection: tuple[np.ndarray, np.ndarray, np.ndarray]
+    rerank_codes: RerankCodes, collection: tuple[np.ndarray, np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
     ids, vectors, queries = collection
-    assert rerank_codes.ntotal == COUNT and isinstance(rerank_codes.codes, np.memmap)
+    assert rerank_codes.ntotal == COUNT
+    # Mapped read-only, not read into memory: the array's buffer is the file's mapping.
+    assert isinstance(rerank_codes.codes.base, mmap.mmap) and not rerank_codes.codes.flags.writeable
     rng = np.random.default_rng(2)
     for query in queries[:10]:
         picked = rng.choice(COUNT, size=200, replace=False)  # in no particular order
@@ -227,6 +245,9 @@ def test_rerank_codes_score_like_exact_inner_products(
         np.testing.assert_allclose(scores, vectors[picked] @ query, atol=SQ8_ERROR)
     unknown = rerank_codes.scores(queries[0], np.array([ids[0], 8, ids[-1] + 3], dtype=np.int64))
     assert np.isfinite(unknown[0]) and np.isneginf(unknown[1:]).all()  # 8 is no id: ids are 7, 10, ...
+    empty = tmp_path / "empty"
+    RerankCodes.write(empty, [], 0, vectors.shape[1], None)
+    assert np.isneginf(RerankCodes.open(empty).scores(queries[0], ids[:3])).all()  # nothing to score: no error
 
 
 def test_rerank_codes_are_written_only_in_ascending_id_order(tmp_path: Path) -> None:
