@@ -7,8 +7,9 @@ costs. The model is structural, with constants fitted to the rows (least squares
 measured row printed:
 - disk = n · (code bytes + 8-byte id [+ 2·dim half-precision re-ranking codes + 8-byte id, on disk]) + the
   centroids, graph and rotation;
-- resident memory = the centroids, graph and rotation, plus the codes and ids when the index is in memory
-  (on disk, the page cache holds what queries touch, and the kernel gives it back under pressure);
+- resident memory = the process's own memory (fitted to the on-disk rows' anonymous RSS while serving) +
+  the centroids, graph and rotation, plus the codes and ids when the index is in memory (on disk, the page
+  cache holds what queries touch, and the kernel gives it back under pressure);
 - build time = a + b·n on this machine (the lists' training is the fixed part; adding is per vector);
 - latency (p50 of text-like queries at the tuned depth, from tuning, which runs alone) = c1 · codes scanned
   + c2 · candidates re-ranked, where codes scanned = nprobe · n / nlist and candidates = 10 · depth.
@@ -87,6 +88,11 @@ def model(rows: list[dict[str, Any]]) -> dict[str, Any]:
     candidates = np.array([10 * r["depth"] for r in rows], dtype=np.float64)
     p50 = np.array([r["tuning"]["text"]["p50_ms"] for r in rows], dtype=np.float64)
     (c1, c2), *_ = np.linalg.lstsq(np.stack([scanned, candidates], axis=1), p50, rcond=None)
+    # The process's own memory besides the centroids, graph and rotation (Python, NumPy, FAISS, buffers),
+    # from the on-disk rows' anonymous RSS while serving: what an on-disk index keeps out of the page cache.
+    on_disk = [r for r in rows if r["storage"] == "disk" and "rss_search" in r]
+    anon = np.array([r["rss_search"]["RssAnon"] for r in on_disk], dtype=np.float64)
+    base = float(np.mean(anon - np.array([fixed_bytes(r) for r in on_disk]))) if on_disk else 0.0
     deepest = max(rows, key=lambda r: r["count"])
     nprobe, depth = deepest["nprobe"], deepest["depth"]
     target_row = {"dim": deepest["dim"], "nlist": NLIST, "factory": f"OPQ64_{deepest['dim']},IVF{NLIST}_HNSW32,PQ64"}
@@ -99,6 +105,11 @@ def model(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "per_candidate": float(c2),
             "error_at_rows": errors(c1 * scanned + c2 * candidates, p50),
         },
+        "resident": {
+            "base_bytes": base,
+            "rows": [f"{r['count']:,} (disk)" for r in on_disk],
+            "error_at_rows": errors(base + np.array([fixed_bytes(r) for r in on_disk]), anon) if on_disk else [],
+        },
         "predicted": {},
     }
     for count in TARGETS:
@@ -106,8 +117,8 @@ def model(rows: list[dict[str, Any]]) -> dict[str, Any]:
         codes = nprobe * count / NLIST
         out["predicted"][count] = {
             "disk_bytes": disk_model(on_disk),
-            "resident_bytes": fixed_bytes(on_disk),
-            "in_memory_bytes": fixed_bytes(on_disk) + count * (code_bytes(on_disk["factory"]) + 8),
+            "resident_bytes": base + fixed_bytes(on_disk),
+            "in_memory_bytes": base + fixed_bytes(on_disk) + count * (code_bytes(on_disk["factory"]) + 8),
             "build_s": a + b * count,
             "p50_ms": float(c1 * codes + c2 * 10 * depth),
             "nprobe": nprobe,
@@ -130,6 +141,13 @@ def main() -> int:
     print("fitted to: " + "; ".join(fitted["rows"]))
     for name in ("disk", "build_s", "p50_ms"):
         print(f"{name} error at the measured rows: " + ", ".join(f"{e:+.1%}" for e in fitted[name]["error_at_rows"]))
+    resident = fitted["resident"]
+    if resident["rows"]:
+        print(
+            f"resident (anonymous, serving on disk) = {resident['base_bytes'] / GIB:.2f} GiB + centroids, graph and "
+            "rotation; error at "
+            + ", ".join(f"{r} {e:+.1%}" for r, e in zip(resident["rows"], resident["error_at_rows"], strict=True))
+        )
     print(f"build seconds = {fitted['build_s']['a']:.1f} + {fitted['build_s']['b'] * 1e6:.2f} µs · n")
     per_code, per_candidate = fitted["p50_ms"]["per_code"] * 1e6, fitted["p50_ms"]["per_candidate"] * 1e3
     print(f"p50 ms = {per_code:.1f} ns · codes scanned + {per_candidate:.2f} µs · candidates re-ranked")
