@@ -458,9 +458,12 @@ def judge(row: dict[str, Any]) -> dict[str, str]:
             ok, f"{max(got, top):.3f}; tuned {got:.3f} at p50 {row[kind]['p50_ms']:.2f} ms, {top:.3f} at "
             f"nprobe {best['nprobe']} depth {best['depth']} p50 {best[kind]['p50_ms']:.2f} ms",
         )  # fmt: skip
-    runs = [image, text] + ([row["cold_image"], row["cold_text"]] if "cold_image" in row else [])
-    p50, p99 = max(r["p50_ms"] for r in runs), max(r["p99_ms"] for r in runs)
+    p50, p99 = max(image["p50_ms"], text["p50_ms"]), max(image["p99_ms"], text["p99_ms"])
     verdicts["latency"] = say(p50 <= goal["p50"] and p99 <= goal["p99"], f"p50 {p50:.2f} / p99 {p99:.2f} ms")
+    if "cold_image" in row:  # the goals are for a warm cache; cold figures are reported beside them
+        cold = [row["cold_image"], row["cold_text"]]
+        p50, p99 = max(r["p50_ms"] for r in cold), max(r["p99_ms"] for r in cold)
+        verdicts["latency"] += f" (warm; cold p50 {p50:.2f} / p99 {p99:.2f} ms)"
     verdicts["build"] = say(row["build_excl_vectors_s"] <= goal["build"], f"{row['build_excl_vectors_s']:.0f} s")
     return verdicts
 
