@@ -109,7 +109,7 @@ class RerankCodes:
 
     def prefetch(self, where: np.ndarray) -> None:
         """Ask the kernel for the pages of these rows all at once, so that a cold query's reads overlap
-        rather than waiting for each in turn (10 times faster cold, measured in docs/benchmarks.md)."""
+        rather than waiting for each in turn (8–9 times faster cold, measured in docs/benchmarks.md)."""
         if self.mapping is None or not hasattr(mmap, "MADV_WILLNEED") or len(where) == 0:
             return
         row_bytes, page = self.codes.shape[1] * self.codes.itemsize, mmap.PAGESIZE
