@@ -177,13 +177,14 @@ def test_text_search_uses_the_export_and_matches_torch(
                 torch_hits(tiny_index, tiny_encoder, query),
             )
         assert index.model.loaded is None  # the full model was never loaded
-        # An image term needs the image tower: the full model loads, and gives torch's answer.
+        # An image term needs the image tower: the crawl exported it too, and it gives torch's answer.
         picture = str(index.roots()[0] / "apple.png")
         assert_same_ranking(
             [(h.id, h.score) for h in index.search([picture], k=8, kind="any")],
             torch_hits(tiny_index, tiny_encoder, [picture]),
         )
-        assert index.model.loaded is not None
+        assert index.model.loaded is None
+        assert getattr(index.model.query_encoder(), "torch_free", False)
 
 
 def test_starter_index_text_search_matches_torch(
@@ -232,7 +233,10 @@ def test_cold_text_search_never_imports_torch(tiny_index: Path, tiny_encoder: An
     assert "onnxruntime" in imported and "tokenizers" in imported
 
 
-def test_cold_image_search_still_loads_the_full_model(tiny_index: Path, tiny_encoder: Any, cache: Path) -> None:
+def test_cold_image_search_without_an_image_export_loads_the_full_model(
+    tiny_index: Path, tiny_encoder: Any, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VECSEARCH_IMAGE_ONNX", "0")
     with Index.open(tiny_index) as index:
         picture = str(index.roots()[0] / "car.jpg")
     cli = json.loads(

@@ -41,15 +41,15 @@ class QueryEmbedder:
         text_only = all(t.kind in (TEXT_TERM, ITEM) for t in query.terms)
         encoder: Any = None
         if needs_model:
-            encoder = (text_only and self.model.text_tower()) or self.model.encoder
+            encoder = (text_only and self.model.text_tower()) or self.model.query_encoder()
+        # The exported towers and the full model agree to a cosine of 0.99999, not bit for bit.
+        exported = "exported " if getattr(encoder, "torch_free", False) else ""
         picture_keys = [
-            ("picture", hashlib.sha256(pictures[t.value]).hexdigest())
+            (f"{exported}picture", hashlib.sha256(pictures[t.value]).hexdigest())
             for t in query.terms
             if t.kind in (IMAGE_TERM, URL)
         ]
-
-        # The exported text tower and the full model agree to a cosine of 0.99999, not bit for bit.
-        text_key = "text" if encoder is self.model.loaded else "exported text"
+        text_key = f"{exported}text"
 
         def embed_texts(texts: Sequence[str]) -> np.ndarray:
             return self._cached([(text_key, t) for t in texts], lambda: encoder.embed_texts(texts))

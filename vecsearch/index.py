@@ -269,9 +269,11 @@ class Index:
         return data
 
     def warm(self) -> None:
-        """Load the vectors and the query path of the model now, so that the first query is quick."""
+        """Load the vectors and the query path of the model now (text, and pictures where the model's
+        exports exist), so that the first query is quick."""
         _ = self.vectors
         self.query_vector(Query.parse(["a photo"]))
+        self.model.warm_pictures()
 
     # --- crawling ------------------------------------------------------------------------------
 
@@ -331,7 +333,7 @@ class Index:
                     options=ray,
                     columns=columns,
                 )
-                report.text_export = self.model.export_text_tower()
+                report.text_export = self.model.export_towers()
                 return report
             crawler = Crawler(
                 self.store,
@@ -341,7 +343,7 @@ class Index:
                 settings,
             )
             report = crawler.run([Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden)
-        report.text_export = self.model.export_text_tower()
+        report.text_export = self.model.export_towers()
         return report
 
     def add_embeddings(self, folder: str | os.PathLike[str], *, progress: bool = False) -> CrawlReport:
@@ -441,7 +443,7 @@ class Index:
         term, given = picture_term(image)
         query = Query((term,))
         vector = self.query_vector(query, self._embedder.read_pictures(query, given))
-        return classify(vector, labels, self.encoder, templates)
+        return classify(vector, labels, self.model.query_encoder(), templates)
 
     def query_vector(self, query: Query, pictures: Mapping[str, bytes] | None = None) -> np.ndarray:
         """The unit vector a query stands for. `pictures` holds the query images' bytes, if read already."""

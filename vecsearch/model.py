@@ -1,5 +1,6 @@
-"""An index's model: loaded on first use, checked against the fingerprint the index recorded, and for
-text queries the torch-free text tower an earlier crawl exported."""
+"""An index's model: loaded on first use, checked against the fingerprint the index recorded, and run from
+the exports an earlier crawl made (no torch) where they exist: the text tower for text queries, and the
+image and text towers for picture queries, `describe`, `classify` and crawls on the CPU."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class IndexModel:
         self.settings = settings
         self._encoder = encoder
         self._text_tower: Any = None  # the exported text tower once looked for; False when there is none
+        self._query_encoder: Any = None  # the exported model for queries once looked for; False when none
         if encoder is not None:
             self.check(encoder)
 
@@ -75,12 +77,61 @@ class IndexModel:
 
     @property
     def encoder(self) -> Encoder:
-        """The full model, loaded on first use and checked against the recorded fingerprint."""
+        """The model for crawls: its exports (no torch) on the CPU when an earlier crawl made them, else
+        the full model; loaded on first use and checked against the recorded fingerprint."""
         if self._encoder is None:
-            encoder = self.settings.load(self.spec)
+            from .encoders.exported import accelerator_visible
+
+            on_cpu = self.settings.device == "cpu" or (self.settings.device is None and not accelerator_visible())
+            encoder = self._exported() if on_cpu else None
+            if encoder is None:
+                encoder = self.torch_encoder()
             self.check(encoder)
             self._encoder = encoder
         return self._encoder
+
+    def torch_encoder(self) -> Encoder:
+        """The full model (torch), loaded now and checked."""
+        encoder = self.settings.load(self.spec)
+        self.check(encoder)
+        return encoder
+
+    def query_encoder(self) -> Encoder:
+        """The model for queries: the one a crawl loaded, else the exports on the CPU (even where a GPU is:
+        one picture costs less than starting torch), else the full model."""
+        if self._encoder is not None:
+            return self._encoder
+        if self._query_encoder is None:
+            wants_cpu = self.settings.device in (None, "cpu")
+            self._query_encoder = (self._exported() if wants_cpu else None) or False
+        return self._query_encoder or self.encoder
+
+    def warm_pictures(self) -> None:
+        """Load the picture path of the exported model now (a server's first picture query is then quick);
+        nothing when the model has no exports (loading torch is left to the first picture query)."""
+        encoder = self.query_encoder() if self._encoder is None and self._exported_available() else None
+        warm = getattr(encoder, "warm", None)
+        if warm is not None:
+            warm()
+
+    def _exported_available(self) -> bool:
+        from .encoders.image_onnx import cache_folder, meta_path
+
+        return IMAGE in self.modalities and meta_path(cache_folder(self.settings.cache_dir), self.fingerprint).is_file()
+
+    def _exported(self) -> Encoder | None:
+        if IMAGE not in self.modalities:
+            return None
+        from .encoders.exported import load_exported
+
+        return load_exported(
+            self.fingerprint,
+            self.dim,
+            self.torch_encoder,
+            cache_dir=self.settings.cache_dir,
+            batch_size=self.settings.batch_size,
+            inference=self.settings.inference,
+        )
 
     def check(self, encoder: Encoder) -> None:
         """Refuse a model whose vectors would not be comparable with the index's."""
@@ -116,12 +167,17 @@ class IndexModel:
             self._text_tower = tower if tower is not None else False
         return self._text_tower or None
 
-    def export_text_tower(self) -> str | None:
-        """With the full model loaded by a crawl, export its text tower (once per weights) so that later
-        text queries need no torch; when no model was loaded, export nothing. Returns a sentence saying
-        what was exported (also logged), or None."""
-        if self._encoder is None:
+    def export_towers(self) -> str | None:
+        """With the full model loaded by a crawl, export its text and image towers (once per weights) so
+        that later queries and crawls need no torch; when no torch model was loaded, export nothing.
+        Returns sentences saying what was exported (also logged), or None."""
+        encoder = getattr(self._encoder, "fallback_encoder", self._encoder)
+        if encoder is None or getattr(encoder, "torch_free", False):
             return None
+        from .encoders.image_export import export_image_tower
         from .encoders.text_export import export_text_tower
 
-        return export_text_tower(self._encoder, self.settings.cache_dir)
+        notes = [export_text_tower(encoder, self.settings.cache_dir)]
+        if IMAGE in self.modalities:
+            notes.append(export_image_tower(encoder, self.settings.cache_dir))
+        return "\n".join(note for note in notes if note) or None

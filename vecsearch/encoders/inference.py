@@ -5,7 +5,8 @@ Modes: `fp32` (PyTorch, exact), `bf16` (PyTorch autocast; only where the CPU com
 dynamically quantised int8 weights). With `auto`, the first 16 pictures a crawl
 embeds are run in fp32 and in each faster mode, fastest first; the first mode whose vectors all have a
 cosine of at least 0.999 with fp32 on those very pictures, and that is faster, embeds the rest (the
-checked pictures keep their exact fp32 vectors). Nothing passes: fp32. The check is recorded, so the choice can be read back.
+checked pictures keep their exact fp32 vectors). Nothing passes: fp32. The check is reported, and remembered
+per weights, CPU and runtime versions (mode_memory.py): later crawls take the same mode without checking.
 
 Only matrix products are quantised (convolutions stay fp32: quantising them cost ResNet towers more than
 the bar allows). Activations are quantised per batch, so a picture's int8 vector moves slightly with its
@@ -32,6 +33,7 @@ from .base import normalize_rows
 MODES = ("auto", "fp32", "bf16", "onnx-int8")
 COSINE_BAR = 0.999
 CHECK_PICTURES = 16  # pictures of the first batch that every mode embeds for the check against fp32
+SETTLE_BATCH = 8  # pictures needed to choose an inference mode: enough to trust the cosine check
 log = logging.getLogger(__name__)
 
 
@@ -72,78 +74,73 @@ def onnxruntime_available() -> bool:
     return True
 
 
-class ImageInference:
-    """Runs an open_clip image tower in the chosen mode; `auto` settles on a mode at the first batch."""
+class ModeChooser:
+    """Runs an image tower in the chosen mode; `auto` settles on a mode at the first batch, or takes the
+    decision remembered for these weights on this CPU with these runtimes (`mode_memory`)."""
 
-    def __init__(
-        self,
-        model: Any,
-        device: str,
-        fingerprint: str,
-        mode: str = "auto",
-        cache_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
+    engine = ""  # what computes the vectors, part of the remembered decision's key
+    runtimes: tuple[str, ...] = ()  # the packages whose versions are part of it too
+
+    def __init__(self, fingerprint: str, mode: str, on_cpu: bool, cache_dir: str | os.PathLike[str] | None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown inference mode {mode!r} (choose from {', '.join(MODES)})")
-        self.model = model
-        self.device = device
         self.fingerprint = fingerprint
         self.requested = mode
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.checks: list[ModeCheck] = []
+        self.remembered = False
         self._runners: dict[str, Callable[[Any], np.ndarray]] = {"fp32": self.run_fp32}
-        on_cpu = str(device).startswith("cpu")
-        if mode in ("bf16", "onnx-int8") and not on_cpu:
-            raise ValueError(f"inference mode {mode} runs on the CPU; on {device} use fp32 (or auto)")
         if mode == "auto":
-            self.mode = None if on_cpu else "fp32"  # accelerators: exact fp32, already fast
+            self.mode: str | None = None if on_cpu else "fp32"  # accelerators: exact fp32, already fast
         else:
             self.mode = mode
 
-    # --- the modes -------------------------------------------------------------------------------
-
     def candidates(self) -> list[str]:
-        """Faster modes worth trying here, fastest first (as measured by scripts/bench_indexing.py)."""
-        found = []
-        if onnxruntime_available():
-            found.append("onnx-int8")
-        if cpu_has_native_bf16():
-            found.append("bf16")
-        return found
+        raise NotImplementedError
 
     def run_fp32(self, pixels: Any) -> np.ndarray:
-        import torch
+        raise NotImplementedError
 
-        with torch.inference_mode():
-            return self.model.encode_image(pixels.to(self.device), normalize=True).float().cpu().numpy()
-
-    def _bf16(self, pixels: Any) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            vectors = self.model.encode_image(pixels, normalize=False).float()
-        return normalize_rows(vectors.numpy())
+    def make_runner(self, mode: str) -> Callable[[Any], np.ndarray]:
+        raise NotImplementedError
 
     def _runner(self, mode: str) -> Callable[[Any], np.ndarray]:
         if mode not in self._runners:
-            if mode == "bf16":
-                self._runners[mode] = self._bf16
-            elif mode == "onnx-int8":
-                self._runners[mode] = OnnxImageTower(self.model, self.fingerprint, self.cache_dir).run
-            else:
-                raise ValueError(f"unknown inference mode {mode!r}")
+            self._runners[mode] = self.make_runner(mode)
         return self._runners[mode]
 
     # --- running -------------------------------------------------------------------------------
 
     def run(self, pixels: Any) -> np.ndarray:
-        """Unit vectors for a batch of preprocessed pictures."""
-        if self.mode is None:
+        """Unit vectors for a batch of preprocessed pictures. Before a mode is settled, a batch of fewer
+        than SETTLE_BATCH pictures runs in fp32 (too few to check on), unless a decision is remembered."""
+        if self.mode is None and not self._recall():
+            if len(pixels) < SETTLE_BATCH:
+                return self.run_fp32(pixels)
             return self._settle(pixels)
+        assert self.mode is not None
         return self._runner(self.mode)(pixels)
+
+    def decision_key(self) -> dict[str, Any]:
+        from .mode_memory import decision_key, runtime_versions
+
+        return decision_key(self.fingerprint, self.engine, runtime_versions(*self.runtimes))
+
+    def _recall(self) -> bool:
+        """Take the mode decided earlier for the same weights, CPU and runtimes, if it can run here."""
+        from .mode_memory import recall
+
+        entry = recall(self.decision_key(), self.cache_dir)
+        if entry is None or (entry["mode"] != "fp32" and entry["mode"] not in self.candidates()):
+            return False
+        self.mode, self.remembered = entry["mode"], True
+        log.info("inference mode %s, as checked on %s", self.mode, entry.get("decided", "an earlier crawl"))
+        return True
 
     def _settle(self, pixels: Any) -> np.ndarray:
         """Check the faster modes on the first CHECK_PICTURES pictures; embed the batch with the winner."""
+        from .mode_memory import remember
+
         sample = pixels[:CHECK_PICTURES]
         self.run_fp32(sample[:1])  # warm-up, as every mode gets: compare speeds, not first-call set-up
         started = time.perf_counter()
@@ -169,6 +166,7 @@ class ImageInference:
                 self.mode = mode
                 break
             self._runners.pop(mode, None)  # not used: free its session
+        remember(self.decision_key(), self.mode, [check.__dict__ for check in self.checks], self.cache_dir)
         if len(pixels) <= len(sample):
             return exact
         return np.concatenate([exact, self._runner(self.mode)(pixels[len(sample) :])])
@@ -177,8 +175,60 @@ class ImageInference:
         return {
             "requested": self.requested,
             "mode": self.mode,
+            "remembered": self.remembered,
             "checks": [check.__dict__ for check in self.checks],
         }
+
+
+class ImageInference(ModeChooser):
+    """An open_clip image tower in PyTorch: fp32, bf16, or the int8 ONNX graph exported from it."""
+
+    engine = "torch"
+    runtimes = ("torch", "onnxruntime")
+
+    def __init__(
+        self,
+        model: Any,
+        device: str,
+        fingerprint: str,
+        mode: str = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        on_cpu = str(device).startswith("cpu")
+        super().__init__(fingerprint, mode, on_cpu, cache_dir)
+        self.model = model
+        self.device = device
+        if mode in ("bf16", "onnx-int8") and not on_cpu:
+            raise ValueError(f"inference mode {mode} runs on the CPU; on {device} use fp32 (or auto)")
+
+    def candidates(self) -> list[str]:
+        """Faster modes worth trying here, fastest first (as measured by scripts/bench_indexing.py)."""
+        found = []
+        if onnxruntime_available():
+            found.append("onnx-int8")
+        if cpu_has_native_bf16():
+            found.append("bf16")
+        return found
+
+    def run_fp32(self, pixels: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model.encode_image(pixels.to(self.device), normalize=True).float().cpu().numpy()
+
+    def _bf16(self, pixels: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            vectors = self.model.encode_image(pixels, normalize=False).float()
+        return normalize_rows(vectors.numpy())
+
+    def make_runner(self, mode: str) -> Callable[[Any], np.ndarray]:
+        if mode == "bf16":
+            return self._bf16
+        if mode == "onnx-int8":
+            return OnnxImageTower(self.model, self.fingerprint, self.cache_dir).run
+        raise ValueError(f"unknown inference mode {mode!r}")
 
 
 class OnnxImageTower:
@@ -187,7 +237,7 @@ class OnnxImageTower:
     def __init__(self, model: Any, fingerprint: str, cache_dir: Path | None) -> None:
         import onnxruntime
 
-        path = self._export(model, fingerprint, cache_dir)
+        path = self.export_int8(model, fingerprint, cache_dir)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
         options.log_severity_level = 3
@@ -197,7 +247,8 @@ class OnnxImageTower:
         self.input_name = self.session.get_inputs()[0].name
 
     @staticmethod
-    def _export(model: Any, fingerprint: str, cache_dir: Path | None) -> Path:
+    def export_int8(model: Any, fingerprint: str, cache_dir: Path | None) -> Path:
+        """The int8 graph of these weights: exported and quantised once, then taken from the cache."""
         import torch
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -22,7 +22,6 @@ from . import hub
 from .base import IMAGE, TEXT, ModelSpec, batched, fingerprint_tensors, pick_device
 
 HF_HUB_PREFIX = "hf-hub:"
-SETTLE_BATCH = 8  # pictures needed to choose an inference mode: enough to trust the cosine check
 LOCAL_DIR_PREFIX = "local-dir:"
 _TAG_PREPROCESS_KEYS = {
     "mean": "image_mean",
@@ -99,16 +98,13 @@ class OpenClipEncoder:
         return self.preprocess(image)
 
     def embed_prepared_images(self, prepared: Sequence[Any]) -> np.ndarray:
-        """Unit vectors of preprocessed pictures, in the inference mode that `self.inference` settled on
-        (a batch of at least SETTLE_BATCH pictures settles `auto`; smaller ones before that run fp32)."""
+        """Unit vectors of preprocessed pictures (tensors, or arrays from the torch-free transform), in the
+        inference mode that `self.inference` settled on."""
         torch = self._torch
         chunks = []
         for chunk in batched(list(prepared), self.batch_size):
-            pixels = torch.stack(list(chunk))
-            if self.inference.mode is None and len(chunk) < SETTLE_BATCH:
-                chunks.append(self.inference.run_fp32(pixels))
-            else:
-                chunks.append(self.inference.run(pixels))
+            pixels = torch.stack([torch.as_tensor(p) for p in chunk])
+            chunks.append(self.inference.run(pixels))
         return _stack(chunks, self.dim)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:

@@ -182,6 +182,7 @@ class OnnxTextEncoder:
     """
 
     modalities = frozenset({TEXT})
+    torch_free = True
     device = "cpu"
 
     def __init__(self, folder: Path, info: ExportInfo, batch_size: int = 32) -> None:
