@@ -71,6 +71,7 @@ def test_public_api_is_pinned() -> None:
             "list_indexes",
             "list_models",
             "load_encoder",
+            "load_query_encoder",
             "parse_source",
         ]
     )

@@ -20,6 +20,7 @@ from .encoders import (  # noqa: E402
     ModelSpec,
     list_models,
     load_encoder,
+    load_query_encoder,
 )
 from .errors import (  # noqa: E402
     CaptionsFileError,
@@ -98,5 +99,6 @@ __all__ = [
     "list_indexes",
     "list_models",
     "load_encoder",
+    "load_query_encoder",
     "parse_source",
 ]

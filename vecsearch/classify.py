@@ -113,18 +113,18 @@ def classify_image(
     """Zero-shot classify one image file or picture, with no index needed."""
     from PIL import Image
 
-    from .encoders import IMAGE, load_encoder
+    from .encoders import IMAGE, load_query_encoder
     from .errors import ImageError, UnsupportedModalityError
-    from .images import load_image
+    from .images import decode_size, load_image
 
-    encoder = encoder or load_encoder(model, pretrained)
+    encoder = encoder or load_query_encoder(model, pretrained)
     if IMAGE not in encoder.modalities:
         raise UnsupportedModalityError(f"{encoder.spec} embeds text only; classification needs a CLIP model")
     if isinstance(image, Image.Image):
         picture = image
     else:
         try:
-            picture = load_image(Path(image))
+            picture = load_image(Path(image), min_size=decode_size(encoder))  # decoded as a query decodes it
         except ImageError as exc:
             raise QueryError(f"cannot use image {image}: {exc}") from exc
     return classify(encoder.embed_images([picture]), labels, encoder, templates)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .encoders import IMAGE
 from .errors import QueryError, UnsupportedModalityError
+from .images import decode_size
 from .model import IndexModel
 from .query import IMAGE as IMAGE_TERM
 from .query import ITEM, URL, Query, Term, combine, fetch_url, parse_term
@@ -63,6 +64,8 @@ class QueryEmbedder:
             embed_images=embed_images,
             lookup=self.lookup,
             read_picture=lambda term: pictures[term.value],
+            # A query picture is decoded as a crawl decodes it: a 12 MP JPEG at a reduced scale.
+            min_size=decode_size(encoder) if picture_keys else None,
         )
 
     def read_pictures(self, query: Query, given: Mapping[str, bytes] | None = None) -> dict[str, bytes]:

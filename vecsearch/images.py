@@ -289,3 +289,17 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     low, high = float(values.min()), float(values.max())
     scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
     return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+
+
+DECODE_OVERSAMPLE = 3
+
+
+def decode_size(encoder: Any) -> int | None:
+    """The smallest side a picture must keep when decoded for this encoder (None: decode at full size).
+
+    Three times the model's input: reduced JPEG decoding then leaves the model's own resize enough
+    pixels to filter, so the vectors match full decoding (at twice, a fine-textured test picture fell to
+    cosine 0.998; tests/test_inference.py and scripts/bench_indexing.py measure it).
+    """
+    size = getattr(encoder, "input_size", None)
+    return DECODE_OVERSAMPLE * int(size) if size else None

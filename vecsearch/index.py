@@ -33,7 +33,7 @@ from .manifest import (
     read_manifest,
     require_free,
 )
-from .model import IndexModel, LoadSettings
+from .model import IndexModel, LoadSettings, same_weights
 from .query import ITEM, Query, Term
 from .results import CrawlReport, Hit, Item, LabelScore
 from .retrieval import KINDS, Retrieval, brute_force_search, check_query_vectors, check_settings
@@ -137,23 +137,17 @@ class Index:
         folder = locate(ref, home)
         manifest = read_manifest(folder)
         settings = LoadSettings(device, batch_size, cache_dir, inference)
-        if encoder is None and model is not None:
-            wanted = resolve_spec(model, pretrained)
-            recorded = ModelSpec.from_dict(manifest["model"])
-            if wanted != recorded:
-                if not (wanted.names_local_files or recorded.names_local_files):
-                    # Two different published models: no need to download one to know they differ.
-                    raise ModelMismatchError(
-                        f"index {folder.name} was built with {recorded}, not {wanted}; leave out --model to "
-                        "use the index's own model, or build a separate index for the other model"
-                    )
-                encoder = settings.load(wanted)
+        wanted = resolve_spec(model, pretrained) if encoder is None and model is not None else None
+        if wanted is not None and not same_weights(folder, manifest, wanted, settings):
+            encoder = settings.load(wanted)  # the weights are unknown: load them to compare fingerprints
         store = Store.open(folder / DATABASE)
         try:
-            return cls(folder, manifest, store, encoder, settings)
+            index = cls(folder, manifest, store, encoder, settings)
         except BaseException:
             store.close()
             raise
+        index.model.load_as = wanted  # the same weights, perhaps by another path: load them from there
+        return index
 
     def close(self) -> None:
         self.store.close()

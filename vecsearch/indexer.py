@@ -12,6 +12,7 @@ the open chunk and keeps the committed ones, and the next run picks up from ther
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from collections import deque
@@ -49,6 +50,8 @@ from .roots import RootPlanner, Scope
 from .store import FileRow, Store
 from .vector_file import VectorFile
 
+log = logging.getLogger(__name__)
+FIRST_BATCH = 8  # pictures in a crawl's first model call (SETTLE_BATCH: enough to check the modes on)
 __all__ = ["CrawlSettings", "Crawler", "IndexingInterrupted", "Planned", "Prefill", "decode_size"]
 
 
@@ -135,7 +138,7 @@ class Crawler:
         self._save()
         self.report.seconds = time.monotonic() - started
         inference = getattr(self.model.loaded, "inference", None)
-        if inference is not None and inference.checks:
+        if inference is not None and (inference.checks or (inference.mode and self.report.embedded_images)):
             self.report.inference = inference.describe()
         return self.report
 
@@ -265,7 +268,8 @@ class Crawler:
                 self._skip_changed(item, item.error)
                 return
             batch.append(item)
-            if len(batch) >= batch_size:
+            # The first batch is small: a crawl shows progress (and settles its inference mode) sooner.
+            if len(batch) >= (batch_size if self.report.embedded_images else min(batch_size, FIRST_BATCH)):
                 self._embed(batch)
                 batch = []
                 self._place_twins(twins, by_hash, candidates, failed)
@@ -389,6 +393,8 @@ class Crawler:
 
     def _embed(self, batch: list[Pending]) -> None:
         vectors = self.model.encoder.embed_prepared_images([item.prepared for item in batch])
+        if not self.report.embedded_images:  # benchmarks time a crawl's start-up by this line
+            log.info("first %d pictures embedded", len(batch))
         faults.point("embed")
         for item, vector in zip(batch, vectors, strict=True):
             item.prepared = None

@@ -34,6 +34,39 @@ class LoadSettings:
         )
 
 
+def same_weights(folder: Path, manifest: dict[str, Any], wanted: ModelSpec, settings: LoadSettings) -> bool:
+    """Is `wanted` (a model named on the command line) the model the index was built with? True when it
+    is known to be, from its spec and the cheap fingerprint of its files (`weights_id`), or it is the same
+    spec (checked when the model loads); ModelMismatchError when it is known not to be; False when only
+    loading it can tell."""
+    from .encoders import hub
+    from .encoders.weights_id import has_record, known_fingerprint
+
+    recorded = ModelSpec.from_dict(manifest["model"])
+    built = f"index {folder.name} was built with {recorded}"
+    if wanted != recorded and not (wanted.names_local_files or recorded.names_local_files):
+        # Two different published models: no need to download one to know they differ.
+        raise ModelMismatchError(
+            f"{built}, not {wanted}; leave out --model to use the index's own model, or build a separate "
+            "index for the other model"
+        )
+    built += f" (fingerprint {str(manifest['model']['fingerprint'])[:12]})"
+    if not (wanted.names_local_files or recorded.names_local_files):
+        return True  # the same published weights
+    cache = hub.cache_dir(settings.cache_dir)
+    fingerprint = known_fingerprint(wanted, cache)
+    if fingerprint is None:
+        # Never loaded here: the same spec is taken on trust until the model loads (and is checked then).
+        # Files changed since they were loaded, or another spec: load it now to compare.
+        return wanted == recorded and not has_record(wanted, cache)
+    if fingerprint != manifest["model"]["fingerprint"]:
+        raise ModelMismatchError(
+            f"{built}, but {wanted} now holds other weights (fingerprint {fingerprint[:12]}); the checkpoint "
+            "changed since the index was built: rebuild the index or restore the weights"
+        )
+    return True
+
+
 class IndexModel:
     """The model an index was built with (`record` is the manifest's "model" part, `dim` its dimension).
 
@@ -51,6 +84,7 @@ class IndexModel:
         self._encoder = encoder
         self._text_tower: Any = None  # the exported text tower once looked for; False when there is none
         self._query_encoder: Any = None  # the exported model for queries once looked for; False when none
+        self.load_as: ModelSpec | None = None  # the spec to load the same weights by, if the user named one
         if encoder is not None:
             self.check(encoder)
 
@@ -92,7 +126,7 @@ class IndexModel:
 
     def torch_encoder(self) -> Encoder:
         """The full model (torch), loaded now and checked."""
-        encoder = self.settings.load(self.spec)
+        encoder = self.settings.load(self.load_as or self.spec)
         self.check(encoder)
         return encoder
 
@@ -109,20 +143,32 @@ class IndexModel:
     def warm_pictures(self) -> None:
         """Load the picture path of the exported model now (a server's first picture query is then quick);
         nothing when the model has no exports (loading torch is left to the first picture query)."""
-        encoder = self.query_encoder() if self._encoder is None and self._exported_available() else None
+        encoder = self.query_encoder() if self._encoder is None and self.has_picture_exports() else None
         warm = getattr(encoder, "warm", None)
         if warm is not None:
             warm()
 
-    def _exported_available(self) -> bool:
+    def has_picture_exports(self) -> bool:
+        """Does an earlier crawl's export let pictures be embedded here without torch?"""
         from .encoders.image_onnx import cache_folder, meta_path
 
         return IMAGE in self.modalities and meta_path(cache_folder(self.settings.cache_dir), self.fingerprint).is_file()
 
     def _exported(self) -> Encoder | None:
+        """The exports of the index's weights, unless the model's own files no longer hold those weights
+        (a checkpoint changed under the index: then the full model loads, and is refused)."""
         if IMAGE not in self.modalities:
             return None
+        from .encoders import hub
         from .encoders.exported import load_exported
+        from .encoders.weights_id import known_fingerprint
+
+        spec = self.load_as or self.spec
+        if (
+            spec.names_local_files
+            and known_fingerprint(spec, hub.cache_dir(self.settings.cache_dir)) != self.fingerprint
+        ):
+            return None
 
         return load_exported(
             self.fingerprint,

@@ -22,10 +22,9 @@ import numpy as np
 
 from .crawl import FoundFile, hash_file
 from .errors import ImageError
-from .images import load_image
+from .images import DECODE_OVERSAMPLE, decode_size, load_image  # noqa: F401 - decode_size: used from here
 from .store import FileRow
 
-DECODE_OVERSAMPLE = 3
 HELD_BYTES_LIMIT = 256 << 20  # hashed file contents kept in memory for decoding, all files together
 
 
@@ -129,17 +128,6 @@ def hash_prefilled(prefill: Prefill, hash_local: Callable[[Pending], Pending], i
         return hash_local(item)
     item.sha256, item.data = hashlib.sha256(data).hexdigest(), data
     return item
-
-
-def decode_size(encoder: Any) -> int | None:
-    """The smallest side a picture must keep when decoded for this encoder (None: decode at full size).
-
-    Three times the model's input: reduced JPEG decoding then leaves the model's own resize enough
-    pixels to filter, so the vectors match full decoding (at twice, a fine-textured test picture fell to
-    cosine 0.998; tests/test_inference.py and scripts/bench_indexing.py measure it).
-    """
-    size = getattr(encoder, "input_size", None)
-    return DECODE_OVERSAMPLE * int(size) if size else None
 
 
 def decode(

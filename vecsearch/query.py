@@ -283,11 +283,12 @@ def combine(
     lookup: VectorLookup,
     read_picture: Callable[[Term], bytes] | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    min_size: int | None = None,
 ) -> np.ndarray:
     """The normalised, weighted sum of the terms' embeddings.
 
     `read_picture` gives the bytes of an image or URL term; without it, image files are read from
-    disk and URLs are refused. The sum is taken in float64 and counts as cancelled when what is left
+    disk and URLs are refused. `min_size` lets a JPEG decode at a reduced scale, as a crawl does. The sum is taken in float64 and counts as cancelled when what is left
     is below a millionth of the total weight: a direction made of rounding errors is no query.
     """
     query.validate()
@@ -325,7 +326,7 @@ def combine(
             else:
                 source = term.value
             try:
-                images.append(load_image(source, max_megapixels=max_megapixels))
+                images.append(load_image(source, max_megapixels=max_megapixels, min_size=min_size))
             except ImageError as exc:
                 raise QueryError(f"cannot use query image {_shown(term.value)}: {exc}") from exc
         for term, vector in zip(pictures, embed_images(images), strict=True):

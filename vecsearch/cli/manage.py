@@ -230,9 +230,33 @@ def list_command(settings: Settings, as_json: bool) -> None:
 @main.command("models")
 @click.option("--all", "show_all", is_flag=True, help="Every open_clip architecture and pretrained tag.")
 @click.option("--offline", is_flag=True, help="Only models that load without the network.")
+@click.option(
+    "--prepare",
+    "prepare",
+    metavar="MODEL",
+    help="Load MODEL once and export its towers, so that queries and crawls run without torch.",
+)
+@click.option("--pretrained", help="With --prepare: the open_clip pretrained tag or checkpoint file.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def models_command(show_all: bool, offline: bool, as_json: bool) -> None:
-    """List models vecsearch can use, and which are already on this machine."""
+def models_command(show_all: bool, offline: bool, prepare: str | None, pretrained: str | None, as_json: bool) -> None:
+    """List models vecsearch can use, and which are already on this machine; or prepare one."""
+    if prepare is not None:
+        from ..encoders.prepare import prepare_exports
+
+        done = call(lambda: prepare_exports(prepare, pretrained))
+        if as_json:
+            dump(done)
+            return
+        for note in done["exported_now"]:
+            click.echo(note)
+        ready = [name for name in ("text_tower", "image_tower") if done[name]]
+        click.echo(
+            f"{done['model']}: {' and '.join(n.replace('_', ' ') for n in ready) or 'nothing'} exported"
+            + ("" if len(ready) == 2 else "; the rest runs with torch")
+        )
+        return
+    if pretrained is not None:
+        raise click.UsageError("--pretrained goes with --prepare")
     infos = call(lambda: list_models(all_open_clip=show_all))
     if offline:
         infos = [i for i in infos if i.available_offline]

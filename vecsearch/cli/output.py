@@ -92,7 +92,10 @@ def inference_line(inference: dict[str, Any]) -> str:
         if c["mode"] != "fp32"
     ]
     detail = f" (checked on {checks[0]['images']} pictures: {'; '.join(tried)})" if tried and checks else ""
-    return f"image model ran in {inference.get('mode')}{detail}"
+    if inference.get("remembered"):
+        detail = " (as checked by an earlier crawl on this machine)"
+    engine = ", exported, without torch" if inference.get("engine") == "onnxruntime" else ""
+    return f"image model ran in {inference.get('mode')}{engine}{detail}"
 
 
 def search_settings(faiss_info: dict[str, Any]) -> str:

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from .. import Index, Query, QueryError, load_encoder
+from .. import Index, Query, QueryError
 from ..classify import DEFAULT_TEMPLATES, check_templates, classify_image, parse_labels
+from ..encoders import load_query_encoder
 from .app import (
     Settings,
     call,
@@ -139,7 +140,7 @@ def classify_command(
                 index_ref, home=settings.home, model=model, pretrained=pretrained, device=device, batch_size=batch_size
             ) as index:
                 return index.classify(image, names, chosen)
-        encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size)
+        encoder = load_query_encoder(model, pretrained, device=device, batch_size=batch_size)
         return classify_image(Path(image), names, encoder, templates=chosen)
 
     scores = call(run)

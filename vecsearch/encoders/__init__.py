@@ -5,6 +5,7 @@ Nothing here imports torch or a model library at import time; that happens in `l
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from .base import (
     normalize_rows,
 )
 from .starter import STARTER_SPEC
+
+# ONNX Runtime (1.2x and later) keeps a telemetry device id and event database in ~/.cache/Microsoft as
+# soon as it is imported; vecsearch runs its exported towers with it and asks it not to, unless the user
+# said otherwise.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 DEFAULT_MODEL = ModelSpec(OPEN_CLIP, "ViT-B-32", "laion2b_s34b_b79k")
 # The bundled model (text: all-MiniLM-L6-v2, image: ours, trained on clip art); works with no network.
@@ -140,6 +146,32 @@ def load_encoder(
     raise ModelNotFoundError(f"unknown model family '{spec.family}' (known: {', '.join(FAMILIES)})")
 
 
+def load_query_encoder(
+    model: str | ModelSpec | None = None,
+    pretrained: str | None = None,
+    *,
+    device: str | None = None,
+    batch_size: int = 32,
+    cache_dir: str | None = None,
+) -> Encoder:
+    """A model for embedding a query or two: run from the exports of its weights (no torch) when a crawl
+    made them and its files are as they were then (`weights_id`), else loaded as `load_encoder` does."""
+    spec = resolve_spec(model, pretrained)
+
+    def full() -> Encoder:
+        return load_encoder(spec, device=device, batch_size=batch_size, cache_dir=cache_dir)
+
+    if device not in (None, "cpu"):
+        return full()
+    from .exported import load_exported
+    from .weights_id import known_fingerprint
+
+    cache = hub.cache_dir(cache_dir)
+    fingerprint = known_fingerprint(spec, cache)
+    exported = load_exported(fingerprint, None, full, cache_dir=cache, batch_size=batch_size) if fingerprint else None
+    return exported or full()
+
+
 def is_available_offline(spec: ModelSpec, cache_dir: str | None = None) -> bool:
     """Would `load_encoder(spec)` succeed without the network? Checks files only."""
     cache = hub.cache_dir(cache_dir)
@@ -212,9 +244,19 @@ def _minilm_installed() -> bool:
 
 
 def _is_open_clip_name(name: str) -> bool:
-    import open_clip
+    """An architecture open_clip knows, looked up among the config files it ships (importing open_clip
+    imports torch, seconds of a command that may need neither); in a process that has open_clip loaded,
+    also the configs added at run time."""
+    import importlib.util
+    import sys
 
-    return name in open_clip.list_models()
+    if "open_clip" in sys.modules:
+        return name in sys.modules["open_clip"].list_models()
+    found = importlib.util.find_spec("open_clip")
+    for location in (found.submodule_search_locations or []) if found else []:
+        if (Path(location) / "model_configs" / f"{name}.json").is_file():
+            return True
+    return False
 
 
 def _absolute_if_local(name: str) -> str:
@@ -238,6 +280,7 @@ __all__ = [
     "is_available_offline",
     "list_models",
     "load_encoder",
+    "load_query_encoder",
     "normalize_rows",
     "resolve_spec",
 ]

@@ -120,7 +120,7 @@ class ExportedEncoder:
 
 def load_exported(
     fingerprint: str,
-    dim: int,
+    dim: int | None,
     fallback: Callable[[], Encoder],
     *,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -128,7 +128,7 @@ def load_exported(
     inference: str = "auto",
 ) -> ExportedEncoder | None:
     """The torch-free encoder for these weights, or None when they have no (image and text) export, it
-    is for another dimension, or the inference mode asked for needs torch (bf16)."""
+    is for another dimension (`dim`, when given), or the inference mode asked for needs torch (bf16)."""
     from .text_onnx import cache_folder as text_folder
     from .text_onnx import disabled as text_disabled
     from .text_onnx import meta_path as text_meta
@@ -138,7 +138,7 @@ def load_exported(
     if not text_meta(text_folder(cache_dir), fingerprint).is_file():
         return None
     info = read_info(fingerprint, cache_dir)
-    if info is None or info.dim != dim:
+    if info is None or (dim is not None and info.dim != dim):
         return None
     return ExportedEncoder(info, fallback, cache_dir=cache_dir, batch_size=batch_size, inference=inference)
 

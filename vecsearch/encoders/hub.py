@@ -47,6 +47,12 @@ def cache_dir(explicit: str | os.PathLike[str] | None = None) -> str | None:
     return os.environ.get("VECSEARCH_CACHE_DIR") or None
 
 
+def vecsearch_cache(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where vecsearch keeps what it derives from models (exports, remembered checks): the cache folder
+    given, else $VECSEARCH_CACHE_DIR, else ~/.cache/vecsearch."""
+    return Path(cache_dir(explicit) or Path.home() / ".cache" / "vecsearch")
+
+
 def url_cache_dir(explicit: str | None = None) -> str:
     return cache_dir(explicit) or os.path.expanduser("~/.cache/clip")
 

@@ -62,7 +62,7 @@ def onnx_cache_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     ~/.cache/vecsearch; in its `onnx` folder."""
     from . import hub
 
-    return Path(cache_dir or hub.cache_dir(None) or Path.home() / ".cache" / "vecsearch") / "onnx"
+    return hub.vecsearch_cache(cache_dir) / "onnx"
 
 
 def onnxruntime_available() -> bool:
@@ -175,6 +175,7 @@ class ModeChooser:
         return {
             "requested": self.requested,
             "mode": self.mode,
+            "engine": self.engine,
             "remembered": self.remembered,
             "checks": [check.__dict__ for check in self.checks],
         }

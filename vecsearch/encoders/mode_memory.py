@@ -72,9 +72,9 @@ def _key_text(key: dict[str, Any]) -> str:
 
 
 def memory_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    from .inference import onnx_cache_folder
+    from . import hub
 
-    return onnx_cache_folder(cache_dir).parent / FILE_NAME
+    return hub.vecsearch_cache(cache_dir) / FILE_NAME
 
 
 def recall(key: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:

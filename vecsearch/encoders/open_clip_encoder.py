@@ -144,9 +144,16 @@ def load_open_clip(
         raise ModelUnavailableError(f"could not load {spec}: {first_line(exc)}; {hub.OFFLINE_HINT}") from exc
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ModelNotFoundError(f"could not load {spec}: {first_line(exc)}") from exc
-    return OpenClipEncoder(
+    encoder = OpenClipEncoder(
         model, preprocess, tokenizer, spec, device=device, batch_size=batch_size, inference=inference, cache_dir=cache
     )
+    from .weights_id import folder_files, remember
+
+    if name.startswith(LOCAL_DIR_PREFIX):
+        remember(spec, folder_files(Path(name[len(LOCAL_DIR_PREFIX) :])), encoder.fingerprint, cache)
+    elif kwargs.get("pretrained"):
+        remember(spec, [Path(kwargs["pretrained"])], encoder.fingerprint, cache)
+    return encoder
 
 
 def _output_dim(model: Any) -> int | None:

@@ -120,11 +120,12 @@ class Service:
         raise QueryError(f"'{ref[:100]}' names no picture: give id:N or an upload: term")
 
     def warm(self) -> None:
-        """Load what the first query would (vectors, text model) before anyone waits for it, and import
-        the libraries of the image model in the background (most of a first picture query's wait)."""
+        """Load what the first query would (vectors, text model, and the exported image tower) before
+        anyone waits for it. Without an image export, import the libraries of the full model in the
+        background instead (most of a first picture query's wait)."""
         with self.current() as index:
             index.warm()
-            if IMAGE_MODALITY in index.modalities:
+            if IMAGE_MODALITY in index.modalities and not index.model.has_picture_exports():
                 threading.Thread(target=_import_image_libraries, name="vecsearch-preload", daemon=True).start()
 
 

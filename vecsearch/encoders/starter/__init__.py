@@ -89,7 +89,7 @@ def load_starter(
         )
     device = pick_device(device)
     model, preprocess, tokenizer = build_model(WEIGHTS_PATH, device=device)
-    return OpenClipEncoder(
+    encoder = OpenClipEncoder(
         model,
         preprocess,
         tokenizer,
@@ -99,6 +99,11 @@ def load_starter(
         inference=inference,
         cache_dir=cache_dir,
     )
+    from ..weights_id import folder_files, remember
+
+    files = [WEIGHTS_PATH, CONFIG_PATH, PREPROCESS_PATH, *folder_files(Path(minilm_path()))]
+    remember(STARTER_SPEC, files, encoder.fingerprint, cache_dir)
+    return encoder
 
 
 def save_image_tower(model: Any, path: str | Path, metadata: dict[str, str] | None = None) -> None:
