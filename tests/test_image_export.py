@@ -537,3 +537,15 @@ def test_models_prepare_exports_without_a_crawl(tmp_path: Path, monkeypatch: pyt
         tmp_path / "cache",
     )
     assert heavy == [] and {s["label"] for s in out} == {"red", "blue"}
+
+
+def test_a_distributed_crawls_resize_in_read_tasks_changes_no_pixel(pictures: dict[str, Path]) -> None:
+    from vecsearch.scale.ray_pipeline import preprocess_geometry, shrink
+
+    ours = PreprocessConfig.from_dict(TRANSFORMS[0])
+    geometry = preprocess_geometry(ours)
+    assert geometry == (224, int(Image.Resampling.BICUBIC), 224, 224)
+    for path in pictures.values():
+        picture = load_image(path)
+        assert np.array_equal(ours(shrink(picture, geometry)), ours(picture))
+    assert preprocess_geometry(PreprocessConfig.from_dict(TRANSFORMS[3])) is None  # longest side: not this shape

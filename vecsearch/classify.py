@@ -118,6 +118,9 @@ def classify_image(
     from .images import decode_size, load_image
 
     encoder = encoder or load_query_encoder(model, pretrained)
+    start_loading = getattr(encoder, "start_loading", None)
+    if start_loading is not None:  # exported towers: both load (and are checked) while the picture decodes
+        start_loading(images=True, text=True)
     if IMAGE not in encoder.modalities:
         raise UnsupportedModalityError(f"{encoder.spec} embeds text only; classification needs a CLIP model")
     if isinstance(image, Image.Image):

@@ -43,6 +43,9 @@ class QueryEmbedder:
         encoder: Any = None
         if needs_model:
             encoder = (text_only and self.model.text_tower()) or self.model.query_encoder()
+            start_loading = getattr(encoder, "start_loading", None)
+            if start_loading is not None:  # exported towers: their files are hashed while the pictures decode
+                start_loading(images=not text_only, text=any(t.kind == TEXT_TERM for t in query.terms))
         # The exported towers and the full model agree to a cosine of 0.99999, not bit for bit.
         exported = "exported " if getattr(encoder, "torch_free", False) else ""
         picture_keys = [

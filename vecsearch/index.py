@@ -265,6 +265,7 @@ class Index:
     def warm(self) -> None:
         """Load the vectors and the query path of the model now (text, and pictures where the model's
         exports exist), so that the first query is quick."""
+        self.model.warm_pictures(wait=False)  # the image tower's files are hashed while the rest loads
         _ = self.vectors
         self.query_vector(Query.parse(["a photo"]))
         self.model.warm_pictures()
@@ -436,8 +437,12 @@ class Index:
             raise UnsupportedModalityError(f"index {self.name} holds text only; classification needs a CLIP model")
         term, given = picture_term(image)
         query = Query((term,))
+        encoder = self.model.query_encoder()
+        start_loading = getattr(encoder, "start_loading", None)
+        if start_loading is not None:  # the labels' text tower loads while the picture is embedded
+            start_loading(images=False, text=True)
         vector = self.query_vector(query, self._embedder.read_pictures(query, given))
-        return classify(vector, labels, self.model.query_encoder(), templates)
+        return classify(vector, labels, encoder, templates)
 
     def query_vector(self, query: Query, pictures: Mapping[str, bytes] | None = None) -> np.ndarray:
         """The unit vector a query stands for. `pictures` holds the query images' bytes, if read already."""

@@ -262,6 +262,9 @@ class Crawler:
                 if prepare is None:
                     prepare = self.model.encoder.prepare_image
                     self._decode_size = decode_size(self.model.encoder)
+                    start_loading = getattr(self.model.encoder, "start_loading", None)
+                    if start_loading is not None:  # exported towers: sessions load while pictures decode
+                        start_loading(images=True, crawl=True)
                 prepare_item(item, prepare)
             if item.error:
                 failed[item.sha256] = item.error

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .encoders import IMAGE, TEXT, Encoder, ModelSpec, load_encoder
+from .encoders import IMAGE, TEXT, Encoder, ModelSpec, load_encoder, load_exported_encoder, resolve_spec
 from .errors import IndexCorruptError, ModelMismatchError
 from .manifest import MANIFEST
 
@@ -24,6 +24,19 @@ class LoadSettings:
     inference: str = "auto"
 
     def load(self, model: str | ModelSpec | None, pretrained: str | None = None) -> Encoder:
+        """The model from its exports where a crawl made them (no torch; see `load_exported_encoder`),
+        else the full model."""
+        exported = load_exported_encoder(
+            resolve_spec(model, pretrained),
+            device=self.device,
+            batch_size=self.batch_size,
+            cache_dir=self.cache_dir,
+            inference=self.inference,
+        )
+        return exported or self.load_full(model, pretrained)
+
+    def load_full(self, model: str | ModelSpec | None, pretrained: str | None = None) -> Encoder:
+        """The full model, with torch."""
         return load_encoder(
             model,
             pretrained,
@@ -126,7 +139,7 @@ class IndexModel:
 
     def torch_encoder(self) -> Encoder:
         """The full model (torch), loaded now and checked."""
-        encoder = self.settings.load(self.load_as or self.spec)
+        encoder = self.settings.load_full(self.load_as or self.spec)
         self.check(encoder)
         return encoder
 
@@ -140,11 +153,12 @@ class IndexModel:
             self._query_encoder = (self._exported() if wants_cpu else None) or False
         return self._query_encoder or self.encoder
 
-    def warm_pictures(self) -> None:
-        """Load the picture path of the exported model now (a server's first picture query is then quick);
-        nothing when the model has no exports (loading torch is left to the first picture query)."""
+    def warm_pictures(self, wait: bool = True) -> None:
+        """Load the picture path of the exported model now (a server's first picture query is then quick),
+        or with `wait=False` start loading it; nothing when the model has no exports (loading torch is
+        left to the first picture query)."""
         encoder = self.query_encoder() if self._encoder is None and self.has_picture_exports() else None
-        warm = getattr(encoder, "warm", None)
+        warm = getattr(encoder, "warm" if wait else "start_loading", None)
         if warm is not None:
             warm()
 

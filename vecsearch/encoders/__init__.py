@@ -157,19 +157,36 @@ def load_query_encoder(
     """A model for embedding a query or two: run from the exports of its weights (no torch) when a crawl
     made them and its files are as they were then (`weights_id`), else loaded as `load_encoder` does."""
     spec = resolve_spec(model, pretrained)
+    exported = load_exported_encoder(spec, device=device, batch_size=batch_size, cache_dir=cache_dir, crawl=False)
+    return exported or load_encoder(spec, device=device, batch_size=batch_size, cache_dir=cache_dir)
 
-    def full() -> Encoder:
-        return load_encoder(spec, device=device, batch_size=batch_size, cache_dir=cache_dir)
 
-    if device not in (None, "cpu"):
-        return full()
-    from .exported import load_exported
+def load_exported_encoder(
+    spec: ModelSpec,
+    *,
+    device: str | None = None,
+    batch_size: int = 32,
+    cache_dir: str | None = None,
+    inference: str = "auto",
+    crawl: bool = True,
+) -> Encoder | None:
+    """The model run from its exports, when they exist for the weights `spec` names (known by the cheap
+    fingerprint of its files) and they suit the work: on the CPU, and for a crawl (`crawl`) only where
+    torch would find no GPU. None otherwise (the caller loads the full model)."""
+    from .exported import accelerator_visible, load_exported
     from .weights_id import known_fingerprint
 
+    if device not in (None, "cpu") or (crawl and device is None and accelerator_visible()):
+        return None
     cache = hub.cache_dir(cache_dir)
     fingerprint = known_fingerprint(spec, cache)
-    exported = load_exported(fingerprint, None, full, cache_dir=cache, batch_size=batch_size) if fingerprint else None
-    return exported or full()
+    if fingerprint is None:
+        return None
+
+    def full() -> Encoder:
+        return load_encoder(spec, device=device, batch_size=batch_size, cache_dir=cache_dir, inference=inference)
+
+    return load_exported(fingerprint, None, full, cache_dir=cache, batch_size=batch_size, inference=inference)
 
 
 def is_available_offline(spec: ModelSpec, cache_dir: str | None = None) -> bool:
@@ -280,6 +297,7 @@ __all__ = [
     "is_available_offline",
     "list_models",
     "load_encoder",
+    "load_exported_encoder",
     "load_query_encoder",
     "normalize_rows",
     "resolve_spec",

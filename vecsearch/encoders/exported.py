@@ -8,8 +8,10 @@ warning and hands the work to the full torch model (`fallback`), whose vectors a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,11 +52,13 @@ class ExportedEncoder:
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.transform = PreprocessConfig.from_dict(info.preprocess)
+        self.preprocess = self.transform  # as open_clip's encoders name their transform
         self.tower = OnnxImageTower(cache_folder(cache_dir), info)
         self.inference = OnnxInference(self.tower, inference, cache_dir)
         self._fallback_loader = fallback
         self._fallback: Encoder | None = None
-        self._text: Any = None
+        self._text: Any = None  # the exported text tower once loaded; False when it cannot be used
+        self._text_loading: threading.Thread | None = None
 
     # --- falling back ----------------------------------------------------------------------------
 
@@ -78,15 +82,38 @@ class ExportedEncoder:
         except Exception as exc:  # a damaged export: the torch model answers instead
             self._fall_back("image tower", exc)
 
+    def start_loading(self, images: bool = True, text: bool = False, crawl: bool = False) -> None:
+        """Begin loading (and checking) the towers that a query (or with `crawl`, a crawl) will need on
+        other threads, so that their files are hashed while pictures decode. Errors surface at first use."""
+        if images and self._fallback is None:
+            modes = [self.inference.mode or self.inference.recalled_mode() or "auto"] if crawl else ["fp32"]
+            if modes == ["auto"]:
+                modes = ["fp32", *self.inference.candidates()]  # the mode check runs them all
+            threading.Thread(target=self._load_quietly, args=(modes,), daemon=True, name="vecsearch-tower").start()
+        if text and self._text is None and self._text_loading is None:
+            self._text_loading = threading.Thread(target=self._load_text, daemon=True, name="vecsearch-text-tower")
+            self._text_loading.start()
+
+    def _load_quietly(self, modes: list[str]) -> None:
+        for mode in modes:
+            with contextlib.suppress(Exception):  # reported when the session is asked for again
+                self.tower.session(mode)
+
+    def _load_text(self) -> None:
+        from .text_onnx import load_text_encoder
+
+        self._text = load_text_encoder(self.fingerprint, self.dim, self.cache_dir, self.batch_size) or False
+
     # --- text ------------------------------------------------------------------------------------
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._fallback is not None:
             return self._fallback.embed_texts(texts)
+        if self._text_loading is not None:
+            self._text_loading.join()
+            self._text_loading = None
         if self._text is None:
-            from .text_onnx import load_text_encoder
-
-            self._text = load_text_encoder(self.fingerprint, self.dim, self.cache_dir, self.batch_size) or False
+            self._load_text()
         if self._text is False:
             return self._fall_back("text tower", RuntimeError("its files are missing or damaged")).embed_texts(texts)
         return np.asarray(self._text.embed_texts(texts), dtype=np.float32)

@@ -31,10 +31,12 @@ from PIL import Image
 
 from ..errors import first_line
 from .image_onnx import (
+    CHUNKED_ROLES,
     ImageExportError,
     ImageExportInfo,
     OnnxImageTower,
     cache_folder,
+    chunk_hashes,
     disabled,
     meta_path,
     read_info,
@@ -160,14 +162,17 @@ def _export(encoder: Any, folder: Path, cache_dir: str | os.PathLike[str] | None
         graph, weights = f"{stem}.onnx", f"{stem}.weights"
         _optimize(inline, staging / graph, weights)
         inline.unlink()
+        # The int8 graph the torch path runs (made once per weights), with ONNX Runtime's portable graph
+        # optimisations done now and saved: a crawl's session then starts in half the time.
         int8_source = TorchInt8Tower.export_int8(model, fingerprint, Path(cache_dir) if cache_dir else None)
         int8 = f"image-{fingerprint}-{sha256_file(int8_source)[:16]}.int8.onnx"
-        _link_or_copy(int8_source, staging / int8)
+        _optimize_inline(int8_source, staging / int8)
         files = {
             role: ExportFile(name, (staging / name).stat().st_size, sha256_file(staging / name))
             for role, name in (("graph", graph), ("weights", weights), ("int8", int8))
         }
         info = ImageExportInfo(
+            chunks={role: chunk_hashes(staging / files[role].name) for role in CHUNKED_ROLES},
             fingerprint=fingerprint,
             model=encoder.spec.to_dict(),
             dim=int(encoder.dim),
@@ -203,11 +208,17 @@ def _export(encoder: Any, folder: Path, cache_dir: str | os.PathLike[str] | None
     return info
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+def _optimize_inline(source: Path, target: Path) -> None:
+    """ONNX Runtime's hardware-independent optimisations (up to the extended level), saved in one file."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3
+    onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    if not target.is_file():
+        raise ImageExportError("ONNX Runtime did not save the optimised int8 graph")
 
 
 @contextlib.contextmanager

@@ -9,11 +9,14 @@ loads the full model instead). Only ONNX Runtime, NumPy and PIL are imported her
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import mmap
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,13 @@ from ..errors import ModelError, first_line
 from .base import normalize_rows
 from .image_preprocess import PreprocessConfig
 from .inference import ModeChooser
-from .text_onnx import ExportFile, _HashInBackground, _read_checked
+from .text_onnx import ExportFile, _read_checked
 
 FORMAT_VERSION = 1
 DISABLE_ENV = "VECSEARCH_IMAGE_ONNX"
 FILE_ROLES = ("graph", "weights", "int8")
+CHUNKED_ROLES = ("weights", "int8")  # large files: hashed in blocks, on every core at once
+CHUNK_BYTES = 16 << 20
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +66,7 @@ class ImageExportInfo:
     input_size: int  # the model's input side, for reduced JPEG decoding
     preprocess: dict[str, Any]  # PreprocessConfig.to_dict()
     files: dict[str, ExportFile]  # by role: graph, weights (fp32) and int8
+    chunks: dict[str, list[str]]  # by role (CHUNKED_ROLES): the SHA-256 of each CHUNK_BYTES block
     validation: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +86,7 @@ class ImageExportInfo:
                     role: ExportFile(str(f["name"]), int(f["bytes"]), str(f["sha256"]))
                     for role, f in data["files"].items()
                 },
+                chunks={role: [str(h) for h in data["files"][role]["chunks"]] for role in CHUNKED_ROLES},
                 validation=dict(data.get("validation", {})),
             )
             PreprocessConfig.from_dict(info.preprocess)
@@ -101,7 +108,11 @@ class ImageExportInfo:
             "logit_scale": self.logit_scale,
             "input_size": self.input_size,
             "preprocess": self.preprocess,
-            "files": {role: {"name": f.name, "bytes": f.bytes, "sha256": f.sha256} for role, f in self.files.items()},
+            "files": {
+                role: {"name": f.name, "bytes": f.bytes, "sha256": f.sha256}
+                | ({"chunks": self.chunks[role]} if role in self.chunks else {})
+                for role, f in self.files.items()
+            },
             "validation": self.validation,
         }
 
@@ -146,21 +157,22 @@ class OnnxImageTower:
             return self._sessions[mode]
 
     def _load(self, mode: str) -> Any:
-        files = self.info.files
-        if mode == "fp32":
-            weights = _HashInBackground(self.folder / files["weights"].name)
-            try:
-                _read_checked(self.folder / files["graph"].name, files["graph"])
-                session = _session(self.folder / files["graph"].name, query=True)
-            finally:
-                digest = weights.result()
-            if digest != files["weights"].sha256:
-                raise ImageExportError(f"{files['weights'].name} does not match the SHA-256 its meta records")
-            return session
-        if mode == "onnx-int8":
-            _read_checked(self.folder / files["int8"].name, files["int8"])
-            return _session(self.folder / files["int8"].name, query=False)
-        raise ValueError(f"the exported image tower runs fp32 or onnx-int8, not {mode}")
+        role = {"fp32": "weights", "onnx-int8": "int8"}.get(mode)
+        if role is None:
+            raise ValueError(f"the exported image tower runs fp32 or onnx-int8, not {mode}")
+        checked = _ChunksInBackground(self.folder / self.info.files[role].name)
+        try:
+            if mode == "fp32":
+                graph = self.info.files["graph"]
+                _read_checked(self.folder / graph.name, graph)
+                session = _session(self.folder / graph.name, query=True)
+        finally:
+            hashes = checked.result()
+        if hashes != self.info.chunks[role]:
+            raise ImageExportError(f"{self.info.files[role].name} does not match the SHA-256 its meta records")
+        # The int8 graph is checked before ONNX Runtime reads it; the fp32 weights are mapped, and checked
+        # while the graph loaded.
+        return session if mode == "fp32" else _session(self.folder / self.info.files[role].name, query=False)
 
     def run(self, pixels: np.ndarray, mode: str = "fp32") -> np.ndarray:
         session = self.session(mode)
@@ -212,3 +224,48 @@ def _session(graph: Path, query: bool) -> Any:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.add_session_config_entry("session.disable_prepacking", "1")
     return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+
+def chunk_hashes(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[str]:
+    """The SHA-256 of each block of a file, hashed on every core at once (hashlib lets go of the GIL on
+    large blocks): a 350 MB tower in half the time of one hash over the whole file on two cores."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return []
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+
+            def digest(start: int) -> str:
+                with view[start : start + chunk_bytes] as block:
+                    return hashlib.sha256(block).hexdigest()
+
+            try:
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+                with ThreadPoolExecutor(max_workers=max(1, cores), thread_name_prefix="vecsearch-hash") as pool:
+                    return list(pool.map(digest, range(0, size, chunk_bytes)))
+            finally:
+                view.release()
+
+
+class _ChunksInBackground:
+    """`chunk_hashes` of a file, computed while the caller does other work."""
+
+    def __init__(self, path: Path) -> None:
+        self._hashes: list[str] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._hashes = chunk_hashes(path)
+        except BaseException as exc:  # reported by result()
+            self._error = exc
+
+    def result(self) -> list[str]:
+        self._thread.join()
+        if self._error is not None:
+            raise ImageExportError(f"cannot read the export: {first_line(self._error)}") from self._error
+        assert self._hashes is not None
+        return self._hashes

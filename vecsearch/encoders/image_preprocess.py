@@ -64,6 +64,14 @@ class PreprocessConfig:
             "fill_color": self.fill_color,
         }
 
+    def geometry(self) -> tuple[int, int, int, int] | None:
+        """(short side, PIL resampling, crop height, crop width) for a square shortest-side transform, the
+        resize and crop a distributed crawl's read tasks do ahead of the model; None for others."""
+        height, width = self.size
+        if self.resize_mode != "shortest" or height != width:
+            return None
+        return height, int(_RESAMPLE[self.interpolation]), height, width
+
     def __call__(self, image: Image.Image) -> np.ndarray:
         """One picture as the model's input: float32, (3, height, width)."""
         return to_pixels(self.resized(image), self.mean, self.std)

@@ -126,15 +126,22 @@ class ModeChooser:
 
         return decision_key(self.fingerprint, self.engine, runtime_versions(*self.runtimes))
 
-    def _recall(self) -> bool:
-        """Take the mode decided earlier for the same weights, CPU and runtimes, if it can run here."""
+    def recalled_mode(self) -> str | None:
+        """The mode decided earlier for the same weights, CPU and runtimes, if it can run here."""
         from .mode_memory import recall
 
         entry = recall(self.decision_key(), self.cache_dir)
         if entry is None or (entry["mode"] != "fp32" and entry["mode"] not in self.candidates()):
+            return None
+        return str(entry["mode"])
+
+    def _recall(self) -> bool:
+        """Take the remembered decision, if there is one."""
+        mode = self.recalled_mode()
+        if mode is None:
             return False
-        self.mode, self.remembered = entry["mode"], True
-        log.info("inference mode %s, as checked on %s", self.mode, entry.get("decided", "an earlier crawl"))
+        self.mode, self.remembered = mode, True
+        log.info("inference mode %s, as checked by an earlier crawl on this machine", mode)
         return True
 
     def _settle(self, pixels: Any) -> np.ndarray:

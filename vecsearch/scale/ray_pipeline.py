@@ -188,6 +188,8 @@ def preprocess_geometry(preprocess: Any) -> tuple[int, int, int, int] | None:
     torchvision Resize of the short side and a CenterCrop no larger (open_clip's usual transform): then
     the read tasks resize and crop, and the actors get pictures a twentieth of the size, on which the
     same transform's resize and crop change nothing. None for any other preprocess."""
+    if callable(geometry := getattr(preprocess, "geometry", None)):  # an exported model's own transform
+        return geometry()
     steps = getattr(preprocess, "transforms", None)
     if not steps or len(steps) < 2 or [type(t).__name__ for t in steps[:2]] != ["Resize", "CenterCrop"]:
         return None
@@ -313,7 +315,8 @@ class Embedder:
         out = {name: [row[name] for row in rows] for name in _DECODED if name not in ("pixels", "height", "width")}
         out["vector"] = vectors
         inference = getattr(self.encoder, "inference", None)  # the mode this actor settled on, and its check
-        settled = json.dumps(inference.describe()) if inference is not None and inference.checks else None
+        decided = inference is not None and (inference.checks or getattr(inference, "remembered", False))
+        settled = json.dumps(inference.describe()) if decided and inference is not None else None
         out["inference"] = [settled] * len(rows)
         out["caption_vectors"] = [
             b"".join(text_vectors.get(t, b"") for t in row["captions"]) if not row["error"] else b"" for row in rows
