@@ -46,7 +46,7 @@ LABELS = "a dog,a cat,a car,a tree,a house,a person,a boat,a mountain"
 # A command run as `vecsearch` runs it, that also reports when a crawl first embedded pictures (the
 # indexer logs it), its peak memory and whether torch was imported.
 WRAPPER = r"""
-import json, logging, resource, sys, time
+import json, logging, sys, time
 first = []
 class Mark(logging.Handler):
     def emit(self, record):
@@ -62,8 +62,11 @@ try:
     main(sys.argv[1:], prog_name="vecsearch")
 except SystemExit as exc:
     code = exc.code or 0
+# The peak RSS of this process. Not getrusage's ru_maxrss: Linux keeps that across exec, so a child of a
+# big parent would report the parent's peak.
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"first_embedded_at": first[0] if first else None,
-                  "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "max_rss_mib": peak / 1024,
                   "heavy": [m for m in ("torch", "torchvision", "open_clip", "transformers") if m in sys.modules]}),
       file=sys.stderr)
 sys.exit(code)
@@ -162,7 +165,16 @@ def cold_queries(folder: Path, checkpoint: Path, picture: Path, env: dict[str, s
     commands = {
         "search INDEX picture.jpg": ["search", str(folder), str(picture), "--json"],
         "describe INDEX picture.jpg": ["describe", str(folder), str(picture), "--json"],
-        "classify picture.jpg --index INDEX": [
+        "classify picture.jpg --index INDEX (3 labels)": [
+            "classify",
+            str(picture),
+            "--labels",
+            ",".join(LABELS.split(",")[:3]),
+            "--index",
+            str(folder),
+            "--json",
+        ],
+        "classify picture.jpg --index INDEX (8 labels)": [
             "classify",
             str(picture),
             "--labels",
@@ -171,7 +183,7 @@ def cold_queries(folder: Path, checkpoint: Path, picture: Path, env: dict[str, s
             str(folder),
             "--json",
         ],
-        "classify picture.jpg --model ViT-B-32 --pretrained CKPT": [
+        "classify picture.jpg --model ViT-B-32 --pretrained CKPT (8 labels)": [
             "classify",
             str(picture),
             "--labels",

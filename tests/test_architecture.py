@@ -32,6 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "home",
         "query",
         "classify",
+        "label_cache",
         "thumbnails",
     ),
     "jobs": (

@@ -71,8 +71,34 @@ def label_vectors(encoder: Encoder, labels: Sequence[str], templates: Sequence[s
     """One unit vector per label: the mean embedding of the label in every template."""
     templates = check_templates(templates)
     prompts = [template.format(label) for label in labels for template in templates]
-    vectors = encoder.embed_texts(prompts).reshape(len(labels), len(templates), -1).mean(axis=1)
+    vectors = prompt_vectors(encoder, prompts).reshape(len(labels), len(templates), -1).mean(axis=1)
     return normalize_rows(vectors)
+
+
+def needs_text_tower(encoder: Encoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> bool:
+    """Must the model embed some of these labels' prompts (are they not all in the label cache)?"""
+    from .label_cache import cached_prompt_vectors
+
+    prompts = [template.format(label) for label in labels for template in check_templates(templates)]
+    fingerprint = str(getattr(encoder, "fingerprint", ""))
+    known = cached_prompt_vectors(fingerprint, encoder.dim, prompts, getattr(encoder, "cache_dir", None))
+    return any(p not in known for p in prompts)
+
+
+def prompt_vectors(encoder: Encoder, prompts: Sequence[str]) -> np.ndarray:
+    """The prompts' text vectors: those embedded by an earlier command with these weights come from the
+    label cache (`label_cache`), the rest from the model (one batch), and are kept for the next one."""
+    from .label_cache import cached_prompt_vectors, remember_prompt_vectors
+
+    fingerprint = str(getattr(encoder, "fingerprint", ""))
+    cache_dir = getattr(encoder, "cache_dir", None)
+    known = cached_prompt_vectors(fingerprint, encoder.dim, prompts, cache_dir)
+    missing = list(dict.fromkeys(p for p in prompts if p not in known))
+    if missing:
+        fresh = np.asarray(encoder.embed_texts(missing), dtype=np.float32)
+        remember_prompt_vectors(fingerprint, missing, fresh, cache_dir)
+        known.update(zip(missing, fresh, strict=True))
+    return np.stack([known[p] for p in prompts]) if prompts else np.zeros((0, encoder.dim), np.float32)
 
 
 def classify_vector(
@@ -119,8 +145,8 @@ def classify_image(
 
     encoder = encoder or load_query_encoder(model, pretrained)
     start_loading = getattr(encoder, "start_loading", None)
-    if start_loading is not None:  # exported towers: both load (and are checked) while the picture decodes
-        start_loading(images=True, text=True)
+    if start_loading is not None:  # exported towers load (and are checked) while the picture decodes
+        start_loading(images=True, text=needs_text_tower(encoder, parse_labels(labels), templates))
     if IMAGE not in encoder.modalities:
         raise UnsupportedModalityError(f"{encoder.spec} embeds text only; classification needs a CLIP model")
     if isinstance(image, Image.Image):

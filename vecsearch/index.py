@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .classify import DEFAULT_TEMPLATES, classify
+from .classify import DEFAULT_TEMPLATES, classify, needs_text_tower, parse_labels
 from .embedding import QueryEmbedder, picture_term
 from .encoders import IMAGE, Encoder, ModelSpec, resolve_spec
 from .errors import ModelMismatchError, UnsupportedModalityError, VecsearchError
@@ -439,8 +439,8 @@ class Index:
         query = Query((term,))
         encoder = self.model.query_encoder()
         start_loading = getattr(encoder, "start_loading", None)
-        if start_loading is not None:  # the labels' text tower loads while the picture is embedded
-            start_loading(images=False, text=True)
+        if start_loading is not None and needs_text_tower(encoder, parse_labels(labels), templates):
+            start_loading(images=False, text=True)  # the labels' text tower loads while the picture embeds
         vector = self.query_vector(query, self._embedder.read_pictures(query, given))
         return classify(vector, labels, encoder, templates)
 
