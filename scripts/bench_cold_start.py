@@ -61,7 +61,7 @@ t1 = time.perf_counter()
 import ftfy, onnxruntime, regex, tokenizers  # what the exported text tower runs on
 t1b = time.perf_counter()
 index = Index.open(sys.argv[1])
-tower = index._torch_free_text_tower()  # what a text query loads instead of the model (checked by hash)
+tower = index.model.text_tower()  # what a text query loads instead of the model (checked by hash)
 assert tower is not None, "no text export for this index's model"
 t2 = time.perf_counter()
 vector = tower.embed_texts(["a red apple on a table"])

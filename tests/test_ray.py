@@ -113,8 +113,12 @@ def test_a_folder_crawled_on_ray_equals_the_local_crawl(tmp_path: Path, tree: Pa
 
 
 def test_the_model_actors_choose_and_check_their_inference_mode_as_the_local_crawl_does(
-    tmp_path: Path, tree: Path, model_spec: str
+    tmp_path: Path, tree: Path
 ) -> None:
+    from conftest import write_tiny_model
+
+    # Weights of its own: the actors (whose cache outlives a test) remember no decision for them yet.
+    model_spec = f"local-dir:{write_tiny_model(tmp_path / 'model', seed=11)}"
     with Index.create(tmp_path / "ray", model_spec, device="cpu", batch_size=8) as index:  # inference auto
         report = index.add(tree, engine="ray", ray=OPTIONS)
         with Index.create(tmp_path / "local", model_spec, device="cpu", batch_size=8) as local:
