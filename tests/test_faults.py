@@ -42,6 +42,25 @@ def _run_index(
     return subprocess.run(command, capture_output=True, text=True, env=_environment(fault), timeout=120, **options)
 
 
+# Resets a signal or a limit and then becomes the command (exec). A `preexec_fn` would run Python in a
+# fork of this multi-threaded test process (Ray's gRPC threads, ONNX Runtime's pools), where a lock another
+# thread held at the fork can never be released: the child hangs before it execs.
+LAUNCHER = (
+    "import os, resource, signal, sys\n"
+    "limit = int(sys.argv[1])\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+    "if limit >= 0:\n"
+    "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing\n"
+    "    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def launched(command: list[str], file_size_limit: int = -1) -> list[str]:
+    """`command`, started by LAUNCHER: SIGINT at its default, and files limited to `file_size_limit` bytes."""
+    return [sys.executable, "-c", LAUNCHER, str(file_size_limit), *command]
+
+
 def _environment(fault: str | None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop(ENV, None)
@@ -267,12 +286,11 @@ def test_ctrl_c_mid_crawl_exits_promptly_and_keeps_what_was_committed(
     shutil.copytree(scenario["before"], index_dir)
     # A job started in the background inherits SIGINT ignored; a terminal's Ctrl-C is what is tested here.
     process = subprocess.Popen(
-        index_command(scenario["tree"], index_dir, tiny_model_dir),
+        launched(index_command(scenario["tree"], index_dir, tiny_model_dir)),
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=_environment(None),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stderr is not None
     lines = []
@@ -301,17 +319,11 @@ def test_files_that_cannot_grow_keep_the_previous_state(
 ) -> None:
     """A real write failure from the kernel, as on a full disk: no file of the process may grow past a
     limit (RLIMIT_FSIZE), so SQLite's or FAISS's next write that needs more room fails mid-crawl."""
-    import resource
-
     index_dir = tmp_path / "index"
     shutil.copytree(scenario["before"], index_dir)
     limit = max(p.stat().st_size for p in index_dir.iterdir() if p.is_file()) + headroom
-
-    def limit_file_sizes() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    done = _run_index(scenario, index_dir, tiny_model_dir, preexec_fn=limit_file_sizes)
+    command = launched(index_command(scenario["tree"], index_dir, tiny_model_dir), file_size_limit=limit)
+    done = subprocess.run(command, capture_output=True, text=True, env=_environment(None), timeout=120)
     assert done.returncode in (1, 3), done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and "Traceback" not in done.stderr, done.stderr[-2000:]
