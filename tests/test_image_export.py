@@ -370,10 +370,12 @@ def test_a_damaged_int8_graph_falls_back_during_a_crawl(
 
 
 def test_an_inexact_export_writes_nothing(torch_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image_export, "_made", {})  # no copy of an earlier export: make a new one
     monkeypatch.setattr(image_export, "COSINE_BAR", 1.001)  # no vectors can pass
     assert export_image_tower(torch_model, tmp_path) is None
     assert not list(cache_folder(tmp_path).glob("image-*"))
     monkeypatch.undo()
+    monkeypatch.setattr(image_export, "_made", {})
     from vecsearch.encoders import image_preprocess
 
     # A transform one grey level off in one channel: the pixel check refuses it.
@@ -549,3 +551,19 @@ def test_a_distributed_crawls_resize_in_read_tasks_changes_no_pixel(pictures: di
         picture = load_image(path)
         assert np.array_equal(ours(shrink(picture, geometry)), ours(picture))
     assert preprocess_geometry(PreprocessConfig.from_dict(TRANSFORMS[3])) is None  # longest side: not this shape
+
+
+def test_a_process_copies_its_export_into_another_cache(torch_model: Any, tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert export_image_tower(torch_model, first) is not None
+    assert export_image_tower(torch_model, second) is not None  # copied, then loadable there
+    info = read_info(torch_model.fingerprint, second)
+    assert info is not None and info == read_info(torch_model.fingerprint, first)
+    from vecsearch.encoders.image_onnx import OnnxImageTower
+
+    pixels = np.stack(
+        [PreprocessConfig.from_dict(info.preprocess)(load_image(p)) for p in sorted(EXAMPLES.rglob("*.png"))[:3]]
+    )
+    np.testing.assert_allclose(
+        OnnxImageTower(cache_folder(second), info).run(pixels), OnnxImageTower(cache_folder(first), info).run(pixels)
+    )

@@ -237,7 +237,18 @@ class IndexModel:
         from .encoders.image_export import export_image_tower
         from .encoders.text_export import export_text_tower
 
+        from .encoders import hub
+        from .encoders.weights_id import remember
+
         notes = [export_text_tower(encoder, self.settings.cache_dir)]
         if IMAGE in self.modalities:
             notes.append(export_image_tower(encoder, self.settings.cache_dir))
+        # The exports are used only while the model's files hold the weights they came from: record those
+        # files beside them (a model loaded with another cache folder was recorded there, not here).
+        remember(
+            encoder.spec,
+            getattr(encoder, "weight_files", []),
+            encoder.fingerprint,
+            hub.cache_dir(self.settings.cache_dir),
+        )
         return "\n".join(note for note in notes if note) or None

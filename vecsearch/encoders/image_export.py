@@ -60,14 +60,16 @@ def export_image_tower(encoder: Any, cache_dir: str | os.PathLike[str] | None = 
         return None
     started = time.perf_counter()
     what = getattr(encoder, "spec", "this model")
+    folder = cache_folder(cache_dir)
     try:
-        info = _export(encoder, cache_folder(cache_dir), cache_dir)
+        info = _copy_made(fingerprint, folder) or _export(encoder, folder, cache_dir)
     except ImageExportError as exc:
         log.info("no torch-free image tower for %s: %s", what, exc)
         return None
     except Exception as exc:  # torch.onnx, onnx and onnxruntime raise many types
         log.warning("exporting the image tower of %s failed: %s", what, first_line(exc))
         return None
+    _made[fingerprint] = folder
     check = info.validation
     note = (
         f"image tower exported for torch-free picture queries and crawls in {time.perf_counter() - started:.1f} s "
@@ -76,6 +78,30 @@ def export_image_tower(encoder: Any, cache_dir: str | os.PathLike[str] | None = 
     )
     log.info("%s", note)
     return note
+
+
+# Exports this process made, by fingerprint: another cache folder gets a copy of the files instead of a new
+# export (one process crawling into several caches, or a test suite with many).
+_made: dict[str, Path] = {}
+
+
+def _copy_made(fingerprint: str, folder: Path) -> ImageExportInfo | None:
+    """Copy an export this process made of the same weights into `folder`; None if there is none."""
+    source = _made.get(fingerprint)
+    if source is None or source == folder:
+        return None
+    try:
+        meta = json.loads(meta_path(source, fingerprint).read_text())
+        info = ImageExportInfo.read(meta_path(source, fingerprint))
+        with _staging(folder, fingerprint) as staging:
+            for file in info.files.values():
+                shutil.copyfile(source / file.name, staging / file.name)
+                if (staging / file.name).stat().st_size != file.bytes:
+                    return None
+            _publish(staging, folder, info, meta)
+    except (OSError, ValueError, ImageExportError):
+        return None
+    return info
 
 
 def _loadable(fingerprint: str, cache_dir: str | os.PathLike[str] | None) -> bool:

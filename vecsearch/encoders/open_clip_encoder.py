@@ -70,6 +70,7 @@ class OpenClipEncoder:
         )
         self.dim = _output_dim(model) or int(self.embed_texts([""]).shape[1])
         self.inference = ImageInference(model, device, self.fingerprint, inference, cache_dir)
+        self.weight_files: list[Path] = []  # the files it was loaded from, for `weights_id`
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
@@ -150,9 +151,10 @@ def load_open_clip(
     from .weights_id import folder_files, remember
 
     if name.startswith(LOCAL_DIR_PREFIX):
-        remember(spec, folder_files(Path(name[len(LOCAL_DIR_PREFIX) :])), encoder.fingerprint, cache)
+        encoder.weight_files = folder_files(Path(name[len(LOCAL_DIR_PREFIX) :]))
     elif kwargs.get("pretrained"):
-        remember(spec, [Path(kwargs["pretrained"])], encoder.fingerprint, cache)
+        encoder.weight_files = [Path(kwargs["pretrained"])]
+    remember(spec, encoder.weight_files, encoder.fingerprint, cache)
     return encoder
 
 

@@ -101,8 +101,8 @@ def load_starter(
     )
     from ..weights_id import folder_files, remember
 
-    files = [WEIGHTS_PATH, CONFIG_PATH, PREPROCESS_PATH, *folder_files(Path(minilm_path()))]
-    remember(STARTER_SPEC, files, encoder.fingerprint, cache_dir)
+    encoder.weight_files = [WEIGHTS_PATH, CONFIG_PATH, PREPROCESS_PATH, *folder_files(Path(minilm_path()))]
+    remember(STARTER_SPEC, encoder.weight_files, encoder.fingerprint, cache_dir)
     return encoder
 
 
