@@ -234,10 +234,9 @@ class IndexModel:
         encoder = getattr(self._encoder, "fallback_encoder", self._encoder)
         if encoder is None or getattr(encoder, "torch_free", False):
             return None
+        from .encoders import hub
         from .encoders.image_export import export_image_tower
         from .encoders.text_export import export_text_tower
-
-        from .encoders import hub
         from .encoders.weights_id import remember
 
         notes = [export_text_tower(encoder, self.settings.cache_dir)]
