@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import sys
@@ -187,7 +188,9 @@ def load_cache(records: list[starter_data.Record], cache_dir: Path, log) -> np.n
     pixels = np.empty((len(records), CACHE_SIZE, CACHE_SIZE, 3), dtype=np.uint8)
     from tqdm import tqdm
 
-    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+    # Spawned, not forked: a fork of a process with threads (a test runner's, a loaded model's) can inherit
+    # a lock that no thread of the child will ever release, and hang.
+    with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = pool.map(_decode, [r.path for r in records], chunksize=16)
         for i, array in enumerate(tqdm(jobs, total=len(records), desc="decode", disable=len(records) < 200)):
             pixels[i] = array
