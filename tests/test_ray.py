@@ -125,7 +125,11 @@ def test_the_model_actors_choose_and_check_their_inference_mode_as_the_local_cra
             local_report = local.add(tree)
             ours, theirs = contents(index), contents(local)
     assert report.inference is not None and local_report.inference is not None
-    assert report.inference["requested"] == "auto" and report.inference["checks"]
+    assert report.inference["requested"] == "auto"
+    if report.inference["remembered"]:  # a second actor took the decision the first one checked and recorded
+        assert report.inference["mode"] in ("fp32", "onnx-int8", "bf16") and not report.inference["checks"]
+        return
+    assert report.inference["checks"]
     # The same check as the local crawl's, on the actor's first pictures; which mode wins is a matter of
     # timing (a tiny model takes under a millisecond in either, and a mode must also be faster than fp32),
     # so how many modes each tried may differ: only the rule is compared, the same order of trial and a
