@@ -47,6 +47,7 @@ from vecsearch.images import is_image_path, load_image  # noqa: E402
 from vecsearch.query import TEXT  # noqa: E402
 
 EXPORT_SIZE = 256
+HELDOUT_DEFAULT = Path.home() / ".cache" / "vecsearch" / "starter-data-v2" / "heldout-test"
 KS = (1, 5, 10)
 CATEGORY_NAMES = {  # Tux Paint's folder names, as words a prompt can use
     "naturalforces": "natural forces",
@@ -74,6 +75,14 @@ class Picture:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, help="evaluate this folder of pictures with .txt sidecars instead")
+    parser.add_argument(
+        "--heldout",
+        type=Path,
+        default=None,
+        help="also evaluate this folder: the held-out test source that build_starter_data.py exports "
+        "(default: its heldout-test folder when the data is built)",
+    )
+    parser.add_argument("--no-heldout", action="store_true", help="skip the held-out test source")
     parser.add_argument("--work-dir", type=Path, help="where the exported test split and its index go")
     parser.add_argument("--seed", type=int, default=0, help="the split seed (as in training) and transform seed")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only this many pictures (quick runs)")
@@ -94,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate(pictures, work, model=args.model, seed=args.seed)
     results["source"] = source + (f" (a seeded subset of {args.limit})" if args.limit else "")
     print_report(results)
+    heldout = args.heldout or HELDOUT_DEFAULT
+    if not args.folder and not args.no_heldout and heldout.is_dir():
+        held = evaluate(folder_pictures(heldout), work / "heldout", model=args.model, seed=args.seed)
+        meta = heldout.parent / "sources.json"
+        name = json.loads(meta.read_text()).get("test_source", heldout.name) if meta.is_file() else heldout.name
+        held["source"] = f"held-out test source ({name}, never trained on)"
+        print_report(held)
+        results["heldout_test"] = held
     results["limit"] = args.limit
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

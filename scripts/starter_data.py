@@ -235,3 +235,32 @@ def letterbox(image: Image.Image, size: int) -> np.ndarray:
     canvas = Image.new("RGB", (size, size), (255, 255, 255))
     canvas.paste(scaled, ((size - scaled.width) // 2, (size - scaled.height) // 2))
     return np.asarray(canvas, dtype=np.uint8)
+
+
+# The test split of the first starter model, frozen: every later model is measured on exactly these files.
+TEST_SPLIT_LIST = Path(__file__).resolve().with_name("starter_test_split.txt")
+
+
+def test_split_listing(records: Sequence[Record], split_of: dict[str, str]) -> list[str]:
+    """The test split as `source<TAB>path under its package<TAB>bytes` lines, sorted."""
+    lines = []
+    for record in records:
+        if split_of[record.path] != "test":
+            continue
+        path = Path(record.path)
+        root = next((p for p in path.parents if p.name in ("png", "stamps")), path.parent)
+        lines.append(f"{record.source}\t{path.relative_to(root)}\t{path.stat().st_size}")
+    return sorted(lines)
+
+
+def check_test_split(records: Sequence[Record], split_of: dict[str, str], listing: Path = TEST_SPLIT_LIST) -> None:
+    """Refuse to go on if the test split is not the frozen one (other package versions, a changed rule)."""
+    frozen = listing.read_text(encoding="utf-8").splitlines()
+    current = test_split_listing(records, split_of)
+    if current != frozen:
+        missing = sorted(set(frozen) - set(current))[:3]
+        extra = sorted(set(current) - set(frozen))[:3]
+        raise SystemExit(
+            f"the test split differs from {listing.name} ({len(current)} files against {len(frozen)}; "
+            f"missing {missing}, unexpected {extra}): figures would not compare with earlier models"
+        )

@@ -49,8 +49,11 @@ def model_config() -> dict[str, Any]:
     return config
 
 
-def build_model(weights: str | Path | None = WEIGHTS_PATH, device: str = "cpu") -> tuple[Any, Any, Any]:
-    """(model, preprocess, tokenizer). `weights=None` gives a fresh image tower, for training."""
+def build_model(
+    weights: str | Path | None = WEIGHTS_PATH, device: str = "cpu", vision_cfg: dict[str, Any] | None = None
+) -> tuple[Any, Any, Any]:
+    """(model, preprocess, tokenizer). `weights=None` gives a fresh image tower, for training; `vision_cfg`
+    replaces the image tower's shape (training trials of other widths and depths)."""
     import open_clip
     from open_clip.tokenizer import HFTokenizer
     from open_clip.transform import PreprocessCfg, image_transform_v2
@@ -65,6 +68,7 @@ def build_model(weights: str | Path | None = WEIGHTS_PATH, device: str = "cpu") 
             pretrained_text=True,
             force_preprocess_cfg=json.loads(PREPROCESS_PATH.read_text()),
             text_cfg=config["text_cfg"],
+            **({"vision_cfg": vision_cfg} if vision_cfg else {}),
         )
     if weights is not None:
         _load_image_tower(model, Path(weights))
