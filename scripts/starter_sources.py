@@ -408,24 +408,35 @@ def read_rcc(path: Path) -> dict[str, bytes]:
     return files
 
 
+# GCompris activities whose pictures no one could name from the picture alone: map shapes of countries and
+# regions, and cut-out fragments of paintings named after the painting.
+GCOMPRIS_SKIPPED = {"geo-country", "geography", "paintings", "details"}
+
+
+def gcompris_caption(inner: str) -> str:
+    """The caption of a picture inside GCompris's resources: its file name's words ("" when it says nothing)."""
+    parts = inner.split("/")
+    activity = parts[3] if len(parts) > 4 and parts[2] == "activities" else ""
+    if activity in GCOMPRIS_SKIPPED:
+        return ""
+    stem = parts[-1].rsplit(".", 1)[0]
+    words = [w for w in words_of(stem) if len(w) > 1 and w not in NOISE_NAMES]
+    caption = " ".join(words)
+    return "" if excluded_name(caption) else caption
+
+
 def collect_gcompris(rcc_dir: Path) -> list[Item]:
-    """GCompris's pictures (SVG, SVGZ, WebP photos) from its .rcc files, captioned by file name and activity."""
+    """GCompris's pictures (SVG, SVGZ, WebP photos) from its .rcc files, captioned by file name."""
     items = []
     for rcc in sorted(rcc_dir.glob("*.rcc")):
         for inner in sorted(read_rcc(rcc)):
-            suffix = inner.rsplit(".", 1)[-1].lower()
-            if suffix not in ("svg", "svgz", "webp", "png", "jpg", "jpeg"):
+            if inner.rsplit(".", 1)[-1].lower() not in ("svg", "svgz", "webp", "png", "jpg", "jpeg"):
                 continue
-            parts = inner.split("/")
-            stem = parts[-1].rsplit(".", 1)[0]
-            words = [w for w in words_of(stem) if len(w) > 1 and w not in NOISE_NAMES]
-            if not words or excluded_name(" ".join(words)):
-                continue
-            caption = " ".join(words)
-            activity = parts[3] if len(parts) > 4 and parts[2] == "activities" else ""
-            context = caption_of(activity)
-            full = f"{caption} ({context})" if context and context != caption else caption
-            items.append(Item("gcompris", f"gcompris:{inner}", full, concept_of(caption), "rcc", f"{rcc}#{inner}"))
+            caption = gcompris_caption(inner)
+            if caption:
+                items.append(
+                    Item("gcompris", f"gcompris:{inner}", caption, concept_of(caption), "rcc", f"{rcc}#{inner}")
+                )
     return _first_per_key(items)
 
 

@@ -192,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_val_source": data_meta.get("val_source"),
         "heldout_val_pictures": len(heldout),
         "heldout_test_source": data_meta.get("test_source"),
+        "data": {
+            source: {k: entry.get(k) for k in ("package", "version", "licence", "pictures", "concepts")}
+            for source, entry in data_meta.get("sources", {}).items()
+        },
         "device": device
         if device != "cpu"
         else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",

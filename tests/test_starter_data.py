@@ -306,7 +306,7 @@ def test_data_build_renders_captions_and_splits_every_kind_of_source(tmp_path):
         "elvish archer",
         "anvil",
     } <= captions
-    assert "cow (farm)" in captions and "pig (farm)" in captions  # a WebP and a compressed SVG from the .rcc
+    assert "cow" in captions and "pig" in captions  # a WebP and a compressed SVG from the .rcc
     assert not any("face" in c or "grin" in c or "background" in c or "printer" in c for c in captions)
     assert "web browser" not in captions  # apps/ is not one of the theme folders used
     assert by_key["wesnoth:units/elves/archer.png"]["synonyms"] == ["elves shoot well."]
