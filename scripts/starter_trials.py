@@ -39,10 +39,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated trial names")
     parser.add_argument("--data", default=None, help="built data folder (train_starter.py's default otherwise)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "starter_trials.json")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="also measure this weights file (the first starter model)"
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(TRIALS)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     work = Path(tempfile.mkdtemp(prefix="starter-trials-"))
+    if args.baseline:
+        sys.path.insert(0, str(HERE))
+        import build_starter_data
+        import train_starter
+        from safetensors import safe_open
+
+        measured = train_starter.measure_weights(args.baseline, Path(args.data or build_starter_data.DEFAULT_OUT))
+        with safe_open(str(args.baseline), "pt") as handle:
+            card = json.loads(handle.metadata()["card"])
+        results["first-model"] = {
+            "description": f"the first starter model (openclipart and Tux Paint, {card['epochs']} epochs)",
+            "options": [],
+            "heldout_val_r10": measured["heldout_text_to_image_r10"],
+            "chosen_epoch": card["epochs"],
+            "clipart_val_r10_last": measured["val_text_to_image_r10"],
+            "test_new_r10_per_source": measured["test_new_text_to_image_r10_per_source"],
+            "train_minutes": round(card["train_seconds"] / 60, 1),
+            "parameters": card["image_tower_parameters"],
+            "curve": [],
+        }
+        names = [n for n in args.only.split(",") if n]
     for name in names:
         description, options = TRIALS[name]
         weights = work / f"{name}.safetensors"

@@ -535,6 +535,32 @@ def _normalisation(device):
     return mean, std
 
 
+def measure_weights(weights: Path, data: Path, device: str = "cpu") -> dict:
+    """The training-time measurements (clip-art validation, held-out validation source, new sources' test
+    concepts) of an existing weights file, e.g. the first starter model, for side-by-side tables."""
+    from vecsearch.encoders import starter
+
+    rows, pixels, _ = load_data(data)
+    groups = {
+        name: [i for i, r in enumerate(rows) if r["split"] == split]
+        for name, split in (("val", "val"), ("heldout", "heldout_val"), ("test_new", "test_new"))
+    }
+    model, _, tokenizer = starter.build_model(weights=weights, device=device)
+    texts = Texts(rows, [i for members in groups.values() for i in members])
+    vectors = embed_cached(model, tokenizer, texts.strings, device, data / "text-cache")
+    return {
+        "val_text_to_image_r10": round(
+            validation_recall(model.visual, pixels, groups["val"], texts, vectors, device), 4
+        ),
+        "heldout_text_to_image_r10": round(
+            validation_recall(model.visual, pixels, groups["heldout"], texts, vectors, device), 4
+        ),
+        "test_new_text_to_image_r10_per_source": per_source_recall(
+            model.visual, pixels, groups["test_new"], rows, texts, vectors, device
+        ),
+    }
+
+
 def per_source_recall(visual, pixels, indices: list[int], rows, texts, text_vectors, device) -> dict[str, float]:
     """Text -> image R@10 within each new source's test_new pictures (concepts never trained on): the per-source
     effect of a data mix. Sources with fewer than 20 such pictures are left out (too noisy to read)."""
