@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         "(default: its heldout-test folder when the data is built)",
     )
     parser.add_argument("--no-heldout", action="store_true", help="skip the held-out test source")
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write the figures into the packaged model card (model_card.json) as well",
+    )
     parser.add_argument("--work-dir", type=Path, help="where the exported test split and its index go")
     parser.add_argument("--seed", type=int, default=0, help="the split seed (as in training) and transform seed")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only this many pictures (quick runs)")
@@ -115,6 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.update_card:
+        from vecsearch.encoders import starter
+
+        card = json.loads(starter.CARD_PATH.read_text())
+        card["figures"] = {
+            name: {key: part[key] for key in ("source", "pictures", "text_to_image", "image_to_text",
+                                              "zero_shot", "image_to_image")}
+            for name, part in (("test_split", results), ("heldout_test", results.get("heldout_test")))
+            if part
+        }  # fmt: skip
+        starter.CARD_PATH.write_text(json.dumps(card, indent=2) + "\n")
     return 0
 
 
