@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         vision_cfg["layers"] = [int(n) for n in args.layers.split(",")] if args.layers else vision_cfg["layers"]
     model, _, tokenizer = starter.build_model(weights=None, device=device, vision_cfg=vision_cfg)
     model.lock_text_tower()
-    texts = Texts(rows, train + val + heldout + test_new, templates=args.templates)
+    templated = [i for i in train if rows[i]["source"] not in CLIP_ART] if args.templates else []
+    texts = Texts(rows, train + val + heldout + test_new, templated)
     t0 = time.perf_counter()
     text_vectors = embed_cached(model, tokenizer, texts.strings, device, args.data / "text-cache")
     text_seconds = time.perf_counter() - t0
@@ -253,7 +255,9 @@ def load_data(folder: Path) -> tuple[list[dict], np.ndarray, dict]:
 class Texts:
     """Every caption and synonym as one list of strings; per picture its caption's index and its synonyms'."""
 
-    def __init__(self, rows: list[dict], used: list[int], templates: bool = False) -> None:
+    def __init__(self, rows: list[dict], used: list[int], templated: Iterable[int] = ()) -> None:
+        """`templated`: the pictures whose captions are trained as TEMPLATE (training pictures of new sources
+        with --templates); every other caption, and so every validation query, stays as written."""
         index: dict[str, int] = {}
         self.strings: list[str] = []
 
@@ -265,9 +269,10 @@ class Texts:
 
         self.caption: dict[int, int] = {}
         self.synonyms: dict[int, list[int]] = {}
+        templated = set(templated)
         for i in sorted(set(used)):
             row = rows[i]
-            shape = TEMPLATE if templates and row["source"] not in CLIP_ART else "{}"
+            shape = TEMPLATE if i in templated else "{}"
             self.caption[i] = add(shape.format(row["caption"]))
             if row.get("synonyms"):
                 self.synonyms[i] = [add(shape.format(s)) for s in row["synonyms"]]
