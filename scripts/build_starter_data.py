@@ -46,7 +46,7 @@ import starter_data  # noqa: E402
 import starter_sources as sources  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "vecsearch" / "starter-data-v2"
-CACHE_SIZE = 72
+CACHE_SIZE = 72  # the model sees 64 x 64 crops of these; --cache-size builds others (input-size trials)
 EXPORT_SIZE = 256  # the held-out test pictures as files, for evaluation through the public API
 VAL_SOURCE = "gcompris"
 TEST_SOURCE = "flat-color-icons"
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuxpaint-dir", type=Path, default=starter_data.TUXPAINT_DIR)
     parser.add_argument("--limit-per-source", type=int, default=0, help="at most this many pictures per source")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cache-size", type=int, default=CACHE_SIZE, help="side of the letterboxed pictures")
     parser.add_argument("--quiet", "-q", action="store_true")
     args = parser.parse_args(argv)
     log = _logger(args.quiet)
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         starter_data.check_test_split(old, old_split)
     new = collect_new(packages, limit_per_source=args.limit_per_source)
     log(f"{len(old)} openclipart/Tux Paint pictures, {len(new)} new ({len({i.concept for i in new})} concepts)")
-    rows, pixels = render_all(old, old_split, new, args.workers, log)
+    rows, pixels = render_all(old, old_split, new, args.workers, log, args.cache_size)
     export_heldout_test(new, rows, args.out / "heldout-test")
     build_seconds = time.perf_counter() - t0
     write(args.out, packages, rows, pixels, fetched, round(fetch_seconds, 1), round(build_seconds, 1))
@@ -278,13 +279,13 @@ def new_split(source: str, concept: str) -> str:
 # ---------------------------------------------------------------- render
 
 
-def render_all(old, old_split, new, workers: int, log) -> tuple[list[dict], np.ndarray]:
+def render_all(old, old_split, new, workers: int, log, size: int = CACHE_SIZE) -> tuple[list[dict], np.ndarray]:
     """Decode or render every picture into the letterboxed cache; drop failures and exact duplicates (a new
     picture identical to one already kept, old pictures first)."""
     from tqdm import tqdm
 
-    jobs = [("old", r.path) for r in old] + [("new", item) for item in new]
-    pixels = np.empty((len(jobs), CACHE_SIZE, CACHE_SIZE, 3), dtype=np.uint8)
+    jobs = [("old", r.path, size) for r in old] + [("new", item, size) for item in new]
+    pixels = np.empty((len(jobs), size, size, 3), dtype=np.uint8)
     ok = np.zeros(len(jobs), dtype=bool)
     failures: Counter[str] = Counter()
     # Spawned, not forked: a fork of a process with threads can inherit a lock no thread will release.
@@ -302,7 +303,7 @@ def render_all(old, old_split, new, workers: int, log) -> tuple[list[dict], np.n
     keep: list[int] = []
     seen: set[bytes] = set()
     duplicates: Counter[str] = Counter()
-    for i, (kind, payload) in enumerate(jobs):
+    for i, (kind, payload, _) in enumerate(jobs):
         if not ok[i]:
             continue
         digest = hashlib.blake2b(pixels[i].tobytes(), digest_size=16).digest()
@@ -344,11 +345,11 @@ def render_all(old, old_split, new, workers: int, log) -> tuple[list[dict], np.n
 
 
 def _render_job(job) -> np.ndarray | None:
-    kind, payload = job
+    kind, payload, size = job
     try:
         if kind == "old":
-            return starter_data.letterbox(starter_data.decode_thumbnail(payload, CACHE_SIZE * 2), CACHE_SIZE)
-        return starter_data.letterbox(sources.render(payload, CACHE_SIZE * 2), CACHE_SIZE)
+            return starter_data.letterbox(starter_data.decode_thumbnail(payload, size * 2), size)
+        return starter_data.letterbox(sources.render(payload, size * 2), size)
     except Exception:  # noqa: BLE001 (a picture that cannot be drawn is counted and left out, whatever the cause)
         return None
 
@@ -377,12 +378,13 @@ def write(
     out: Path, packages: Path, rows: list[dict], pixels: np.ndarray, fetched: dict, fetch_s: float, build_s: float
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f"pixels-{CACHE_SIZE}.tmp.npy"
+    size = pixels.shape[1]
+    temporary = out / f"pixels-{size}.tmp.npy"
     np.save(temporary, pixels)
     with open(out / "manifest.tmp.jsonl", "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(temporary, out / f"pixels-{CACHE_SIZE}.npy")
+    os.replace(temporary, out / f"pixels-{size}.npy")
     os.replace(out / "manifest.tmp.jsonl", out / "manifest.jsonl")
     per_source: dict[str, dict] = {}
     for row in rows:
@@ -402,7 +404,7 @@ def write(
             "splits": dict(entry["splits"]),
         }
     meta = {
-        "cache_size": CACHE_SIZE,
+        "cache_size": size,
         "val_source": VAL_SOURCE,
         "test_source": TEST_SOURCE,
         "test_new_fraction": TEST_NEW_FRACTION,

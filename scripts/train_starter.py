@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_starter_data  # noqa: E402
 import starter_data  # noqa: E402
 
-CACHE_SIZE = build_starter_data.CACHE_SIZE  # letterboxed cache side; the model sees 64 x 64
 WEIGHT_DECAY = 0.1
 TARGET_TEMPERATURE = 0.02  # softness of the caption targets (see clip_loss)
 VIEW_LOSS_WEIGHT = 0.5  # weight of the view-to-view loss beside the CLIP loss
@@ -70,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-new", action="store_true", help="train on openclipart/Tux Paint alone (baseline)")
     parser.add_argument("--width", type=int, default=0, help="image tower width (default: the shipped config)")
     parser.add_argument("--layers", default="", help="image tower depth, e.g. 1,2,2,1 (default: shipped config)")
+    parser.add_argument(
+        "--input-size", type=int, default=0, help="picture side the tower sees (default: the shipped config's)"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -125,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(train)} training, {len(val)} clip-art validation, {len(heldout)} held-out source pictures; {device}")
 
     vision_cfg = None
-    if args.width or args.layers:
+    if args.width or args.layers or args.input_size:
         vision_cfg = json.loads(starter.CONFIG_PATH.read_text())["vision_cfg"]
+        vision_cfg["image_size"] = args.input_size or vision_cfg["image_size"]
         vision_cfg["width"] = args.width or vision_cfg["width"]
         vision_cfg["layers"] = [int(n) for n in args.layers.split(",")] if args.layers else vision_cfg["layers"]
     model, _, tokenizer = starter.build_model(weights=None, device=device, vision_cfg=vision_cfg)
@@ -244,11 +247,12 @@ def load_data(folder: Path) -> tuple[list[dict], np.ndarray, dict]:
         raise SystemExit(f"no built data in {folder}: run scripts/build_starter_data.py first")
     with open(manifest, encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
-    pixels = np.load(folder / f"pixels-{CACHE_SIZE}.npy", mmap_mode="r")
-    if len(pixels) != len(rows):
-        raise SystemExit(f"{folder} is inconsistent: {len(rows)} captions, {len(pixels)} pictures; rebuild it")
     meta_path = folder / "sources.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    size = meta.get("cache_size", build_starter_data.CACHE_SIZE)
+    pixels = np.load(folder / f"pixels-{size}.npy", mmap_mode="r")
+    if len(pixels) != len(rows):
+        raise SystemExit(f"{folder} is inconsistent: {len(rows)} captions, {len(pixels)} pictures; rebuild it")
     return rows, pixels, meta
 
 
@@ -375,6 +379,7 @@ def fit(
 
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
+    size = _input_size(model.visual)
     old = np.array([i for i in train if rows[i]["source"] in CLIP_ART], dtype=np.int64)
     new = np.array([i for i in train if rows[i]["source"] not in CLIP_ART], dtype=np.int64)
     draw = min(new_per_epoch, len(new))
@@ -416,7 +421,7 @@ def fit(
                 continue
             batch = torch.from_numpy(np.ascontiguousarray(pixels[index])).to(device)
             batch = batch.permute(0, 3, 1, 2).float().div_(255)
-            views = torch.cat([augment(batch, generator, strong), augment(batch, generator, strong)])
+            views = torch.cat([augment(batch, generator, strong, size), augment(batch, generator, strong, size)])
             views = ((views - mean) / std).contiguous(memory_format=torch.channels_last)
             with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=bf16):
                 embedded = visual(views)
@@ -490,7 +495,7 @@ def view_loss(first, second, scale):
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
-def augment(batch, generator, strong: bool = False):
+def augment(batch, generator, strong: bool = False, size: int = 64):
     """Per-picture random zoom, shift, small rotation, colour change and blur; pads with white. `strong`
     widens zoom and shift and cuts a white square out of half the pictures."""
     import torch
@@ -506,7 +511,7 @@ def augment(batch, generator, strong: bool = False):
     shift = uniform(-0.15, 0.15, 2) if strong else uniform(-0.1, 0.1, 2)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, (n, 3, 64, 64), align_corners=False)
+    grid = F.affine_grid(theta, (n, 3, size, size), align_corners=False)
     out = F.grid_sample(batch - 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1
     brightness = uniform(0.75, 1.25)[:, None, None, None]
     contrast = uniform(0.75, 1.25)[:, None, None, None]
@@ -517,16 +522,23 @@ def augment(batch, generator, strong: bool = False):
     out = out * brightness
     blurred = (torch.rand(n, generator=generator) < 0.3).to(device)
     if blurred.any():
-        small = F.interpolate(out[blurred], size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-        out[blurred] = F.interpolate(small, size=(64, 64), mode="bilinear", align_corners=False)
+        half = (size // 2, size // 2)
+        small = F.interpolate(out[blurred], size=half, mode="bilinear", antialias=True, align_corners=False)
+        out[blurred] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
     if strong:
         cut = (torch.rand(n, generator=generator) < 0.5).tolist()
-        corners = torch.randint(0, 64 - 16, (n, 2), generator=generator).tolist()
+        side = size // 4
+        corners = torch.randint(0, size - side, (n, 2), generator=generator).tolist()
         for i in range(n):
             if cut[i]:
                 y, x = corners[i]
-                out[i, :, y : y + 16, x : x + 16] = 1.0
+                out[i, :, y : y + side, x : x + side] = 1.0
     return out.clamp_(0, 1)
+
+
+def _input_size(visual) -> int:
+    size = getattr(visual, "image_size", 64)
+    return int(size[0] if isinstance(size, tuple | list) else size)
 
 
 def _normalisation(device):
@@ -593,7 +605,8 @@ def validation_recall(visual, pixels, indices: list[int], texts: Texts, text_vec
         for start in range(0, len(indices), 256):
             chunk = np.asarray(indices[start : start + 256])
             batch = torch.from_numpy(np.ascontiguousarray(pixels[chunk])).to(device).permute(0, 3, 1, 2).float() / 255
-            batch = F.interpolate(batch, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+            side = _input_size(visual)
+            batch = F.interpolate(batch, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
             features.append(F.normalize(visual((batch - mean) / std), dim=-1))
         images = torch.cat(features)
         caption_ids = torch.tensor([texts.caption[i] for i in indices])
