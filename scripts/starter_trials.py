@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+LARGER_DATA = Path.home() / ".cache" / "vecsearch" / "starter-data-v2-88"
 SHORT = ["--epochs", "5", "--new-per-epoch", "10000"]
 TRIALS: dict[str, tuple[str, list[str]]] = {
     "clipart-only": ("openclipart and Tux Paint alone (the first model's data)", ["--no-new"]),
@@ -31,6 +32,8 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
     "strong-aug": ("mix, stronger augmentation", ["--strong-aug"]),
     "ema": ("mix, weights averaged (EMA 0.998)", ["--ema", "0.998"]),
     "wider": ("mix, image tower width 40 (9.2M parameters)", ["--width", "40"]),
+    # Needs the data built at 88 px first: build_starter_data.py --cache-size 88 --out <LARGER_DATA>
+    "input-80": ("mix, 80 x 80 pictures instead of 64 x 64", ["--input-size", "80", "--data", str(LARGER_DATA)]),
 }  # fmt: skip
 
 
