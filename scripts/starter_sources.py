@@ -333,7 +333,7 @@ def collect_wesnoth(core: Path) -> list[Item]:
     for cfg in sorted((core / "units").rglob("*.cfg")):
         text = cfg.read_text(encoding="utf-8", errors="replace")
         for block in re.findall(r"\[unit_type\](.*?)\[/unit_type\]", text, flags=re.S):
-            name = _cfg_value(block, "name")
+            name = _cfg_value(block, "name").split("^")[-1]  # "female^Elvish Druid": a translation context
             if not name or excluded_name(name):
                 continue
             description = _cfg_value(block, "description")
