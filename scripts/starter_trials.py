@@ -32,6 +32,8 @@ TRIALS: dict[str, tuple[str, list[str]]] = {
     "strong-aug": ("mix, stronger augmentation", ["--strong-aug"]),
     "ema": ("mix, weights averaged (EMA 0.998)", ["--ema", "0.998"]),
     "wider": ("mix, image tower width 40 (9.2M parameters)", ["--width", "40"]),
+    "templates+strong-aug": ("mix, 'an icon of ...' captions and stronger augmentation",
+                             ["--templates", "--strong-aug"]),
     # Needs the data built at 88 px first: build_starter_data.py --cache-size 88 --out <LARGER_DATA>
     "input-80": ("mix, 80 x 80 pictures instead of 64 x 64", ["--input-size", "80", "--data", str(LARGER_DATA)]),
 }  # fmt: skip
