@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             "curve": [],
         }
         names = [n for n in args.only.split(",") if n]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     for name in names:
         description, options = TRIALS[name]
         weights = work / f"{name}.safetensors"
