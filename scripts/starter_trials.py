@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LARGER_DATA = Path.home() / ".cache" / "vecsearch" / "starter-data-v2-88"
-SHORT = ["--epochs", "5", "--new-per-epoch", "10000"]
+SHORT = ["--epochs", "5", "--new-per-epoch", "10000", "--no-templates", "--no-strong-aug"]
 TRIALS: dict[str, tuple[str, list[str]]] = {
     "clipart-only": ("openclipart and Tux Paint alone (the first model's data)", ["--no-new"]),
     "mix": ("+ new sources: glyph sets at half weight, 3 pictures per concept at full weight", []),

@@ -60,12 +60,17 @@ TEMPLATE = "an icon of {}"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=build_starter_data.DEFAULT_OUT, help="built data folder")
-    parser.add_argument("--epochs", type=int, default=18)
-    parser.add_argument("--new-per-epoch", type=int, default=18000, help="new-source pictures drawn per epoch")
+    parser.add_argument("--epochs", type=int, default=26)
+    parser.add_argument("--new-per-epoch", type=int, default=34000, help="new-source pictures drawn per epoch")
     parser.add_argument("--concept-cap", type=float, default=3.0, help="pictures of one concept at full weight")
     parser.add_argument("--glyph-weight", type=float, default=0.5, help="weight of UI glyph sets")
     parser.add_argument("--synonym-rate", type=float, default=0.25, help="share of steps that use a synonym")
-    parser.add_argument("--templates", action="store_true", help=f"caption new sources as '{TEMPLATE}'")
+    parser.add_argument(
+        "--templates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"caption new sources' training pictures as '{TEMPLATE}'",
+    )
     parser.add_argument("--no-new", action="store_true", help="train on openclipart/Tux Paint alone (baseline)")
     parser.add_argument("--width", type=int, default=0, help="image tower width (default: the shipped config)")
     parser.add_argument("--layers", default="", help="image tower depth, e.g. 1,2,2,1 (default: shipped config)")
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--strong-aug",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="wider zoom and shift, and a white square cut out of half the pictures",
     )
     parser.add_argument("--limit", type=int, default=0, help="use only this many training pictures (smoke runs)")
