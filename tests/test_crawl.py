@@ -451,3 +451,25 @@ def test_hash_file_records_the_state_it_read(tmp_path: Path) -> None:
         patch.setattr(crawl, "KEEP_BYTES_BELOW", 4)
         big = hash_file(path)  # too big to keep: hashed in blocks, decoded from disk later
     assert big.data is None and big.sha256 == content.sha256
+
+
+def test_read_sidecar_reads_tux_paint_lines_and_json(tmp_path: Path) -> None:
+    stamp = tmp_path / "cat.txt"
+    stamp.write_text("A black cat.\nfr.utf8=Un chat noir.\nes.utf8=Un gato negro.\n", encoding="utf-8")
+    assert read_sidecar(stamp) == (["A black cat."], None)
+    assert read_sidecar(stamp, ("fr", "es")) == (["A black cat.", "Un chat noir.", "Un gato negro."], None)
+    record = tmp_path / "dog.json"
+    record.write_text('{"caption": "a  dog\\nin the snow", "status": "success"}', encoding="utf-8")
+    assert read_sidecar(record) == (["a dog in the snow"], None)
+    record.write_text("not json", encoding="utf-8")
+    assert read_sidecar(record)[1] == "caption file is not valid JSON (line 1: Expecting value)"
+
+
+def test_walk_takes_a_json_sidecar_when_there_is_no_text_one(tmp_path: Path) -> None:
+    touch(tmp_path / "a.jpg")
+    touch(tmp_path / "a.json", b"{}")
+    touch(tmp_path / "b.jpg")
+    touch(tmp_path / "b.json", b"{}")
+    touch(tmp_path / "b.txt", b"b")
+    found = {f.relpath: f.sidecar_name for f in walk(tmp_path).files}
+    assert found == {"a.jpg": "a.json", "b.jpg": "b.txt"}

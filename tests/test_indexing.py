@@ -1041,3 +1041,27 @@ def test_bytes_held_for_decoding_are_capped_and_all_let_go(
         report = index.add(photo_tree)
         assert report.embedded_images == 0 and report.reused == 1
         assert budgets[-1].held == 0 and budgets[-1].most > 0
+
+
+def test_tux_paint_and_json_sidecars_give_their_captions_not_their_markup(indexed) -> None:
+    """A Tux Paint stamp's translations are not captions of their own (English and untagged lines are),
+    and a JSON sidecar gives its caption field, as img2dataset writes it."""
+    index, root = indexed
+    (root / "trips" / "forest.txt").write_text(
+        "Tall green trees.\nfr.utf8=De grands arbres verts.\nde.utf8=Hohe grüne Bäume.\nen_GB.utf8=Tall green trees.\n"
+    )
+    (root / "car.txt").unlink()
+    (root / "car.json").write_text(json.dumps({"caption": "a blue car on a road", "key": "000001", "width": 64}))
+    report = index.add()
+    assert [s for s in report.skipped if not s.path.endswith("broken.jpg")] == []
+    assert sorted(layout(index)["trips/forest.PNG"]["captions"]) == ["Tall green trees."]
+    assert sorted(layout(index)["car.jpg"]["captions"]) == ["a blue car on a road"]
+    hit = index.search("a blue car on a road", k=1, kind="caption")[0]
+    assert hit.path == str(root / "car.jpg") and hit.source == str(root / "car.json")
+    (root / "car.json").write_text('{"url": "http://example.org/car.jpg"}')
+    bump_mtime(root / "car.json")
+    report = index.add()  # a JSON sidecar without a caption is reported, and its old caption goes
+    assert [(s.path, s.reason) for s in report.skipped if not s.path.endswith("broken.jpg")] == [
+        (str(root / "car.json"), 'caption file is JSON without a "caption" or "text" string')
+    ]
+    assert layout(index)["car.jpg"]["captions"] == {}

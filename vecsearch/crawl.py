@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from .errors import CaptionsFileError
 from .images import IMAGE_EXTENSIONS
+from .sidecars import DEFAULT_LANGUAGES, sidecar_captions
 
 # Folders that hold thumbnails, system files or dependencies rather than a person's pictures.
 DEFAULT_EXCLUDES: tuple[str, ...] = (
@@ -31,7 +32,9 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "node_modules",
     "__pycache__",
 )
-SIDECAR_SUFFIXES = (".txt", ".TXT")
+# A picture's caption sidecar: text (one caption per line, or Tux Paint's per-language lines), else the
+# JSON that img2dataset writes beside each picture.
+SIDECAR_SUFFIXES = (".txt", ".TXT", ".json", ".JSON")
 MAX_CAPTION_FILE_BYTES = 1 << 20
 MAX_CAPTION_CHARS = 2000
 # A --captions file above this is refused (not read): 256 MiB is well over a million rows of path and
@@ -198,19 +201,16 @@ def _excluded(name: str, relpath: str, patterns: Sequence[str], include_hidden: 
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(relpath, p) for p in patterns)
 
 
-def read_sidecar(path: Path) -> tuple[list[str], str | None]:
-    """Captions of a sidecar: one per non-empty line. Returns (captions, reason if it was refused)."""
+def read_sidecar(path: Path, languages: Sequence[str] = DEFAULT_LANGUAGES) -> tuple[list[str], str | None]:
+    """Captions of a sidecar, read for its kind (see `sidecars`): (captions, reason if it was refused)."""
     try:
         data = _read_bounded(path, MAX_CAPTION_FILE_BYTES)
     except _TooLarge as exc:
         return [], f"caption file too large ({exc.size} bytes > {MAX_CAPTION_FILE_BYTES})"
     except OSError as exc:
         return [], f"cannot read caption file ({exc.strerror or exc})"
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return [], "caption file is not UTF-8 text"
-    return clean_captions(text.splitlines()), None
+    captions, reason = sidecar_captions(data, path.suffix, languages)
+    return clean_captions([caption.text for caption in captions]), reason
 
 
 class _TooLarge(Exception):

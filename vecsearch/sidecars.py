@@ -50,7 +50,22 @@ def parse_json(text: str) -> tuple[list[SidecarCaption], str | None]:
             return [SidecarCaption(value)], None
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return [SidecarCaption(v) for v in value], None
-    return [], f"caption file is JSON without a text {' or '.join(_JSON_KEYS)} field"
+    return [], 'caption file is JSON without a "caption" or "text" string'
+
+
+def sidecar_captions(
+    data: bytes, suffix: str, languages: Sequence[str] = DEFAULT_LANGUAGES
+) -> tuple[list[SidecarCaption], str | None]:
+    """The wanted captions of a sidecar's bytes, by its kind (`.json` or text): (captions, reason refused)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return [], "caption file is not UTF-8 text"
+    if suffix.lower() == ".json":
+        captions, reason = parse_json(text)
+    else:
+        captions, reason = parse_text(text), None
+    return wanted(captions, languages), reason
 
 
 def parse_languages(value: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -9,7 +9,6 @@ sources that are not folders on this machine's disk, a picture's captions come w
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import tarfile
@@ -23,6 +22,7 @@ from typing import Any
 from ..crawl import (
     DEFAULT_EXCLUDES,
     MAX_CAPTION_FILE_BYTES,
+    SIDECAR_SUFFIXES,
     FoundFile,
     Skip,
     WalkResult,
@@ -34,6 +34,7 @@ from ..crawl import (
 from ..errors import VecsearchError
 from ..images import IMAGE_EXTENSIONS, is_image_path
 from ..roots import FOLDER, LISTING, REMOTE_FOLDER, WEBDATASET, root_kind
+from ..sidecars import sidecar_captions
 from ..store import RootRow
 
 LISTING_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
@@ -251,18 +252,7 @@ def list_tar(source: Source) -> Listed:
 
 
 def _caption_lines(data: bytes, suffix: str) -> list[str]:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return []
-    if suffix == ".txt":
-        return text.splitlines()
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError:
-        return []
-    value = record.get("caption") if isinstance(record, dict) else None
-    return [value] if isinstance(value, str) else []
+    return [caption.text for caption in sidecar_captions(data, suffix)[0]]
 
 
 def _open_binary(location: str) -> Any:
@@ -300,9 +290,10 @@ def list_remote_folder(source: Source, exclude: Sequence[str] = (), include_hidd
             continue
         captions: tuple[str, ...] = ()
         stem = os.path.splitext(relpath)[0]
-        for sidecar in (stem + ".txt", stem + ".TXT"):
+        for suffix in SIDECAR_SUFFIXES:
+            sidecar = stem + suffix
             if sidecar in infos and int(infos[sidecar].get("size") or 0) <= MAX_CAPTION_FILE_BYTES:
-                captions = tuple(clean_captions(_caption_lines(fs.cat_file(f"{base}/{sidecar}"), ".txt")))
+                captions = tuple(clean_captions(_caption_lines(fs.cat_file(f"{base}/{sidecar}"), suffix)))
                 break
         mtime = _mtime_ns(info)
         result.files.append(
