@@ -19,6 +19,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("version", "errors", "results", "faults", "pathutil", "sizes", "schema"),
     "components": (
         "images",
+        "sidecars",
+        "embedded_captions",
         "crawl",
         "encoders",
         "store",
@@ -48,6 +50,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "lookup",
         "retrieval",
         "check",
+        "duplicates",
         "scale",
     ),
     "facade": ("index",),

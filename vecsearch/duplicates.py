@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-EXACT_UP_TO = 200_000  # distinct pictures searched exactly; above, HNSW neighbours
+# Distinct pictures searched exactly; above, HNSW neighbours. Measured on 2 cores, 100,000 vectors of 384
+# dimensions at cosine 0.95: range search 39 s, HNSW (build + 32-NN) 41 s with 99.9 % of the pairs; the exact
+# search grows with the square of the count, HNSW almost linearly, so they cross here.
+EXACT_UP_TO = 100_000
 QUERY_BATCH = 4096
 ANN_NEIGHBOURS = 32
 KEEP_RULES = ("largest", "newest", "oldest")
