@@ -62,7 +62,7 @@ def test_json_sidecars_as_img2dataset_writes_them():
     )
     assert parse_json('{"text": ["one", "two"]}') == ([SidecarCaption("one"), SidecarCaption("two")], None)
     assert parse_json("[1, 2]")[1] == "caption file is JSON but not an object"
-    assert parse_json('{"url": "x"}')[1] == 'caption file is JSON without a "caption" or "text" string'
+    assert parse_json('{"url": "x", "caption": null}') == ([], None)  # metadata only: nothing, and no complaint
     assert "not valid JSON" in (parse_json("{caption:")[1] or "")
 
 

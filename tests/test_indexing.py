@@ -1058,10 +1058,14 @@ def test_tux_paint_and_json_sidecars_give_their_captions_not_their_markup(indexe
     assert sorted(layout(index)["car.jpg"]["captions"]) == ["a blue car on a road"]
     hit = index.search("a blue car on a road", k=1, kind="caption")[0]
     assert hit.path == str(root / "car.jpg") and hit.source == str(root / "car.json")
-    (root / "car.json").write_text('{"url": "http://example.org/car.jpg"}')
+    (root / "car.json").write_text('{"url": "http://example.org/car.jpg", "caption": null}')
     bump_mtime(root / "car.json")
-    report = index.add()  # a JSON sidecar without a caption is reported, and its old caption goes
-    assert [(s.path, s.reason) for s in report.skipped if not s.path.endswith("broken.jpg")] == [
-        (str(root / "car.json"), 'caption file is JSON without a "caption" or "text" string')
-    ]
+    report = index.add()  # metadata without a caption: its old caption goes, nothing is reported
+    assert [s for s in report.skipped if not s.path.endswith("broken.jpg")] == []
     assert layout(index)["car.jpg"]["captions"] == {}
+    (root / "car.json").write_text("[not json")
+    bump_mtime(root / "car.json")
+    report = index.add()  # a broken one is reported, as a sidecar that is not UTF-8 is
+    assert [(s.path, s.reason) for s in report.skipped if not s.path.endswith("broken.jpg")] == [
+        (str(root / "car.json"), "caption file is not valid JSON (line 1: Expecting value)")
+    ]

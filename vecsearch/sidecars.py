@@ -37,7 +37,7 @@ def parse_text(text: str) -> list[SidecarCaption]:
 
 
 def parse_json(text: str) -> tuple[list[SidecarCaption], str | None]:
-    """The `caption` (or `text`) of a JSON sidecar: (captions, reason when it is not one)."""
+    """The `caption` (or `text`) of a JSON sidecar: (captions, reason when it is not a JSON object)."""
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -50,7 +50,7 @@ def parse_json(text: str) -> tuple[list[SidecarCaption], str | None]:
             return [SidecarCaption(value)], None
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return [SidecarCaption(v) for v in value], None
-    return [], 'caption file is JSON without a "caption" or "text" string'
+    return [], None  # metadata without a caption (img2dataset writes `"caption": null`): nothing to index
 
 
 def sidecar_captions(
