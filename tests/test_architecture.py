@@ -53,7 +53,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "duplicates",
         "scale",
     ),
-    "facade": ("index",),
+    "facade": ("collection", "index"),
     "public API": ("",),  # vecsearch/__init__.py
     "front-ends": ("cli", "serve", "__main__"),
 }

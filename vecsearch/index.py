@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .classify import DEFAULT_TEMPLATES, classify, needs_text_tower, parse_labels
+from .collection import CollectionJobs
 from .embedding import QueryEmbedder, picture_term
 from .encoders import IMAGE, Encoder, ModelSpec, resolve_spec
 from .errors import ModelMismatchError, UnsupportedModalityError, VecsearchError
@@ -29,7 +30,7 @@ from .lookup import ItemLookup
 from .manifest import (
     DATABASE,
     LOCK,
-    MANIFEST,
+    folder_files_state,
     read_manifest,
     require_free,
 )
@@ -47,7 +48,7 @@ from .vector_file import VectorFile, check_index_settings, write_new_index
 from .vectors import VectorIndex
 
 
-class Index:
+class Index(CollectionJobs):
     """A searchable collection of images and captions.
 
     Open one with `Index.open(name_or_path)` or make one with `Index.create(path, model=...)`; the model
@@ -180,18 +181,7 @@ class Index:
         return True
 
     def _state_key(self) -> tuple[int, tuple[int, int, int], tuple[int, int]]:
-        def identity(path: Path) -> os.stat_result | None:
-            try:
-                return path.stat()
-            except OSError:
-                return None
-
-        manifest, database = identity(self.path / MANIFEST), identity(self.path / DATABASE)
-        return (
-            self.store.generation,
-            (manifest.st_ino, manifest.st_mtime_ns, manifest.st_size) if manifest else (0, 0, 0),
-            (database.st_dev, database.st_ino) if database else (0, 0),
-        )
+        return (self.store.generation, *folder_files_state(self.path))
 
     def __enter__(self) -> Index:
         return self

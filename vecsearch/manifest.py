@@ -4,6 +4,7 @@ and tools can read), the names of the others, and which leftovers a writer may d
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -83,6 +84,22 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 def write_manifest(folder: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     atomic_write(folder / MANIFEST, text.encode("utf-8"))
+
+
+def folder_files_state(folder: Path) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """What tells a reader that the manifest was rewritten or the database replaced since it looked."""
+
+    def stat(path: Path) -> os.stat_result | None:
+        try:
+            return path.stat()
+        except OSError:
+            return None
+
+    manifest, database = stat(folder / MANIFEST), stat(folder / DATABASE)
+    return (
+        (manifest.st_ino, manifest.st_mtime_ns, manifest.st_size) if manifest else (0, 0, 0),
+        (database.st_dev, database.st_ino) if database else (0, 0),
+    )
 
 
 def identity(manifest: dict[str, Any]) -> dict[str, Any]:
