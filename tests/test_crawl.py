@@ -18,6 +18,7 @@ from vecsearch.crawl import (
     read_sidecar,
     walk,
 )
+from vecsearch.sidecars import SidecarCaption
 
 
 def relpaths(result) -> list[str]:
@@ -249,7 +250,7 @@ def test_read_sidecar_one_caption_per_line_cleaned(tmp_path: Path) -> None:
     )
     captions, reason = read_sidecar(side)
     assert reason is None
-    assert captions == ["a red apple", "an apple on a table", "last line"]
+    assert captions == [SidecarCaption(t) for t in ("a red apple", "an apple on a table", "last line")]
 
 
 def test_read_sidecar_empty_file_gives_no_captions(tmp_path: Path) -> None:
@@ -456,11 +457,14 @@ def test_hash_file_records_the_state_it_read(tmp_path: Path) -> None:
 def test_read_sidecar_reads_tux_paint_lines_and_json(tmp_path: Path) -> None:
     stamp = tmp_path / "cat.txt"
     stamp.write_text("A black cat.\nfr.utf8=Un chat noir.\nes.utf8=Un gato negro.\n", encoding="utf-8")
-    assert read_sidecar(stamp) == (["A black cat."], None)
-    assert read_sidecar(stamp, ("fr", "es")) == (["A black cat.", "Un chat noir.", "Un gato negro."], None)
+    assert read_sidecar(stamp) == ([SidecarCaption("A black cat.")], None)
+    assert read_sidecar(stamp, ("fr", "es")) == (
+        [SidecarCaption("A black cat."), SidecarCaption("Un chat noir.", "fr"), SidecarCaption("Un gato negro.", "es")],
+        None,
+    )
     record = tmp_path / "dog.json"
     record.write_text('{"caption": "a  dog\\nin the snow", "status": "success"}', encoding="utf-8")
-    assert read_sidecar(record) == (["a dog in the snow"], None)
+    assert read_sidecar(record) == ([SidecarCaption("a dog in the snow")], None)
     record.write_text("not json", encoding="utf-8")
     assert read_sidecar(record)[1] == "caption file is not valid JSON (line 1: Expecting value)"
 

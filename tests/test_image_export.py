@@ -542,7 +542,7 @@ def test_models_prepare_exports_without_a_crawl(tmp_path: Path, monkeypatch: pyt
 
 
 def test_a_distributed_crawls_resize_in_read_tasks_changes_no_pixel(pictures: dict[str, Path]) -> None:
-    from vecsearch.scale.ray_pipeline import preprocess_geometry, shrink
+    from vecsearch.scale.geometry import preprocess_geometry, shrink
 
     ours = PreprocessConfig.from_dict(TRANSFORMS[0])
     geometry = preprocess_geometry(ours)

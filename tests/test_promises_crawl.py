@@ -36,6 +36,7 @@ from vecsearch.crawl import (
     read_sidecar,
     walk,
 )
+from vecsearch.sidecars import SidecarCaption
 
 
 def relpaths(result: Any) -> list[str]:
@@ -174,14 +175,14 @@ def test_a_sidecar_of_exactly_the_size_limit_is_read_whole(tmp_path: Path) -> No
     last = b"the last caption"
     side = touch(tmp_path / "cat.txt", b"\n" * (MAX_CAPTION_FILE_BYTES - len(last)) + last)
     assert side.stat().st_size == MAX_CAPTION_FILE_BYTES
-    assert read_sidecar(side) == (["the last caption"], None)
+    assert read_sidecar(side) == ([SidecarCaption("the last caption")], None)
 
 
 def test_a_caption_with_a_nul_byte_is_dropped(tmp_path: Path) -> None:
     """A NUL is never part of a caption (it would end the text early in C code downstream); the line
     holding one is dropped, the others are kept."""
     side = touch(tmp_path / "cat.txt", b"a cat\x00 on a mat\na cat\n")
-    assert read_sidecar(side) == (["a cat"], None)
+    assert read_sidecar(side) == ([SidecarCaption("a cat")], None)
 
 
 # --- --captions files -------------------------------------------------------------------------------

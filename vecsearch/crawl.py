@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from .errors import CaptionsFileError
 from .images import IMAGE_EXTENSIONS
-from .sidecars import DEFAULT_LANGUAGES, sidecar_captions
+from .sidecars import DEFAULT_LANGUAGES, SidecarCaption, sidecar_captions
 
 # Folders that hold thumbnails, system files or dependencies rather than a person's pictures.
 DEFAULT_EXCLUDES: tuple[str, ...] = (
@@ -201,8 +201,9 @@ def _excluded(name: str, relpath: str, patterns: Sequence[str], include_hidden: 
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(relpath, p) for p in patterns)
 
 
-def read_sidecar(path: Path, languages: Sequence[str] = DEFAULT_LANGUAGES) -> tuple[list[str], str | None]:
-    """Captions of a sidecar, read for its kind (see `sidecars`): (captions, reason if it was refused)."""
+def read_sidecar(path: Path, languages: Sequence[str] = DEFAULT_LANGUAGES) -> tuple[list[SidecarCaption], str | None]:
+    """Captions of a sidecar, read for its kind (see `sidecars`): (captions with the language the sidecar
+    gave each, reason if it was refused)."""
     try:
         data = _read_bounded(path, MAX_CAPTION_FILE_BYTES)
     except _TooLarge as exc:
@@ -210,7 +211,15 @@ def read_sidecar(path: Path, languages: Sequence[str] = DEFAULT_LANGUAGES) -> tu
     except OSError as exc:
         return [], f"cannot read caption file ({exc.strerror or exc})"
     captions, reason = sidecar_captions(data, path.suffix, languages)
-    return clean_captions([caption.text for caption in captions]), reason
+    return clean_sidecar_captions(captions), reason
+
+
+def clean_sidecar_captions(captions: Sequence[SidecarCaption]) -> list[SidecarCaption]:
+    """`clean_captions` for captions that carry their language: the first one of a text keeps its own."""
+    language: dict[str, str | None] = {}
+    for caption in captions:
+        language.setdefault(" ".join(caption.text.split())[:MAX_CAPTION_CHARS], caption.language)
+    return [SidecarCaption(text, language.get(text)) for text in clean_captions([c.text for c in captions])]
 
 
 class _TooLarge(Exception):

@@ -230,7 +230,7 @@ class Crawler:
                     candidates.pop(row.id, None)
                 if row is not None and row.size == found.size and row.mtime_ns == found.mtime_ns:
                     self.report.unchanged += 1
-                    if found.sidecar_sig != row.sidecar_sig:
+                    if self.captions.signature(found) != row.sidecar_sig:
                         self.captions.sync_sidecar(row.id, found, row.sidecar_sig)
                         self._maybe_commit()
                     continue
@@ -365,7 +365,7 @@ class Crawler:
             self.writer.begin()
             self.store.update_file(row.id, size=found.size, mtime_ns=found.mtime_ns)
             self.report.unchanged += 1
-            if found.sidecar_sig != row.sidecar_sig:
+            if self.captions.signature(found) != row.sidecar_sig:
                 self.captions.sync_sidecar(row.id, found, row.sidecar_sig)
             return True
         moved = by_hash.get(item.sha256)
@@ -379,7 +379,7 @@ class Crawler:
                 old.id, root_id=item.root_id, relpath=found.relpath, size=found.size, mtime_ns=found.mtime_ns
             )
             self.report.renamed += 1
-            if found.sidecar_sig != old.sidecar_sig:
+            if self.captions.signature(found) != old.sidecar_sig:
                 self.captions.sync_sidecar(old.id, found, old.sidecar_sig)
             return True
         if not self.embeds_images:
@@ -428,7 +428,7 @@ class Crawler:
             if item.sha256 not in self._new_hashes:
                 self._new_hashes[item.sha256] = item_id
                 chunk.new_hashes.append(item.sha256)
-        if row is None or found.sidecar_sig != row.sidecar_sig:
+        if row is None or self.captions.signature(found) != row.sidecar_sig:
             self.captions.sync_sidecar(file_id, found, row.sidecar_sig if row is not None else None)
 
     # --- captions ------------------------------------------------------------------------------

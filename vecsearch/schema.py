@@ -1,11 +1,19 @@
-"""The index database's schema and the typed rows the store hands out."""
+"""The index database's schema, the typed rows the store hands out, and how rows and vectors convert."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+import numpy as np
+
+SCHEMA_VERSION = 2
+# What each version adds to the one before, applied in order to an older database when it is opened.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE items ADD COLUMN lang TEXT",),  # the language of a caption, where its source says
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -34,10 +42,11 @@ CREATE TABLE IF NOT EXISTS items (
     kind      TEXT NOT NULL CHECK (kind IN ('image', 'caption')),
     file_id   INTEGER NOT NULL REFERENCES files(id),
     text      TEXT,                   -- the caption, for caption items
-    source    TEXT,                   -- 'sidecar' or the captions file it came from
+    source    TEXT,                   -- 'sidecar', a field of the picture (xmp:dc:description) or a captions file
     position  INTEGER NOT NULL DEFAULT 0,
     text_hash TEXT,
-    added_gen INTEGER NOT NULL
+    added_gen INTEGER NOT NULL,
+    lang      TEXT                    -- the caption's language (fr, pt_BR), where its source says
 );
 CREATE INDEX IF NOT EXISTS items_file ON items(file_id, kind);
 CREATE INDEX IF NOT EXISTS items_kind ON items(kind);
@@ -83,3 +92,37 @@ class ItemRow:
     position: int
     root_id: int
     relpath: str
+    language: str | None = None
+
+
+def file_row(r: sqlite3.Row) -> FileRow:
+    return FileRow(
+        int(r["id"]),
+        int(r["root_id"]),
+        r["relpath"],
+        int(r["size"]),
+        int(r["mtime_ns"]),
+        r["sha256"],
+        r["sidecar_sig"],
+    )
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").reshape(-1).tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def stack_rows(rows: list[sqlite3.Row]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    vectors = np.stack([from_blob(r[1]) for r in rows]).astype(np.float32)
+    return ids, vectors
+
+
+def chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -18,7 +18,19 @@ from typing import Any
 import numpy as np
 
 from .errors import IndexCorruptError
-from .schema import SCHEMA, SCHEMA_VERSION, FileRow, ItemRow, RootRow
+from .schema import (
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    FileRow,
+    ItemRow,
+    RootRow,
+    chunks,
+    file_row,
+    from_blob,
+    stack_rows,
+    to_blob,
+)
 
 __all__ = ["FileRow", "ItemRow", "RootRow", "Store"]
 
@@ -75,11 +87,22 @@ class Store:
         if row is None:
             raise IndexCorruptError("index database has no schema version")
         version = int(row["value"])
-        if version > SCHEMA_VERSION:
+        if version < SCHEMA_VERSION:
+            self._upgrade()
+        elif version > SCHEMA_VERSION:
             raise IndexCorruptError(
                 f"index database schema {version} is newer than this vecsearch understands "
                 f"({SCHEMA_VERSION}); upgrade vecsearch"
             )
+
+    def _upgrade(self) -> None:
+        """Bring an older database to this schema, once, whichever process opens it first."""
+        with self.transaction():
+            version = int(self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    self.conn.execute(statement)
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.conn.close()
@@ -189,11 +212,11 @@ class Store:
             ).fetchall()
         else:
             rows = self.conn.execute("SELECT * FROM files WHERE root_id = ?", (root_id,)).fetchall()
-        return {r["relpath"]: _file_row(r) for r in rows}
+        return {r["relpath"]: file_row(r) for r in rows}
 
     def file_at(self, root_id: int, relpath: str) -> FileRow | None:
         row = self.conn.execute("SELECT * FROM files WHERE root_id = ? AND relpath = ?", (root_id, relpath)).fetchone()
-        return _file_row(row) if row else None
+        return file_row(row) if row else None
 
     def files_with_captions_from(self, source: str) -> set[int]:
         return {
@@ -205,7 +228,7 @@ class Store:
 
     def file_by_hash(self, sha256: str) -> FileRow | None:
         row = self.conn.execute("SELECT * FROM files WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
-        return _file_row(row) if row else None
+        return file_row(row) if row else None
 
     def add_file(self, root_id: int, relpath: str, size: int, mtime_ns: int, sha256: str) -> int:
         cur = self.conn.execute(
@@ -257,18 +280,19 @@ class Store:
         source: str | None = None,
         position: int = 0,
         text_hash: str | None = None,
+        language: str | None = None,
     ) -> int:
         cur = self.conn.execute(
-            "INSERT INTO items(kind, file_id, text, source, position, text_hash, added_gen)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (kind, file_id, text, source, position, text_hash, gen),
+            "INSERT INTO items(kind, file_id, text, source, position, text_hash, added_gen, lang)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, file_id, text, source, position, text_hash, gen, language),
         )
         item_id = _rowid(cur)
-        self.conn.execute("INSERT INTO vectors(item_id, data) VALUES (?, ?)", (item_id, _to_blob(vector)))
+        self.conn.execute("INSERT INTO vectors(item_id, data) VALUES (?, ?)", (item_id, to_blob(vector)))
         return item_id
 
     def delete_items(self, item_ids: Sequence[int], gen: int) -> None:
-        for chunk in _chunks(list(item_ids), IN_CHUNK):
+        for chunk in chunks(list(item_ids), IN_CHUNK):
             marks = ",".join("?" * len(chunk))
             self.conn.execute(f"DELETE FROM vectors WHERE item_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
@@ -305,15 +329,15 @@ class Store:
             "SELECT v.data FROM items i JOIN vectors v ON v.item_id = i.id WHERE i.text_hash = ? LIMIT 1",
             (text_hash,),
         ).fetchone()
-        return _from_blob(row[0]) if row else None
+        return from_blob(row[0]) if row else None
 
     def vector(self, item_id: int) -> np.ndarray | None:
         row = self.conn.execute("SELECT data FROM vectors WHERE item_id = ?", (item_id,)).fetchone()
-        return _from_blob(row[0]) if row else None
+        return from_blob(row[0]) if row else None
 
     def items(self, item_ids: Iterable[int]) -> dict[int, ItemRow]:
         rows = self._rows_in(
-            "SELECT i.id, i.kind, i.file_id, i.text, i.source, i.position, f.root_id, f.relpath"
+            "SELECT i.id, i.kind, i.file_id, i.text, i.source, i.position, f.root_id, f.relpath, i.lang"
             " FROM items i JOIN files f ON f.id = i.file_id WHERE i.id IN ({marks})",
             item_ids,
         )
@@ -327,6 +351,7 @@ class Store:
                 int(r["position"]),
                 int(r["root_id"]),
                 r["relpath"],
+                r["lang"],
             )
             for r in rows
         }
@@ -374,7 +399,7 @@ class Store:
     def files_from(self, after: int, limit: int) -> list[FileRow]:
         """Files by id, `limit` of them after id `after`: an export walks the whole index this way."""
         rows = self.conn.execute("SELECT * FROM files WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
-        return [_file_row(r) for r in rows]
+        return [file_row(r) for r in rows]
 
     def item_vectors_of_files(self, first: int, last: int, kind: str) -> list[tuple[int, int, str | None, bytes]]:
         """(file id, item id, text, vector bytes) of the items of one kind of files `first`..`last`, in
@@ -399,7 +424,7 @@ class Store:
             "SELECT i.id, v.data FROM items i JOIN vectors v ON v.item_id = i.id WHERE i.added_gen > ? ORDER BY i.id",
             (gen,),
         ).fetchall()
-        return _stack_rows(rows)
+        return stack_rows(rows)
 
     def vectors_of(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the given items that exist, in id order: the exact vectors to re-score with."""
@@ -407,7 +432,7 @@ class Store:
             self._rows_in("SELECT item_id, data FROM vectors WHERE item_id IN ({marks})", {int(i) for i in item_ids})
         )
         rows.sort(key=lambda r: int(r[0]))
-        return _stack_rows(rows)
+        return stack_rows(rows)
 
     def iter_vectors(self, chunk_size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every (ids, vectors) in chunks, so a scan of a large index never holds all of it."""
@@ -419,7 +444,7 @@ class Store:
             if not rows:
                 return
             last = int(rows[-1][0])
-            yield _stack_rows(rows)
+            yield stack_rows(rows)
 
     def vector_ids(self) -> np.ndarray:
         """Every item id that has a vector, in id order."""
@@ -431,7 +456,7 @@ class Store:
         rows = self.conn.execute(
             "SELECT item_id, data FROM vectors WHERE item_id BETWEEN ? AND ? ORDER BY item_id", (low, high)
         ).fetchall()
-        return _stack_rows(rows)
+        return stack_rows(rows)
 
     def sample_item_ids(self, count: int, seed: int = 0, kind: str | None = None) -> np.ndarray:
         """A seeded sample of item ids (all when there are fewer), of one kind if given."""
@@ -458,43 +483,10 @@ class Store:
     def _rows_in(self, sql: str, ids: Iterable[Any], *args: Any) -> Iterator[sqlite3.Row]:
         """Rows of `sql`, whose `{marks}` is an IN list of the ids, for any number of ids: run in chunks
         that stay under SQLite's limit on parameters, with `args` after each chunk's ids."""
-        for chunk in _chunks(list(ids), IN_CHUNK):
+        for chunk in chunks(list(ids), IN_CHUNK):
             yield from self.conn.execute(sql.format(marks=",".join("?" * len(chunk))), [*chunk, *args])
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:
     assert cursor.lastrowid is not None
     return int(cursor.lastrowid)
-
-
-def _file_row(r: sqlite3.Row) -> FileRow:
-    return FileRow(
-        int(r["id"]),
-        int(r["root_id"]),
-        r["relpath"],
-        int(r["size"]),
-        int(r["mtime_ns"]),
-        r["sha256"],
-        r["sidecar_sig"],
-    )
-
-
-def _to_blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").reshape(-1).tobytes()
-
-
-def _from_blob(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
-
-
-def _stack_rows(rows: list[sqlite3.Row]) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
-    if not rows:
-        return ids, np.zeros((0, 0), dtype=np.float32)
-    vectors = np.stack([_from_blob(r[1]) for r in rows]).astype(np.float32)
-    return ids, vectors
-
-
-def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]

@@ -21,6 +21,7 @@ from .. import (
     parse_source,
 )
 from ..home import is_index, is_valid_name, target
+from ..sidecars import parse_languages
 from .app import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -34,6 +35,14 @@ from .app import (
     with_options,
 )
 from .output import print_report
+
+
+def languages_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """Checked before any model loads or index is made."""
+    try:
+        return None if value is None else parse_languages(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 @main.command("index")
@@ -50,6 +59,17 @@ from .output import print_report
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV (path,caption) or JSONL file of captions; repeatable.",
+)
+@click.option(
+    "--caption-languages",
+    callback=languages_callback,
+    metavar="LANGS",
+    help="Sidecar lines to index by language, e.g. en,fr (default en; untagged lines always). Remembered.",
+)
+@click.option(
+    "--embedded-captions/--no-embedded-captions",
+    default=None,
+    help="Read captions embedded in pictures (XMP, IPTC, EXIF); default on. Remembered.",
 )
 @click.option("--exclude", "-x", multiple=True, help="Glob of names or relative paths to skip; repeatable.")
 @click.option("--include-hidden", is_flag=True, help="Also crawl files and folders whose names start with '.'.")
@@ -136,6 +156,8 @@ def index_command(
     device: str | None,
     batch_size: int,
     captions: tuple[Path, ...],
+    caption_languages: tuple[str, ...] | None,
+    embedded_captions: bool | None,
     exclude: tuple[str, ...],
     include_hidden: bool,
     workers: int | None,
@@ -161,14 +183,16 @@ def index_command(
 
     Creates the index on first use. Later runs embed only new or changed files; renamed files keep
     their vectors; deleted files leave the index. With no PATHS, re-crawls the index's folders.
-    Captions: a sidecar text file beside each image (cat.jpg + cat.txt, one caption per line) and
-    any --captions file.
+    Captions: a sidecar beside each image (cat.jpg + cat.txt, one caption per line, or cat.json),
+    the captions embedded in the picture (XMP, IPTC, EXIF), and any --captions file.
 
     With --engine ray, SOURCES may also be listing files (.parquet, .csv, .jsonl), WebDataset shards
     (.tar) and URIs (s3://, gs://, file://); the pictures are embedded on a Ray cluster.
     """
     if index_dir is not None and name is not None:
         raise click.UsageError("give --index or --name, not both")
+    if from_embeddings is not None and (caption_languages or embedded_captions is not None):
+        raise click.UsageError("--caption-languages and --embedded-captions apply to crawls, not --from-embeddings")
     if name is not None and not is_valid_name(name):
         raise click.UsageError(f"invalid index name '{name}' (letters, digits, '.', '_' and '-')")
     folder = index_dir if index_dir is not None else target(name or "default", settings.home)
@@ -234,6 +258,8 @@ def index_command(
                 engine=engine,
                 ray=ray_options,
                 columns=ListingColumns(path_column, caption_column),
+                caption_languages=caption_languages,
+                embedded_captions=embedded_captions,
             )
             return report, index.counts()
 

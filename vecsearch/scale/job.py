@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..captions import caption_settings
 from ..crawl import WalkResult, walk
 from ..encoders import IMAGE, Encoder
 from ..indexer import Crawler, CrawlSettings, IndexingInterrupted
@@ -25,7 +26,8 @@ from ..results import CrawlReport, SkippedFile
 from ..roots import FOLDER, LISTING, REMOTE_FOLDER, SOURCE_KINDS, WEBDATASET, RootPlanner, Scope
 from ..store import Store
 from ..vector_file import VectorFile
-from .ray_pipeline import RayOptions, connect, hash_prefixes, import_ray, preprocess_geometry, run_shards
+from .geometry import preprocess_geometry
+from .ray_pipeline import RayOptions, connect, hash_prefixes, import_ray, run_shards
 from .shards import ShardFolder, ShardPrefill
 from .sources import Listed, Source, list_listing, list_remote_folder, list_tar, parse_source, read_entry
 
@@ -110,6 +112,7 @@ def crawl_distributed(
                     min_size=min_size,
                     max_megapixels=settings.max_megapixels,
                     images=images,
+                    languages=caption_settings(store).languages,
                     batch_size=model.batch_size,
                     geometry=geometry,
                     on_rows=on_rows,

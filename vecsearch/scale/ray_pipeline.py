@@ -27,6 +27,8 @@ from ..crawl import FoundFile, read_sidecar
 from ..errors import VecsearchError
 from ..pipeline import Pending, decode, hash_pending, prepare_item
 from ..roots import FOLDER, LISTING
+from ..sidecars import DEFAULT_LANGUAGES
+from .geometry import shrink
 from .shards import ShardFolder
 from .sources import read_entry
 
@@ -135,9 +137,10 @@ def read_and_decode(
     max_megapixels: float,
     images: bool,
     geometry: tuple[int, int, int, int] | None = None,
+    languages: tuple[str, ...] = DEFAULT_LANGUAGES,
 ) -> Any:
     """Read task: hash each input, decode it unless the index knows its content already, and read its
-    caption sidecar. Each failure becomes the row's `error`, in the local crawler's words. With the
+    caption sidecar (the lines in `languages`). Each failure becomes the row's `error`, in the local crawler's words. With the
     model's `geometry`, the picture is also resized and cropped here, as its preprocess would."""
     import pyarrow as pa
 
@@ -166,7 +169,7 @@ def read_and_decode(
                 pixels = array.tobytes()
         captions = list(row["captions"] or [])
         if row["kind"] == FOLDER and found.sidecar is not None:
-            captions, _ = read_sidecar(found.sidecar)  # a refused sidecar is reported by the commit
+            captions = [c.text for c in read_sidecar(found.sidecar, languages)[0]]  # refusals: the commit says
         out["id"].append(row["id"])
         out["shard"].append(row["shard"])
         out["root_id"].append(row["root_id"])
@@ -181,37 +184,6 @@ def read_and_decode(
         out["width"].append(width)
         out["captions"].append(captions)
     return pa.table(out, schema=_decoded_schema())
-
-
-def preprocess_geometry(preprocess: Any) -> tuple[int, int, int, int] | None:
-    """(short side, PIL resampling, crop height, crop width) when the model's preprocess begins with a
-    torchvision Resize of the short side and a CenterCrop no larger (open_clip's usual transform): then
-    the read tasks resize and crop, and the actors get pictures a twentieth of the size, on which the
-    same transform's resize and crop change nothing. None for any other preprocess."""
-    if callable(geometry := getattr(preprocess, "geometry", None)):  # an exported model's own transform
-        return geometry()
-    steps = getattr(preprocess, "transforms", None)
-    if not steps or len(steps) < 2 or [type(t).__name__ for t in steps[:2]] != ["Resize", "CenterCrop"]:
-        return None
-    resize, crop = steps[0], steps[1]
-    size = resize.size[0] if isinstance(resize.size, (list, tuple)) and len(resize.size) == 1 else resize.size
-    resample = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}.get(str(resize.interpolation.value))
-    crop_h, crop_w = crop.size
-    if not isinstance(size, int) or resample is None or resize.max_size is not None or max(crop_h, crop_w) > size:
-        return None
-    return size, resample, int(crop_h), int(crop_w)
-
-
-def shrink(picture: Any, geometry: tuple[int, int, int, int]) -> Any:
-    """torchvision's Resize(short side) and CenterCrop on a PIL picture, to the same pixels."""
-    size, resample, crop_h, crop_w = geometry
-    width, height = picture.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    picture = picture.resize((new_w, new_h), resample)
-    top, left = int(round((new_h - crop_h) / 2.0)), int(round((new_w - crop_w) / 2.0))
-    return picture.crop((left, top, left + crop_w, top + crop_h))
 
 
 _DECODED = (
@@ -337,6 +309,7 @@ def run_shards(
     min_size: int | None,
     max_megapixels: float,
     images: bool,
+    languages: tuple[str, ...],
     batch_size: int,
     geometry: tuple[int, int, int, int] | None,
     on_rows: Callable[[int, int], None],
@@ -383,6 +356,7 @@ def run_shards(
                 "max_megapixels": max_megapixels,
                 "images": images,
                 "geometry": geometry,
+                "languages": languages,
             },
         )
         with warnings.catch_warnings():
