@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ def print_report(report: Any, counts: dict[str, int] | None, folder: Path, quiet
         click.echo(inference_line(report.inference))
     if report.text_export:
         click.echo(report.text_export)
+    if report.tagged:
+        click.echo(f"tags: {report.tagged} new pictures tagged")
     if counts is not None:
         click.echo(
             f"index holds {counts['images']} images and {counts['captions']} captions "
@@ -49,7 +51,15 @@ def print_report(report: Any, counts: dict[str, int] | None, folder: Path, quiet
         )
 
 
-def print_hits(hits: Sequence[Any], as_json: bool, paths_only: bool, quiet: bool) -> None:
+def print_hits(
+    hits: Sequence[Any],
+    as_json: bool,
+    paths_only: bool,
+    quiet: bool,
+    preview: Callable[[Any], bytes | None] | None = None,
+) -> None:
+    """The hits as a table; with `preview`, each row is followed by what it returns for that hit (a
+    thumbnail's escape sequence), drawn as the rows are printed."""
     if as_json:
         dump([h.to_dict() for h in hits])
         return
@@ -64,17 +74,30 @@ def print_hits(hits: Sequence[Any], as_json: bool, paths_only: bool, quiet: bool
         if not quiet:
             click.echo("no results", err=True)
         return
-    rows = [(str(h.rank), f"{h.score:.4f}", h.kind, str(h.id), h.path, clip_text(h.caption or "", 60)) for h in hits]
-    table(("#", "score", "kind", "id", "path", "caption"), rows)
+    rows: list[tuple[str, ...]] = [
+        (str(h.rank), f"{h.score:.4f}", h.kind, str(h.id), h.path, clip_text(h.caption or "", 60)) for h in hits
+    ]
+    after = (lambda number: preview(hits[number])) if preview is not None else None
+    header: tuple[str, ...] = ("#", "score", "kind", "id", "path", "caption")
+    if any(h.tags for h in hits):  # a tagged index: each picture's tags too
+        rows = [(*row, ", ".join(t.label for t in h.tags)) for row, h in zip(rows, hits, strict=True)]
+        header = (*header, "tags")
+    table(header, rows, after)
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], after: Callable[[int], bytes | None] | None = None
+) -> None:
+    """Aligned columns; `after(n)` may give bytes to write below row n (0 is the first row under the header)."""
     rows = [tuple(header), *rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {0, 1, 3}
-    for row in rows:
+    for number, row in enumerate(rows):
         cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
         click.echo("  ".join(cells).rstrip())
+        extra = after(number - 1) if after is not None and number else None
+        if extra:
+            click.echo(extra)
 
 
 def clip_text(text: str, width: int) -> str:

@@ -29,12 +29,14 @@ class TermsCommand(click.Command):
                         takes_value[name] = param
         kept: list[str] = []
         moved: list[str] = []
-        expect_value = False
+        expect_value: click.Option | None = None
         for token in before:
-            if expect_value:
-                kept.append(token)
-                expect_value = False
-                continue
+            if expect_value is not None:
+                bare, expect_value = _bare_value(expect_value, token), None
+                if bare is None:
+                    kept.append(token)
+                    continue
+                kept[-1] += f"={bare}"  # `--preview cat`: --preview given bare, then a query term
             if not token.startswith("-") or len(token) == 1:
                 kept.append(token)
                 continue
@@ -43,7 +45,7 @@ class TermsCommand(click.Command):
                 kept.append(token)
             elif name in takes_value:
                 kept.append(token)
-                expect_value = True
+                expect_value = takes_value[name]
             elif token[:2] in takes_value and _parses(takes_value[token[:2]], token[2:]):
                 kept.append(token)
             else:
@@ -51,6 +53,14 @@ class TermsCommand(click.Command):
         if moved or after:
             return super().parse_args(ctx, kept + ["--"] + moved + after)
         return super().parse_args(ctx, kept)
+
+
+def _bare_value(option: click.Option, following: str) -> str | None:
+    """The value a choice option takes when given bare (`--preview` is `--preview=auto`), if `following`
+    is not one of its choices; None when `following` is the option's value."""
+    if option.is_flag or not isinstance(option.type, click.Choice) or not isinstance(option.flag_value, str):
+        return None
+    return None if following in option.type.choices else option.flag_value
 
 
 def _parses(option: click.Option, text: str) -> bool:
