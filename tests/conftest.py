@@ -324,4 +324,5 @@ def echoed_query(terms: list[str], k: int) -> dict[str, Any]:
         "within": None,
         "like": [],
         "unlike": [],
+        "tag": None,
     }

@@ -494,3 +494,36 @@ def test_keyboard(browser: Any, server: str) -> None:
     assert browser.switch_to.active_element.get_attribute("id") == "path"
     assert path.get_attribute("value") == "trips/"
     assert_no_script_errors(browser)
+
+
+def test_tag_filter_and_tags_on_results(browser: Any, server: str, library: Index) -> None:
+    """The tag filter appears once the index has tags, lists them with their counts, filters as the
+    library does; each card shows its picture's tags."""
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, server)
+    assert not find(browser, "#tag").is_displayed()  # no tags: no filter
+    labels = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+    library.tag(labels, top=2)
+    try:
+        open_page(browser, server)
+        counts = library.tag_counts()
+        options = [option.text for option in Select(find(browser, "#tag")).options]
+        assert options == ["Any", *(f"{label} ({count})" for label, count in counts.items())]
+        search_for(browser, PROMPT)
+        shown = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#results .result')).map((card) =>"
+            " Array.from(card.querySelectorAll('.tag')).map((tag) => tag.textContent))"
+        )
+        assert shown == [[tag.label for tag in hit.tags] for hit in library.search(PROMPT, k=K)]
+
+        label = max(counts, key=lambda name: (counts[name] < library.counts()["images"], counts[name]))
+        Select(find(browser, "#tag")).select_by_value(label)
+        act(browser, lambda: find(browser, "#search-button").click())
+        expected = library.search(PROMPT, k=K, tag=label)
+        assert expected
+        assert_results(browser, expected)
+        assert query_json(browser)["tag"] == label
+        assert_no_script_errors(browser)
+    finally:
+        library.untag()

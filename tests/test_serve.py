@@ -91,6 +91,7 @@ def test_openapi_schema_lists_every_endpoint(client: TestClient) -> None:
     assert set(schema["paths"]) == {
         "/api/health",
         "/api/info",
+        "/api/tags",
         "/api/search",
         "/api/search/image",
         "/api/uploads",
@@ -122,7 +123,10 @@ def test_text_search_equals_the_library(client: TestClient, library: Index) -> N
     assert body["query"] == echoed_query(["a red apple"], 5)
     assert body["generation"] == library.store.generation and body["took_ms"] >= 0
     first = body["hits"][0]
-    assert set(first) == {"rank", "id", "score", "kind", "path", "relpath", "caption", "image", "source", "thumbnail"}
+    assert set(first) == {
+        *("rank", "id", "score", "kind", "path", "relpath", "caption", "image", "source", "language", "tags"),
+        "thumbnail",
+    }
     assert first["thumbnail"] == f"/api/items/{first['id']}/thumbnail"
 
 
@@ -434,6 +438,50 @@ def test_other_host_names_are_refused(folder: Path, tiny_encoder) -> None:
         assert client.get("/api/health", headers={"host": "attacker.example"}).status_code == 400
         shared = TestClient(create_app(index, allowed_hosts=["*"]), base_url="http://photos.lan")
         assert shared.get("/api/health").status_code == 200
+
+
+# --- zero-shot tags -------------------------------------------------------------------------------------
+
+
+def test_tags_listed_filtered_and_shown_on_hits(tmp_path: Path, folder: Path, tiny_encoder) -> None:
+    """A copy of the module's index, tagged while served: GET /api/tags counts, the tag filter (POST and
+    GET) equals the library's, and every hit carries its picture's tags."""
+    import shutil
+
+    shutil.copytree(folder, tmp_path / "idx")
+    with Index.open(tmp_path / "idx", encoder=tiny_encoder) as served:
+        client = TestClient(create_app(served), base_url="http://127.0.0.1")
+        assert client.get("/api/tags").json() == {
+            "labels": [],
+            "templates": [],
+            "top": None,
+            "tagged": 0,
+            "pictures": served.counts()["images"],
+        }
+        refused = client.post("/api/search", json={"terms": ["sea"], "tag": "red"})
+        assert refused.status_code == 400 and "has no tags to filter by" in refused.json()["error"]
+
+        labels = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+        with Index.open(tmp_path / "idx", encoder=tiny_encoder) as writer:
+            writer.tag(labels, top=2)
+            counts = writer.tag_counts()
+            pictures = writer.counts()["images"]
+            label = max(counts, key=lambda name: (counts[name] < pictures, counts[name]))
+            expected = writer.search("a purple car", k=50, tag=label)
+        listed = client.get("/api/tags").json()
+        assert listed["labels"] == [{"label": name, "pictures": counts[name]} for name in labels]
+        assert (listed["top"], listed["tagged"], listed["pictures"]) == (2, pictures, pictures)
+
+        posted = client.post("/api/search", json={"terms": ["a purple car"], "k": 50, "tag": label}).json()
+        assert posted["query"]["tag"] == label
+        assert_same(posted["hits"], expected)
+        assert posted["hits"] and all(label in [t["label"] for t in h["tags"]] for h in posted["hits"])
+        got = client.get("/api/search", params={"q": "a purple car", "k": 50, "tag": label}).json()
+        assert ids_scores(got["hits"]) == ids_scores(posted["hits"])
+        for hit, want in zip(posted["hits"], expected, strict=True):
+            assert [t["label"] for t in hit["tags"]] == [t.label for t in want.tags]
+        unknown = client.get("/api/search", params={"q": "sea", "tag": "zebra"})
+        assert unknown.status_code == 400 and "no tag 'zebra'" in unknown.json()["error"]
 
 
 # --- a crawl while the server runs ----------------------------------------------------------------------

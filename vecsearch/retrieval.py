@@ -24,6 +24,7 @@ from .lookup import ItemLookup
 from .pathutil import is_within
 from .results import Hit
 from .store import RootRow, Store
+from .tags import tagged_files
 from .vector_file import VectorFile
 from .vectors import VectorIndex
 
@@ -75,6 +76,7 @@ class Retrieval:
         within: float | None = None,
         distinct_text: bool = False,
         exclude: Iterable[int] = (),
+        tag: str | None = None,
     ) -> list[Hit]:
         """The k best hits for a query vector among the items the filters allow, less `exclude` (the
         query's own items)."""
@@ -89,6 +91,7 @@ class Retrieval:
             within=within,
             distinct_text=distinct_text,
             exclude=exclude,
+            tag=tag,
         )
         return found[0]
 
@@ -104,14 +107,15 @@ class Retrieval:
         within: float | None = None,
         distinct_text: bool = False,
         exclude: Iterable[int] = (),
+        tag: str | None = None,
     ) -> list[list[Hit]]:
         """`run` for each row of a batch of query vectors: the filters are resolved once and the first
         round of candidates comes from one FAISS call for the whole batch."""
         vectors = self.vector_file.vectors
-        post_kind = self._post_filter_kind(kind, path, under)
+        post_kind = self._post_filter_kind(kind, path, under, tag)
         excluded = set(exclude)
         with self.store.snapshot():
-            allowed = self.allowed_ids("any" if post_kind else kind, path, under)
+            allowed = self.allowed_ids("any" if post_kind else kind, path, under, tag)
         if allowed is not None:
             allowed = np.setdiff1d(allowed, np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
             if len(allowed) == 0:
@@ -180,9 +184,9 @@ class Retrieval:
             scores = stored @ vector if len(ids) else np.zeros(0, np.float32)
         return top(ids, scores, fetch)
 
-    def _post_filter_kind(self, kind: str, path: str | None, under: object) -> str | None:
+    def _post_filter_kind(self, kind: str, path: str | None, under: object, tag: str | None = None) -> str | None:
         """The kind to filter results by, when handing FAISS every id of that kind would cost more."""
-        if kind == "any" or path is not None or under is not None:
+        if kind == "any" or path is not None or under is not None or tag is not None:
             return None
         return kind if self._kind_share(kind) >= POST_FILTER_SHARE else None
 
@@ -195,13 +199,19 @@ class Retrieval:
             return 1.0
         return max(int(counts.get(f"{kind}s") or 0) / total, 1e-6)
 
-    def allowed_ids(self, kind: str, pattern: str | None, under: str | os.PathLike[str] | None) -> np.ndarray | None:
-        """Ids a filter lets through, or None when nothing is filtered out."""
+    def allowed_ids(
+        self, kind: str, pattern: str | None, under: str | os.PathLike[str] | None, tag: str | None = None
+    ) -> np.ndarray | None:
+        """Ids a filter lets through, or None when nothing is filtered out. A tag allows the items of the
+        pictures that carry it (`tags.py`)."""
         kind_filter = None if kind == "any" else kind
-        if pattern is None and under is None:
+        if pattern is None and under is None and tag is None:
             if kind_filter is None or not self.store.has_other_kinds(kind_filter):
                 return None
             return np.array(self.store.item_ids(kind_filter), dtype=np.int64)
+        tagged = tagged_files(self.store, tag, self.lookup.folder.name) if tag is not None else None
+        if pattern is None and under is None:
+            return np.array(self.store.item_ids(kind_filter, tagged), dtype=np.int64)
         roots = {root.id: self.root_path(root) for root in self.store.roots()}
         folders: list[Path] = []
         if under is not None:
@@ -209,7 +219,10 @@ class Retrieval:
             folders = [folder, folder.resolve()]  # roots are recorded resolved; the user may use a symlink
         patterns = with_resolved_prefix(pattern) if pattern is not None else []
         file_ids = []
+        keep = set(tagged) if tagged is not None else None
         for file_id, root_id, relpath in self.store.all_files():
+            if keep is not None and file_id not in keep:
+                continue
             absolute = roots[root_id] / relpath
             if folders and not any(is_within(absolute, folder) for folder in folders):
                 continue

@@ -40,6 +40,7 @@ from .schemas import (
     Kind,
     SearchRequest,
     SearchResponse,
+    TagsResponse,
     UploadResponse,
 )
 from .service import (
@@ -138,6 +139,20 @@ def create_app(
         data["max_upload_bytes"] = service.max_upload_bytes
         return data
 
+    @app.get("/api/tags", response_model=TagsResponse, tags=["index"])
+    def tag_counts() -> dict[str, Any]:
+        """The zero-shot tags of the index's pictures (`vecsearch tag`): pictures per label."""
+        with service.current() as idx:
+            tag_set, counts = idx.tag_set(), idx.tag_counts()
+            tagged, pictures = idx.tagged_count(), idx.counts()["images"]
+        return {
+            "labels": [{"label": label, "pictures": count} for label, count in counts.items()],
+            "templates": list(tag_set.templates) if tag_set else [],
+            "top": tag_set.top if tag_set else None,
+            "tagged": tagged,
+            "pictures": pictures,
+        }
+
     def run_search(request: SearchRequest) -> dict[str, Any]:
         start = time.perf_counter()
         query = ParsedQuery.parse(request.terms, like=request.like, unlike=request.unlike, local=False)
@@ -152,6 +167,7 @@ def create_app(
                 min_score=request.min_score,
                 within=request.within,
                 pictures=pictures,
+                tag=request.tag,
             )
             generation = idx.generation
         return {
@@ -176,11 +192,20 @@ def create_app(
         within: Annotated[float | None, Query(ge=0, le=2)] = None,
         like: Annotated[list[int], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
         unlike: Annotated[list[int], Query()] = [],  # noqa: B006
+        tag: str | None = None,
     ) -> dict[str, Any]:
         """The same search with the query in the URL (for links and curl)."""
         return run_search(
             SearchRequest(
-                terms=q, k=k, kind=kind, path=path, min_score=min_score, within=within, like=like, unlike=unlike
+                terms=q,
+                k=k,
+                kind=kind,
+                path=path,
+                min_score=min_score,
+                within=within,
+                like=like,
+                unlike=unlike,
+                tag=tag,
             )
         )
 
@@ -221,11 +246,13 @@ def create_app(
         path: str | None = None,
         min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
         within: Annotated[float | None, Query(ge=0, le=2)] = None,
+        tag: str | None = None,
     ) -> dict[str, Any]:
         """Upload a picture and search by it in one request."""
         digest, _, _, _ = read_upload(file)
+        terms = [UPLOAD_PREFIX + digest]
         return run_search(
-            SearchRequest(terms=[UPLOAD_PREFIX + digest], k=k, kind=kind, path=path, min_score=min_score, within=within)
+            SearchRequest(terms=terms, k=k, kind=kind, path=path, min_score=min_score, within=within, tag=tag)
         )
 
     @app.post("/api/describe", response_model=DescribeResponse, responses=ERRORS, tags=["image"])

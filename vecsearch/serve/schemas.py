@@ -34,6 +34,7 @@ class SearchRequest(BaseModel):
     within: float | None = Field(None, ge=0, le=2, description="Keep results within this of the best score.")
     like: list[int] = Field(default_factory=list, description="Item ids to move towards (more like this).")
     unlike: list[int] = Field(default_factory=list, description="Item ids to move away from (less like this).")
+    tag: str | None = Field(None, description="Only pictures carrying this zero-shot tag (GET /api/tags lists them).")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,19 @@ class UploadResponse(BaseModel):
 class ItemResponse(Item):
     __pydantic_config__ = ANSWER
     thumbnail: Thumbnail = None
+
+
+class TagCount(BaseModel):
+    label: str
+    pictures: int = Field(description="Pictures carrying this tag among their kept labels.")
+
+
+class TagsResponse(BaseModel):
+    labels: list[TagCount] = Field(description="Every label of the tag set, in its order; empty without tags.")
+    templates: list[str]
+    top: int | None = Field(description="Labels kept per picture; null without tags.")
+    tagged: int = Field(description="Pictures that carry tags.")
+    pictures: int = Field(description="Pictures in the index.")
 
 
 class Health(BaseModel):

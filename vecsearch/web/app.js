@@ -114,6 +114,7 @@ function buildQuery() {
     within: numberOrNull($("#within")),
     like: [...state.like],
     unlike: [...state.unlike],
+    tag: $("#tag").value || null,
   };
 }
 
@@ -233,10 +234,19 @@ function resultCard(hit) {
         el("span", { className: "score", title: `cosine similarity ${hit.score}` }, [hit.score.toFixed(3)]),
       ]),
       el("p", { className: "caption", hidden: !hit.caption }, [hit.caption || ""]),
+      tagList(hit.tags || []),
       el("p", { className: "relpath", title: hit.path }, [hit.relpath]),
     ]),
     el("div", { className: "actions" }, buttons),
   ]);
+}
+
+/** A picture's zero-shot tags, most likely first (an empty list where the index has none). */
+function tagList(tags) {
+  return el("ul", { className: "tags", hidden: tags.length === 0, "aria-label": "Tags" }, tags.map((tag) => {
+    const percent = (tag.probability * 100).toFixed(1);
+    return el("li", { className: "tag", title: `${percent}% (cosine ${tag.score.toFixed(3)})` }, [tag.label]);
+  }));
 }
 
 // --- refinement ---------------------------------------------------------------------------------------
@@ -483,6 +493,18 @@ async function loadInfo() {
   $("#info").textContent = parts.join(" · ");
   document.title = `${info.name} · vecsearch`;
   if (info.max_k) $("#k").max = String(info.max_k);
+  await loadTags();
+}
+
+/** The tag filter offers the index's tags with their counts; it stays hidden when there are none. */
+async function loadTags() {
+  const tags = await api("GET", "/api/tags");
+  const select = $("#tag");
+  const options = tags.labels.map(({ label, pictures }) =>
+    el("option", { value: label }, [`${label} (${pictures.toLocaleString()})`]));
+  select.replaceChildren(el("option", { value: "" }, ["Any"]), ...options);
+  select.hidden = options.length === 0;
+  document.querySelector('label[for="tag"]').hidden = options.length === 0;
 }
 
 function start() {
@@ -499,7 +521,7 @@ function start() {
   $("#close-panel").addEventListener("click", closePanel);
   $("#picture-panel").addEventListener("close", () => { state.panelImage = null; });
   // The query JSON follows every edit, so it always shows what Search would send.
-  for (const id of ["#prompt", "#k", "#kind", "#path", "#min-score", "#within"]) {
+  for (const id of ["#prompt", "#k", "#kind", "#path", "#min-score", "#within", "#tag"]) {
     $(id).addEventListener("input", () => showQuery());
   }
   document.addEventListener("keydown", onKey);
