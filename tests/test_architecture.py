@@ -36,6 +36,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "classify",
         "label_cache",
         "thumbnails",
+        "terminal_preview",
     ),
     "jobs": (
         "vector_file",
@@ -51,6 +52,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "retrieval",
         "check",
         "duplicates",
+        "tags",
         "scale",
     ),
     "facade": ("collection", "index"),
@@ -65,11 +67,13 @@ FRONT_END_HELPERS = {
     "query",
     "images",
     "thumbnails",
+    "terminal_preview",
     "sizes",
     "home",
     "classify",
     "encoders",
     "version",
+    "sidecars",
 }
 
 

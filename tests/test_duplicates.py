@@ -78,3 +78,33 @@ def test_exact_copies_group_by_content_and_the_kept_one_comes_first():
     assert [g.keep.path for g in oldest] == ["/p/a.jpg", "/p/b.jpg"]
     with pytest.raises(ValueError, match="unknown keep rule"):
         group_duplicates(pictures, vectors, 0.95, keep="smallest")
+
+
+def test_components_of_chains_and_random_graphs_equal_a_graph_search():
+    rng = np.random.default_rng(5)
+    count = 400
+    # a long chain whose labels run down and up (the worst case for hooking roots), plus random pairs
+    chain = rng.permutation(count)[:120]
+    first = np.concatenate([chain[:-1], rng.integers(0, count, 150)])
+    second = np.concatenate([chain[1:], rng.integers(0, count, 150)])
+    neighbours: dict[int, set[int]] = {}
+    for a, b in zip(first.tolist(), second.tolist(), strict=True):
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    seen: set[int] = set()
+    want = set()
+    for start in range(count):
+        if start in seen or start not in neighbours:
+            continue
+        stack, members = [start], {start}
+        while stack:
+            for other in neighbours[stack.pop()] - members:
+                members.add(other)
+                stack.append(other)
+        seen |= members
+        if len(members) > 1:
+            want.add(frozenset(members))
+    got = components(count, first, second)
+    assert {frozenset(g) for g in got} == want
+    assert all(g == sorted(g) for g in got) and [g[0] for g in got] == sorted(g[0] for g in got)
+    assert components(3, np.zeros(0, np.int64), np.zeros(0, np.int64)) == []

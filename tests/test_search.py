@@ -610,7 +610,7 @@ def test_parse_labels_file(tmp_path: Path) -> None:
 def test_hit_fields(index: Index, photos: Path) -> None:
     hits = index.search("a red square", 1000, kind="any")
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
-    keys = {"id", "rank", "score", "kind", "path", "relpath", "caption", "image", "source"}
+    keys = {"id", "rank", "score", "kind", "path", "relpath", "caption", "image", "source", "language", "tags"}
     by_relpath_image = {}
     for hit in hits:
         data = hit.to_dict()

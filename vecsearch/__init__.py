@@ -12,6 +12,8 @@ import logging
 from .check import CheckReport, Finding, check_index  # noqa: E402
 from .classify import DEFAULT_TEMPLATES  # noqa: E402
 from .classify import classify_image as classify
+from .duplicates import DEFAULT_THRESHOLDS as DUPLICATE_THRESHOLDS  # noqa: E402
+from .duplicates import DuplicateGroup, DuplicateReport  # noqa: E402
 from .encoders import (  # noqa: E402
     DEFAULT_MODEL,
     STARTER_MODEL,
@@ -47,6 +49,7 @@ from .retrieval import KINDS, MAX_K  # noqa: E402
 from .scale.exchange import ExportReport, embeddings_info  # noqa: E402
 from .scale.job import ListingColumns, RayOptions  # noqa: E402
 from .scale.sources import parse_source  # noqa: E402
+from .tags import TagReport, TagRow, TagSet  # noqa: E402
 from .version import __version__  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -54,11 +57,14 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TEMPLATES",
+    "DUPLICATE_THRESHOLDS",
     "Caption",
     "BudgetError",
     "CaptionsFileError",
     "CheckReport",
     "CrawlReport",
+    "DuplicateGroup",
+    "DuplicateReport",
     "Encoder",
     "ExportReport",
     "Finding",
@@ -89,6 +95,9 @@ __all__ = [
     "STARTER_MODEL",
     "STORAGES",
     "SkippedFile",
+    "TagReport",
+    "TagRow",
+    "TagSet",
     "Term",
     "UnsupportedModalityError",
     "VecsearchError",

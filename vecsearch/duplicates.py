@@ -11,18 +11,33 @@ which one of each group it would keep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
-# Distinct pictures searched exactly; above, HNSW neighbours. Measured on 2 cores, 100,000 vectors of 384
-# dimensions at cosine 0.95: range search 39 s, HNSW (build + 32-NN) 41 s with 99.9 % of the pairs; the exact
-# search grows with the square of the count, HNSW almost linearly, so they cross here.
+from .encoders import STARTER_MODEL, ModelSpec
+from .errors import QueryError
+from .store import Store
+
+# Distinct pictures searched exactly; above, HNSW neighbours. Measured (scripts/bench_duplicates.py --scale) on 2
+# shared cores, 100,000 realistic 384-d vectors at cosine 0.95: the exact search 30 s, HNSW (build + 32-NN)
+# 19 s, with 99.7 % of the exact groups. The exact search grows with the square of the count, HNSW almost
+# linearly: past this the exact one would take over a minute.
 EXACT_UP_TO = 100_000
 QUERY_BATCH = 4096
+IN_LIST = 500  # ids in one SQL IN list
 ANN_NEIGHBOURS = 32
 KEEP_RULES = ("largest", "newest", "oldest")
+METHODS = ("auto", "exact", "ann")
+# The cosine at or above which two pictures are near-duplicates, by model family. "starter" was chosen by
+# scripts/bench_duplicates.py (docs/benchmarks.md#near-duplicates): edited copies of openclipart and Tux
+# Paint pictures against imagededup's perceptual hashes. The CLIP families could not be measured where
+# vecsearch is developed (their weights cannot be downloaded there): 0.95 is the value commonly suggested for
+# CLIP ViT image embeddings, not a figure of ours.
+DEFAULT_THRESHOLDS: dict[str, float] = {"starter": 0.95, "open_clip": 0.95, "sentence-transformers": 0.95}
 
 
 @dataclass(frozen=True)
@@ -44,40 +59,139 @@ class DuplicateGroup:
     def keep(self) -> Picture:
         return self.members[0]
 
+    @property
+    def reclaimable_bytes(self) -> int:
+        """What deleting every member but the kept one would free."""
+        return sum(p.size for p in self.members[1:])
+
+    def to_dict(self) -> dict[str, Any]:
+        members = [
+            {**asdict(p), "similarity": s, "exact": e, "keep": n == 0}
+            for n, (p, s, e) in enumerate(zip(self.members, self.similarity, self.exact, strict=True))
+        ]
+        return {"keep": self.keep.path, "reclaimable_bytes": self.reclaimable_bytes, "members": members}
+
 
 @dataclass
 class DuplicateReport:
+    """Near-duplicate groups of an index's pictures, largest group first; nothing was deleted or moved."""
+
     groups: list[DuplicateGroup]
-    pictures: int
+    pictures: int  # pictures searched (after the filters)
     threshold: float
     method: str  # "exact range search" or "HNSW k-NN (approximate)"
     seconds: float = 0.0
+    keep: str = "largest"
+
+    @property
+    def approximate(self) -> bool:
+        """Did an approximate search find the pairs (so that a pair may have been missed)?"""
+        return "approximate" in self.method
+
+    @property
+    def in_groups(self) -> int:
+        return sum(len(g.members) for g in self.groups)
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        return sum(g.reclaimable_bytes for g in self.groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "keep": self.keep,
+            "method": self.method,
+            "approximate": self.approximate,
+            "pictures": self.pictures,
+            "groups_count": len(self.groups),
+            "in_groups": self.in_groups,
+            "reclaimable_bytes": self.reclaimable_bytes,
+            "seconds": self.seconds,
+            "groups": [g.to_dict() for g in self.groups],
+        }
 
 
-def pair_links(vectors: np.ndarray, threshold: float, method: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
+def default_threshold(spec: ModelSpec) -> float:
+    """The documented default cosine for an index's model (`DEFAULT_THRESHOLDS`)."""
+    if spec == STARTER_MODEL:
+        return DEFAULT_THRESHOLDS["starter"]
+    return DEFAULT_THRESHOLDS.get(spec.family, DEFAULT_THRESHOLDS["open_clip"])
+
+
+def check_request(threshold: float, keep: str, method: str) -> float:
+    """The threshold as a float, or a QueryError that says what is wrong before anything is read."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise QueryError(f"threshold must be a number, not {threshold!r}") from None
+    if math.isnan(value) or not 0.0 < value <= 1.0:
+        raise QueryError(f"threshold must be a cosine above 0 and at most 1, not {threshold!r}")
+    if keep not in KEEP_RULES:
+        raise QueryError(f"unknown keep rule {keep!r}: {', '.join(KEEP_RULES)}")
+    if method not in METHODS:
+        raise QueryError(f"unknown method {method!r}: {', '.join(METHODS)}")
+    return value
+
+
+def indexed_pictures(
+    store: Store, item_ids: np.ndarray | None, locate: Callable[[int, str], str]
+) -> tuple[list[Picture], np.ndarray]:
+    """The image items (all, or those of `item_ids`) with their files and vectors, read in bulk; call inside
+    a snapshot. `locate(root_id, relpath)` gives a file's path."""
+    sql = (
+        "SELECT i.id, f.root_id, f.relpath, f.size, f.mtime_ns, f.sha256, v.data FROM items i"
+        " JOIN files f ON f.id = i.file_id JOIN vectors v ON v.item_id = i.id WHERE i.kind = 'image'"
+    )
+    if item_ids is None:
+        rows = store.conn.execute(sql + " ORDER BY i.id").fetchall()
+    else:
+        wanted = np.unique(np.asarray(item_ids, dtype=np.int64)).tolist()
+        rows = []
+        for start in range(0, len(wanted), IN_LIST):
+            chunk = wanted[start : start + IN_LIST]
+            rows += store.conn.execute(sql + f" AND i.id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        rows.sort(key=lambda r: int(r[0]))
+    pictures = [Picture(int(r[0]), locate(int(r[1]), r[2]), int(r[3]), int(r[4]), r[5]) for r in rows]
+    if not rows:
+        return pictures, np.zeros((0, 0), dtype=np.float32)
+    vectors = np.frombuffer(b"".join(bytes(r[6]) for r in rows), dtype="<f4").reshape(len(rows), -1)
+    return pictures, vectors.astype(np.float32)
+
+
+def pair_links(
+    vectors: np.ndarray, threshold: float, method: str = "auto", progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(i, j) index pairs, i < j, whose cosine is at least `threshold`, and the method that found them.
 
     `vectors` are unit rows. 'exact' is FAISS's range search over a flat inner-product index;
     'ann' takes each row's nearest neighbours from an HNSW graph."""
     import faiss
+    from tqdm import tqdm
 
     count = len(vectors)
     if count < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), "exact range search"
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     chosen = method if method != "auto" else ("exact" if count <= EXACT_UP_TO else "ann")
+    if chosen not in ("exact", "ann"):
+        raise ValueError(f"unknown method {method!r}: auto, exact or ann")
     firsts, seconds = [], []
+    bar = tqdm(total=count, desc="comparing pictures", unit="pic", leave=False, disable=not progress, delay=1)
     if chosen == "exact":
-        flat = faiss.IndexFlatIP(vectors.shape[1])
-        flat.add(vectors)
+        # A pair is found once, from its first picture's batch: each batch is searched against itself and
+        # the pictures after it only (a flat index of that tail), which halves the work of a full search.
         for start in range(0, count, QUERY_BATCH):
-            lims, _, found = flat.range_search(vectors[start : start + QUERY_BATCH], float(threshold))
+            tail = faiss.IndexFlatIP(vectors.shape[1])
+            tail.add(vectors[start:])
+            lims, _, found = tail.range_search(vectors[start : start + QUERY_BATCH], float(threshold))
+            del tail
             lims = lims.astype(np.int64)
             queries = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims))
             firsts.append(queries)
-            seconds.append(found)
+            seconds.append(found.astype(np.int64) + start)
+            bar.update(len(lims) - 1)
         label = "exact range search"
-    elif chosen == "ann":
+    else:
         graph = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = 80
         graph.hnsw.efSearch = max(64, 2 * ANN_NEIGHBOURS)
@@ -89,38 +203,42 @@ def pair_links(vectors: np.ndarray, threshold: float, method: str = "auto") -> t
             keep = (scores >= threshold) & (found >= 0)
             firsts.append(rows[keep])
             seconds.append(found[keep])
+            bar.update(len(found))
         label = f"HNSW {neighbours}-NN (approximate)"
-    else:
-        raise ValueError(f"unknown method {method!r}: auto, exact or ann")
+    bar.close()
     first = np.concatenate(firsts).astype(np.int64)
     second = np.concatenate(seconds).astype(np.int64)
     distinct = first != second
     first, second = first[distinct], second[distinct]
     low, high = np.minimum(first, second), np.maximum(first, second)
-    if len(low):
-        pairs = np.unique(np.stack([low, high], axis=1), axis=0)
-        low, high = pairs[:, 0], pairs[:, 1]
-    return low, high, label
+    pairs = np.unique(low * count + high)  # each pair once, in order
+    return pairs // count, pairs % count, label
 
 
 def components(count: int, first: np.ndarray, second: np.ndarray) -> list[list[int]]:
-    """Groups of two or more indices joined by the pairs (union-find with path halving)."""
-    parent = np.arange(count)
+    """Groups of two or more indices joined by the pairs, each in ascending order, ordered by their first.
 
-    def find(node: int) -> int:
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = int(parent[node])
-        return node
-
-    for a, b in zip(first.tolist(), second.tolist(), strict=True):
-        root_a, root_b = find(a), find(b)
-        if root_a != root_b:
-            parent[max(root_a, root_b)] = min(root_a, root_b)
-    groups: dict[int, list[int]] = {}
-    for node in range(count):
-        groups.setdefault(find(node), []).append(node)
-    return [members for members in groups.values() if len(members) > 1]
+    Connected components with whole-array steps (millions of pairs at 100,000 pictures): every node points
+    at the smallest node of its component found so far; each round hooks the larger of two linked roots
+    under the smaller, then follows pointers until each points at its root, until no pair joins two roots."""
+    label = np.arange(count, dtype=np.int64)
+    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+    while True:
+        a, b = label[first], label[second]
+        apart = a != b
+        if not apart.any():
+            break
+        a, b = a[apart], b[apart]
+        np.minimum.at(label, np.maximum(a, b), np.minimum(a, b))
+        while True:
+            jumped = label[label]
+            if np.array_equal(jumped, label):
+                break
+            label = jumped
+    order = np.argsort(label, kind="stable")
+    starts = np.flatnonzero(np.diff(label[order], prepend=-1))
+    sizes = np.diff(np.append(starts, count))
+    return [order[start : start + size].tolist() for start, size in zip(starts, sizes, strict=True) if size > 1]
 
 
 def keep_key(rule: str):  # type: ignore[no-untyped-def]
@@ -140,6 +258,7 @@ def group_duplicates(
     threshold: float,
     keep: str = "largest",
     method: str = "auto",
+    progress: bool = False,
 ) -> tuple[list[DuplicateGroup], str]:
     """Groups of near-duplicate and exact-copy pictures; `vectors[i]` is the unit vector of `pictures[i]`."""
     key = keep_key(keep)
@@ -147,7 +266,7 @@ def group_duplicates(
     for number, picture in enumerate(pictures):
         first_of.setdefault(picture.sha256, number)
     distinct = np.array(list(first_of.values()), dtype=np.int64)
-    first, second, label = pair_links(vectors[distinct], threshold, method)
+    first, second, label = pair_links(vectors[distinct], threshold, method, progress)
     # Exact copies join through their content's first picture; near pairs through their contents' firsts.
     copies = np.array([first_of[p.sha256] for p in pictures], dtype=np.int64)
     joined_first = np.concatenate([distinct[first], np.arange(len(pictures), dtype=np.int64)])

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .captions import record_caption_settings
 from .classify import DEFAULT_TEMPLATES, classify, needs_text_tower, parse_labels
 from .collection import CollectionJobs
 from .embedding import QueryEmbedder, picture_term
@@ -27,13 +28,7 @@ from .images import DEFAULT_MAX_MEGAPIXELS
 from .indexer import Crawler, CrawlSettings
 from .lock import WriterLock
 from .lookup import ItemLookup
-from .manifest import (
-    DATABASE,
-    LOCK,
-    folder_files_state,
-    read_manifest,
-    require_free,
-)
+from .manifest import DATABASE, LOCK, folder_files_state, read_manifest, require_free
 from .model import IndexModel, LoadSettings, same_weights
 from .query import ITEM, Query, Term
 from .results import CrawlReport, Hit, Item, LabelScore
@@ -280,12 +275,15 @@ class Index(CollectionJobs):
         max_latency_ms: float | None = None,
         min_recall: float | None = None,
         storage: str | None = None,
+        caption_languages: str | Sequence[str] | None = None,
+        embedded_captions: bool | None = None,
     ) -> CrawlReport:
         """Crawl folders (or files) into the index; with no paths, re-crawl every recorded root.
 
         Only new or changed files are embedded; renamed or duplicated files reuse their vectors; files
         gone from disk leave the index. Bad files are skipped and listed in the report. New FAISS
-        settings (see `create`) are recorded and the FAISS index re-planned for them.
+        settings (see `create`) are recorded and the FAISS index re-planned for them. So are the caption
+        settings: the sidecar languages kept (`"en,fr"`) and whether captions embedded in pictures are read.
 
         `engine="ray"` embeds on a Ray cluster (`ray` says which and how, see `vecsearch.scale`), reads
         listings, WebDataset shards and URIs, and adds a large FAISS index's shards in Ray tasks.
@@ -298,6 +296,7 @@ class Index(CollectionJobs):
             captions = [captions]
         with WriterLock(self.path / LOCK, self.name):
             self.store.check_schema()
+            record_caption_settings(self.store, caption_languages, embedded_captions)
             planning = {"max_latency_ms": max_latency_ms, "min_recall": min_recall, "storage": storage}
             self.vector_file.open_for_writing(max_memory, index_type, **planning)  # type: ignore[arg-type]
             self.vector_file.progress = progress
@@ -318,16 +317,12 @@ class Index(CollectionJobs):
                     options=ray,
                     columns=columns,
                 )
+                self._tag_arrivals(report)
                 report.text_export = self.model.export_towers()
                 return report
-            crawler = Crawler(
-                self.store,
-                self.vector_file,
-                self.model,
-                planner,
-                settings,
-            )
+            crawler = Crawler(self.store, self.vector_file, self.model, planner, settings)
             report = crawler.run([Path(p) for p in paths], [Path(c) for c in captions], list(exclude), include_hidden)
+            self._tag_arrivals(report)  # a tagged index tags the pictures a crawl adds
         report.text_export = self.model.export_towers()
         return report
 
@@ -339,7 +334,8 @@ class Index(CollectionJobs):
             self.vector_file.open_for_writing()
             planner = RootPlanner(self.store, self.path, self.root_path)
             settings = CrawlSettings(progress=progress)
-            return import_embeddings(self.store, self.vector_file, self.model, planner, Path(folder), settings)
+            report = import_embeddings(self.store, self.vector_file, self.model, planner, Path(folder), settings)
+            return self._tag_arrivals(report)
 
     def export(
         self,
@@ -369,15 +365,16 @@ class Index(CollectionJobs):
         like: Sequence[int | str] = (),
         unlike: Sequence[int | str] = (),
         pictures: Mapping[str, bytes] | None = None,
+        tag: str | None = None,
     ) -> list[Hit]:
         """Nearest items to a query, best first.
 
         `query` is a prompt string, a list of terms (`["cat", "+hat", "-dog", "2:./photo.jpg"]`) or a
         Query. Filters: `kind` (image, caption, any; default image, or caption in a text-only index),
-        `path` (glob on the file path), `under` (a folder), `min_score` (cosine floor), `within` (keep
-        hits within this much of the best score). `pictures` holds query images as bytes, by the value
-        of the image terms that stand for them (`Term(IMAGE, "upload:1")`): those terms are never read
-        from disk or the network.
+        `path` (glob on the file path), `under` (a folder), `tag` (pictures with this tag, see `tag`),
+        `min_score` (cosine floor), `within` (keep hits within this much of the best score). `pictures`
+        holds query images as bytes, by the value of the image terms that stand for them (`Term(IMAGE,
+        "upload:1")`): those terms are never read from disk or the network.
         """
         if isinstance(query, Query):
             query = query.with_terms(Query.parse(like=like, unlike=unlike).terms) if (like or unlike) else query
@@ -385,7 +382,7 @@ class Index(CollectionJobs):
         else:
             query = Query.parse(query if query is not None else (), like=like, unlike=unlike)
         return self._search(
-            query, k, kind=kind, path=path, under=under, min_score=min_score, within=within, given=pictures
+            query, k, kind=kind, path=path, under=under, min_score=min_score, within=within, given=pictures, tag=tag
         )
 
     def search_vectors(
@@ -466,6 +463,7 @@ class Index(CollectionJobs):
         within: float | None = None,
         distinct_text: bool = False,
         given: Mapping[str, bytes] | None = None,
+        tag: str | None = None,
     ) -> list[Hit]:
         if kind is None:
             kind = "image" if IMAGE in self.modalities else "caption"
@@ -484,6 +482,7 @@ class Index(CollectionJobs):
             within=within,
             distinct_text=distinct_text,
             exclude=exclude,
+            tag=tag,
         )
 
 

@@ -13,6 +13,7 @@ from .pathutil import is_safe_relpath
 from .results import Caption, Hit, Item
 from .roots import FOLDER, item_location, root_kind
 from .store import RootRow, Store
+from .tags import tags_of
 
 
 class ItemLookup:
@@ -29,6 +30,7 @@ class ItemLookup:
             file_ids = [row.file_id for row in rows.values()]
             first_captions = self.store.first_captions(file_ids)
             image_items = self.store.image_items_of_files(file_ids)
+            tags = tags_of(self.store, image_items.values())
             roots = {root.id: root for root in self.store.roots()}
         hits: list[Hit] = []
         seen_texts: set[str] = set()
@@ -60,6 +62,8 @@ class ItemLookup:
                     caption=caption,
                     image=image_items.get(row.file_id),
                     source=source,
+                    language=row.language,
+                    tags=tags.get(image_items.get(row.file_id, -1), ()),
                 )
             )
         return hits
@@ -72,6 +76,7 @@ class ItemLookup:
                 return None
             file = self.store.file_at(row.root_id, row.relpath)
             captions = self.store.captions_of(row.file_id)
+            caption_rows = self.store.items(i for i, _, _ in captions)
             image = self.store.image_item_of(row.file_id)
             root = next((r for r in self.store.roots() if r.id == row.root_id), None)
         if file is None or root is None:
@@ -83,7 +88,7 @@ class ItemLookup:
             relpath=row.relpath,
             text=row.text if row.kind == "caption" else None,
             image=image,
-            captions=tuple(Caption(i, text, source) for i, text, source in captions),
+            captions=tuple(Caption(i, text, source, caption_rows[i].language) for i, text, source in captions),
             bytes=file.size,
             mtime_ns=file.mtime_ns,
             sha256=file.sha256,

@@ -12,7 +12,9 @@ class Hit:
 
     `path` is the picture the item is about (for a caption, the image it describes); `image` is the id
     of that picture's image item (None in a captions-only index), so a caption hit can be refined with
-    `--like`; `source` says where a caption came from (its sidecar file or captions file).
+    `--like`; `source` says where a caption came from (its sidecar file, a captions file, or the field
+    of the picture that holds it, such as `xmp:dc:description`), `language` its language where known;
+    `tags` are the picture's zero-shot tags, most likely first, where the index has tags (`Index.tag`).
     """
 
     rank: int
@@ -24,9 +26,13 @@ class Hit:
     caption: str | None
     image: int | None
     source: str | None = None
+    language: str | None = None
+    tags: tuple[LabelScore, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["tags"] = list(data["tags"])  # as JSON has it
+        return data
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Caption:
     id: int
     text: str
     source: str | None
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class CrawlReport:
     # A distributed crawl's own figures (engine, shards written and reused, pictures its model embedded,
     # seconds per phase); None for the local crawler.
     distributed: dict[str, Any] | None = None
+    tagged: int = 0  # pictures given zero-shot tags after the crawl (where the index has tags)
 
     @property
     def changed(self) -> bool:

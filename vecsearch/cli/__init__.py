@@ -6,12 +6,13 @@ or busy; 4 the model cannot be used (unknown, not downloadable offline, or not t
 
 The parts: `app` (the command group, shared options, errors to exit codes), `terms` (query terms that
 start with '-'), `output` (what people read), and the commands by job: `crawl` (index), `query`
-(search, describe, classify) and `manage` (serve, info, check, list, models).
+(search, describe, classify), `tags` (tag, tags), `duplicates` and `manage` (serve, info, check, list,
+models).
 """
 
 from __future__ import annotations
 
-from . import crawl, manage, query  # noqa: F401  (each registers its commands on `main`)
+from . import crawl, duplicates, manage, query, tags  # noqa: F401  (each registers its commands on `main`)
 from .app import (
     EXIT_ERROR,
     EXIT_INDEX,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .. import Index, Query, QueryError
+from .. import Index, Query, QueryError, VecsearchError
 from ..classify import DEFAULT_TEMPLATES, check_templates, classify_image, parse_labels
 from ..encoders import load_query_encoder
+from ..images import is_image_path
+from ..terminal_preview import CHOICES as PREVIEW_CHOICES
+from ..terminal_preview import Previewer, open_previewer
 from .app import (
     Settings,
     call,
@@ -33,8 +37,18 @@ from .terms import TermsCommand
 @click.option("--subtract", "-s", multiple=True, help="A term to subtract; repeatable.")
 @click.option("--like", multiple=True, help="Move toward this item id from an earlier search (relevance feedback).")
 @click.option("--unlike", multiple=True, help="Move away from this item id.")
+@click.option("--tag", help="Only pictures carrying this tag (see `vecsearch tag`).")
 @with_options(filter_options)
 @with_options(output_options)
+@click.option(
+    "--preview",
+    type=click.Choice(PREVIEW_CHOICES),
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    help="Show each hit's thumbnail in the terminal; alone it means auto (kitty, iTerm2 or sixel, as the "
+    "terminal can). Never into a pipe or a file.",
+)
 @with_options(model_options)
 @click.pass_obj
 def search_command(
@@ -45,6 +59,7 @@ def search_command(
     subtract: tuple[str, ...],
     like: tuple[str, ...],
     unlike: tuple[str, ...],
+    tag: str | None,
     k: int,
     kind: str | None,
     path_glob: str | None,
@@ -53,6 +68,7 @@ def search_command(
     within: float | None,
     as_json: bool,
     paths_only: bool,
+    preview: str | None,
     model: str | None,
     pretrained: str | None,
     device: str | None,
@@ -65,16 +81,49 @@ def search_command(
     """
     if as_json and paths_only:
         raise click.UsageError("choose --json or --paths, not both")
+    previewer = None
+    if preview and not as_json and not paths_only:  # machine-readable output never carries pictures
+        previewer, note = open_previewer(preview)
+        if note and not settings.quiet:
+            click.echo(f"note: {note}", err=True)
+    pictures: dict[int, bytes] = {}
 
     def run() -> Any:
         query = Query.parse(list(terms), add=add, subtract=subtract, like=like, unlike=unlike)
         with Index.open(
             index_ref, home=settings.home, model=model, pretrained=pretrained, device=device, batch_size=batch_size
         ) as index:
-            return index.search(query, k, kind=kind, path=path_glob, under=under, min_score=min_score, within=within)
+            found = index.search(
+                query, k, kind=kind, path=path_glob, under=under, min_score=min_score, within=within, tag=tag
+            )
+            if previewer is not None:
+                pictures.update(remote_pictures(index, found))
+            return found
 
     hits = call(run)
-    print_hits(hits, as_json, paths_only, settings.quiet)
+    show = None if previewer is None else functools.partial(draw_hit, previewer, pictures)
+    print_hits(hits, as_json, paths_only, settings.quiet, show)
+
+
+def draw_hit(previewer: Previewer, pictures: dict[int, bytes], hit: Any) -> bytes | None:
+    """A hit's thumbnail as escape sequences: from its file, or from its source's bytes read earlier."""
+    return previewer.render(pictures.get(hit.id, hit.path), name=Path(hit.path).name)
+
+
+def remote_pictures(index: Index, hits: list[Any]) -> dict[int, bytes]:
+    """The pictures of hits that are not files on this disk (tar members, URIs), by hit id, read while
+    the index is open; one that cannot be read is left out and its hit stays a text line."""
+    found = {}
+    for hit in hits:
+        if not is_image_path(hit.path) or Path(hit.path).is_file():
+            continue
+        try:
+            data = index.picture_data(hit.image if hit.image is not None else hit.id)
+        except (VecsearchError, OSError):
+            continue
+        if data is not None:
+            found[hit.id] = data
+    return found
 
 
 @main.command("describe")
