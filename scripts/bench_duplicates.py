@@ -28,10 +28,11 @@ drawn from the same trees); the counts are also pooled over the samples. Written
 scripts/results/duplicates.json ("quality").
 
 Scale run (--scale N): an index of N synthetic pictures (scripts/realistic_vectors.py, 384-d like the
-starter model, with its families of near-duplicates) filled through the index's store, then
-`Index.duplicates` timed end to end, exact and HNSW; then its stages alone (reading the pictures and vectors,
-the pair search of each method) and the share of the exact pairs that HNSW finds. Written to the same JSON
-("scale").
+starter model, with its families of near-duplicates) filled through the index's store (its FAISS index as
+the planner chooses, or --index-type), then `Index.duplicates` timed end to end, exact and "ann" (a k-NN
+search of the index's own FAISS index); then its stages alone (reading the pictures and vectors, the pair
+search of each method) and the share of the exact pairs and groups the ann search finds. Written to the
+same JSON ("scale").
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 ROOT = Path(__file__).resolve().parent.parent
 OPENCLIPART = Path("/usr/share/openclipart/png")
 TUXPAINT = Path("/usr/share/tuxpaint/stamps")
@@ -156,12 +158,20 @@ def edited(image: Any, rng: np.random.Generator) -> tuple[Any, list[str], dict[s
     return copy, edits, amounts
 
 
-def make_pictures(folder: Path, sources: list[Path], rng: np.random.Generator) -> list[dict[str, Any]]:
-    """o{n}.png (the flattened original) and c{n}.jpg or .png (its edited copy) for each source."""
+def make_pictures(
+    folder: Path, sources: list[Path], rng: np.random.Generator, distractors: int = 0
+) -> list[dict[str, Any]]:
+    """o{n}.png (the flattened original) and c{n}.jpg or .png (its edited copy) for each source, except
+    `distractors` of them, drawn at random, that are d{n}.png alone (an original without a copy)."""
     folder.mkdir(parents=True, exist_ok=True)
+    alone = set(rng.choice(len(sources), size=min(distractors, len(sources)), replace=False).tolist())
     families = []
     for number, source in enumerate(sources):
         original = flattened(source)
+        if number in alone:
+            original.save(folder / f"d{number:04d}.png")
+            families.append({"original": f"d{number:04d}.png", "copy": None, "source": str(source), "edits": []})
+            continue
         original.save(folder / f"o{number:04d}.png")
         copy, edits, amounts = edited(original, rng)
         if "jpeg" in edits:
@@ -194,7 +204,7 @@ def family_of(name: str) -> int:
 def score(pairs: Iterable[Pair], families: list[dict[str, Any]]) -> dict[str, Any]:
     """Recall of (original, copy) pairs, and false pairs (two pictures of different families) over all."""
     found = {tuple(sorted(p)) for p in pairs}
-    true = {tuple(sorted((f["original"], f["copy"]))) for f in families}
+    true = {tuple(sorted((f["original"], f["copy"]))) for f in families if f["copy"]}
     hits = found & true
     false = [(a, b) for a, b in found if family_of(a) != family_of(b)]
     folder = [str(Path(f["source"]).parent) for f in families]
@@ -241,6 +251,8 @@ def grouped(pairs: list[Pair]) -> list[list[str]]:
 def run_vecsearch(
     folder: Path, index_path: Path, families: list[dict[str, Any]], thresholds: list[float], model: list[str | None]
 ) -> Any:
+    import duplicate_rules
+
     import vecsearch
     from vecsearch.duplicates import indexed_pictures, pair_links
 
@@ -268,10 +280,19 @@ def run_vecsearch(
                     "in_groups": result.in_groups,
                     "pairs": score(links, families),
                     "groups_pairs": score(pairs_within(groups), families),
+                    # a bare threshold, as users of other tools know it: its links joined into groups
+                    "threshold_groups_pairs": score(
+                        pairs_within(grouped([(Path(a).name, Path(b).name) for a, b in links])), families
+                    ),
                 }
             )
             shown = runs[-1]["groups_pairs"]
             print(f"  vecsearch {threshold:.2f}: recall {shown['recall']}, false {shown['false_share']}", flush=True)
+    rules = []
+    short = [Path(n).name for n in names]
+    for rule, setting, (first, second) in duplicate_rules.runs(vectors):
+        links = [(short[a], short[b]) for a, b in zip(first.tolist(), second.tolist(), strict=True)]
+        rules.append({"rule": rule, "setting": setting, "groups_pairs": score(pairs_within(grouped(links)), families)})
     return {
         "model": str(encoder.spec),
         "indexed": report.added,
@@ -279,6 +300,7 @@ def run_vecsearch(
         "model_load_seconds": round(load_seconds, 2),
         "crawl_seconds": round(crawl_seconds, 2),
         "runs": runs,
+        "rules": rules,
     }
 
 
@@ -334,16 +356,20 @@ def one_sample(args: argparse.Namespace, seed: int, work: Path) -> dict[str, Any
     if folder.exists() and any(folder.iterdir()):
         raise SystemExit(f"{folder} is not empty: give a new --work folder")
     started = time.perf_counter()
-    sources = sample_sources(rng, args.openclipart, args.tuxpaint, args.per_folder)
-    families = make_pictures(folder, sources, rng)
+    share = 1.0 + args.distractors
+    sources = sample_sources(rng, round(args.openclipart * share), round(args.tuxpaint * share), args.per_folder)
+    families = make_pictures(folder, sources, rng, len(sources) - round(len(sources) / share))
+    copied = sum(1 for f in families if f["copy"])
     print(
-        f"seed {seed}: {len(families)} originals and their copies in {folder} ({time.perf_counter() - started:.1f} s)"
+        f"seed {seed}: {copied} originals with their copies and {len(families) - copied} without in {folder}"
+        f" ({time.perf_counter() - started:.1f} s)"
     )
     thresholds = [float(t) for t in args.thresholds.split(",")]
     distances = [int(d) for d in args.distances.split(",")]
     return {
         "seed": seed,
-        "originals": len(families),
+        "originals": copied,
+        "distractors": len(families) - copied,
         "edit_counts": {e: sum(e in f["edits"] for f in families) for e in EDITS},
         "vecsearch": run_vecsearch(folder, work / "index", families, thresholds, [args.model, args.pretrained]),
         "imagededup": run_imagededup(args.imagededup_python, folder, families, distances),
@@ -381,8 +407,19 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "threshold": run["threshold"],
                 "groups_pairs": pooled([r["groups_pairs"] for r in runs], originals),
+                "threshold_groups_pairs": pooled([r["threshold_groups_pairs"] for r in runs], originals),
                 "pairs": pooled([r["pairs"] for r in runs], originals),
                 "seconds": [r["seconds"] for r in runs],
+            }
+        )
+    summary["rules"] = []
+    for number, run in enumerate(samples[0]["vecsearch"]["rules"]):
+        runs = [s["vecsearch"]["rules"][number] for s in samples]
+        summary["rules"].append(
+            {
+                "rule": run["rule"],
+                "setting": run["setting"],
+                "groups_pairs": pooled([r["groups_pairs"] for r in runs], originals),
             }
         )
     for method in ("phash", "dhash"):
@@ -399,10 +436,10 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     print("pooled over the samples: recall / false share of the pairs within groups (of the pairs linked)")
     for name, rows in summary.items():
         for row in rows:
-            setting = row.get("threshold", row.get("distance"))
-            g, p = row["groups_pairs"], row["pairs"]
+            setting = row.get("threshold", row.get("distance", row.get("setting")))
+            g, p = row["groups_pairs"], row.get("pairs", row["groups_pairs"])
             print(
-                f"  {name:9} {setting!s:>5}  {g['recall']:.3f} / {g['false_share']:.3f}  "
+                f"  {row.get('rule', name):9} {setting!s:>5}  {g['recall']:.3f} / {g['false_share']:.3f}  "
                 f"({p['recall']:.3f} / {p['false_share']:.3f})"
             )
     return {
@@ -413,6 +450,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             "per_folder": args.per_folder,
             "seeds": args.seeds,
             "total": originals,
+            "distractors": sum(s["distractors"] for s in samples),
         },
         "pooled": summary,
         "samples": samples,
@@ -428,13 +466,17 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-duplicates-scale-"))
     encoder = vecsearch.load_encoder("starter")
     started = time.perf_counter()
-    with vecsearch.Index.create(work / "index", encoder=encoder) as index:
+    with vecsearch.Index.create(work / "index", encoder=encoder, index_type=args.index_type) as index:
         fill_index(index, RealisticVectors(dim=encoder.dim, seed=args.seed).collection(args.scale))
     build = time.perf_counter() - started
     runs = []
     with vecsearch.Index.open(work / "index", encoder=encoder) as index:
+        own = index.vector_file.vectors
+        faiss_index = {"kind": own.kind, "nprobe": own.nprobe, "rerank": own.rerank, "nlist": own.nlist}
+        print(f"  FAISS index {faiss_index} (built in {build:.1f} s)")
         for method in ("exact", "ann"):
-            report = index.duplicates(0.95, method=method, progress=not args.quiet)
+            report = index.duplicates(method=method, progress=not args.quiet)  # the model's default threshold
+            threshold = report.threshold
             runs.append(
                 {
                     "method": report.method,
@@ -452,20 +494,22 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
     with vecsearch.Index.open(work / "index", encoder=encoder) as index:
         started = time.perf_counter()
         with index.store.snapshot():
-            _, vectors = indexed_pictures(index.store, None, lambda _root, relpath: relpath)
+            pictures, vectors = indexed_pictures(index.store, None, lambda _root, relpath: relpath)
         read = time.perf_counter() - started
-    pairs, seconds = {}, {}
-    for method in ("exact", "ann"):
-        started = time.perf_counter()
-        first, second, _ = pair_links(vectors, 0.95, method)
-        seconds[method] = round(time.perf_counter() - started, 2)
-        pairs[method] = set((first * len(vectors) + second).tolist())
+        ids = np.array([p.item_id for p in pictures], dtype=np.int64)
+        pairs, seconds = {}, {}
+        for method in ("exact", "ann"):
+            started = time.perf_counter()
+            first, second, _ = pair_links(vectors, threshold, method, index=index.vector_file.vectors, ids=ids)
+            seconds[method] = round(time.perf_counter() - started, 2)
+            pairs[method] = set((first * len(vectors) + second).tolist())
     return {
         "machine": machine(),
         "pictures": args.scale,
-        "threshold": 0.95,
+        "threshold": threshold,
         "vectors": f"scripts/realistic_vectors.py, {encoder.dim}-d, seed {args.seed}",
         "build_seconds": round(build, 1),
+        "faiss_index": faiss_index,
         "runs": runs,
         "ann_groups_equal_to_exact": round(len(exact & ann) / len(exact), 4) if exact else None,
         "read_seconds": round(read, 2),
@@ -482,6 +526,9 @@ def main() -> None:
     parser.add_argument("--openclipart", type=int, default=300, help="originals from openclipart-png")
     parser.add_argument("--tuxpaint", type=int, default=150, help="originals from tuxpaint-stamps-default")
     parser.add_argument("--per-folder", type=int, default=2, help="most originals from one source folder")
+    parser.add_argument(
+        "--distractors", type=float, default=1.0, help="originals without a copy, per original with one"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="one sample of originals (and edits) per seed")
     parser.add_argument("--seed", type=int, default=0, help="of the synthetic vectors (--scale)")
     parser.add_argument("--work", help="folder for the pictures and the index (default: a new temporary one)")
@@ -495,6 +542,7 @@ def main() -> None:
     parser.add_argument("--model", default="starter", help="the model to index with (as `vecsearch index --model`)")
     parser.add_argument("--pretrained", help="its open_clip pretrained tag")
     parser.add_argument("--scale", type=int, help="time Index.duplicates on an index of this many synthetic pictures")
+    parser.add_argument("--index-type", default="auto", help="the scale run's FAISS index (as Index.create's)")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()

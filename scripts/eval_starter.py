@@ -150,7 +150,7 @@ def folder_pictures(folder: Path) -> list[Picture]:
             continue
         captions, _ = read_sidecar(sidecar)
         if captions:
-            pictures.append(Picture(image.resolve(), captions[0], None))
+            pictures.append(Picture(image.resolve(), captions[0].text, None))
     return pictures
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 import vecsearch
 from vecsearch import DUPLICATE_THRESHOLDS, Index, QueryError
 from vecsearch.cli import main
+from vecsearch.duplicates import SURE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "openclipart"
 
@@ -77,9 +78,20 @@ def stored(index: Index) -> tuple[list[dict[str, Any]], np.ndarray]:
 
 
 def brute_force(rows: list[dict[str, Any]], vectors: np.ndarray, threshold: float) -> set[frozenset[str]]:
-    """Connected components of 'cosine ≥ threshold or same content', with a Python double loop."""
+    """Connected components of 'same content, or cosine ≥ threshold and each other's nearest other content
+    (or cosine ≥ SURE)', with Python loops."""
     count = len(rows)
-    linked = (vectors @ vectors.T) >= threshold
+    cosines = vectors @ vectors.T
+    firsts = [n for n in range(count) if all(rows[m]["sha256"] != rows[n]["sha256"] for m in range(n))]
+    nearest = {}
+    for a in firsts:
+        others = [b for b in firsts if b != a]
+        nearest[a] = max(others, key=lambda b: (cosines[a, b], -b)) if others else -1
+    linked = np.zeros((count, count), dtype=bool)
+    for a in firsts:
+        for b in firsts:
+            mutual = nearest[a] == b and nearest[b] == a
+            linked[a, b] = a != b and cosines[a, b] >= threshold and (mutual or cosines[a, b] >= max(threshold, SURE))
     parent = list(range(count))
 
     def root(node: int) -> int:
@@ -214,12 +226,17 @@ def test_json_shape_and_human_output(index: Index, tree: Path) -> None:
     assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before  # nothing deleted or moved
 
 
-def test_approximate_search_says_so(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("vecsearch.duplicates.EXACT_UP_TO", 4)  # "auto" takes HNSW neighbours above this
-    report = index.duplicates(0.9)
-    assert report.approximate and "HNSW" in report.method
-    shown = invoke("duplicates", str(index.path), "--threshold", "0.9")
-    assert "approximate" in shown.stdout
+def test_the_index_s_own_ann_search_finds_the_same_groups_and_says_so(
+    index: Index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vecsearch.duplicates.EXACT_UP_TO", 4)
+    exact = index.duplicates(0.9)  # an exact (flat) FAISS index: the range search, at any size
+    assert not exact.approximate and exact.method == "exact range search"
+    ann = index.duplicates(0.9, method="ann")
+    assert ann.approximate and "index's own FAISS index" in ann.method
+    assert [[p.path for p in g.members] for g in ann.groups] == [[p.path for p in g.members] for g in exact.groups]
+    shown = invoke("duplicates", str(index.path), "--threshold", "0.9", "--method", "ann")
+    assert shown.exit_code == 0 and "approximate" in shown.stdout
 
 
 @pytest.mark.parametrize("bad", ["0", "-0.5", "1.01", "nan", "inf"])

@@ -17,6 +17,7 @@ from .encoders import IMAGE
 from .errors import UnsupportedModalityError
 from .lock import WriterLock
 from .manifest import LOCK
+from .pipeline import progress_bar
 from .results import CrawlReport, LabelScore
 from .roots import FOLDER, item_location, root_kind
 from .tags import TagReport, TagRow, TagSet
@@ -58,10 +59,12 @@ class CollectionJobs:
         method: str = "auto",
         progress: bool = False,
     ) -> DuplicateReport:
-        """Groups of near-duplicate pictures (image vectors at a cosine of at least `threshold`; default:
-        `vecsearch.DUPLICATE_THRESHOLDS` for the index's model) and exact copies (same content), each with
+        """Groups of near-duplicate pictures (image vectors at a cosine of at least `threshold`, a floor,
+        that are each other's nearest picture or at 0.98 and up; default: `vecsearch.DUPLICATE_THRESHOLDS`
+        for the index's model) and exact copies (same content), each with
         the picture to keep first (`keep`: largest, newest or oldest). `under` and `path` filter as in
-        `search`. `method` is auto, exact (FAISS range search) or ann (HNSW; auto above 100,000 pictures).
+        `search`. `method` is auto, exact (FAISS range search) or ann (k-NN search of the index's own FAISS
+        index, approximate; auto above 100,000 pictures when that index is an IVF one).
         Reads the stored vectors only: nothing is embedded, and no file is ever deleted or moved."""
         started = time.perf_counter()
         if IMAGE not in self.model.modalities:
@@ -72,7 +75,9 @@ class CollectionJobs:
         with self.store.snapshot():
             allowed = self._retrieval.allowed_ids("image", path, under)
             pictures, vectors = dups.indexed_pictures(self.store, allowed, self._locator())
-        groups, label = dups.group_duplicates(pictures, vectors, chosen, keep, method, progress)
+        ann = method == "ann" or (method == "auto" and len(pictures) > dups.EXACT_UP_TO)
+        own = self.vector_file.vectors if ann else None
+        groups, label = dups.group_duplicates(pictures, vectors, chosen, keep, method, progress, own)
         return DuplicateReport(groups, len(pictures), chosen, label, time.perf_counter() - started, keep)
 
     def _locator(self) -> Callable[[int, str], str]:
@@ -82,7 +87,7 @@ class CollectionJobs:
         def locate(root_id: int, relpath: str) -> str:
             root, where, on_disk = roots[root_id]
             if on_disk:
-                self._lookup._check_relpath(relpath)
+                self._lookup.check_relpath(relpath)
             return item_location(root, where, relpath)
 
         return locate
@@ -159,8 +164,6 @@ class CollectionJobs:
 
     def _tag_untagged(self, progress: bool = False) -> int:
         """Tag the pictures that have no tags yet, with the recorded tag set (the writer lock is held)."""
-        from .pipeline import progress_bar
-
         tags.forget_removed(self.store)
         with self.store.snapshot():
             tag_set = tags.read_tag_set(self.store)

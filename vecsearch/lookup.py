@@ -103,10 +103,10 @@ class ItemLookup:
 
     def _location(self, root: RootRow, relpath: str) -> str:
         if root_kind(root) == FOLDER:
-            self._check_relpath(relpath)
+            self.check_relpath(relpath)
         return item_location(root, self.root_path(root), relpath)
 
-    def _check_relpath(self, relpath: str) -> None:
+    def check_relpath(self, relpath: str) -> None:
         if not is_safe_relpath(relpath):
             raise IndexCorruptError(
                 f"index database names a file outside its folder ({relpath!r}); run "

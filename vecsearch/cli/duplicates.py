@@ -22,8 +22,8 @@ KEEP_RULES = ("largest", "newest", "oldest")
 @click.option(
     "--threshold",
     type=float,
-    help="Cosine at or above which two pictures are near-duplicates, above 0 and at most 1 "
-    "(default: the model's, e.g. 0.95; higher finds fewer).",
+    help="Cosine floor: two pictures at or above it are near-duplicates when each is the other's nearest "
+    "picture (or at cosine 0.98 and up); above 0 and at most 1 (default: the model's, e.g. 0.9; higher finds fewer).",
 )
 @click.option("--under", type=click.Path(path_type=Path), help="Only pictures inside this folder.")
 @click.option("--path", "path_glob", help="Only pictures whose path matches this glob ('2024/*', '*.jpg').")
@@ -39,7 +39,8 @@ KEEP_RULES = ("largest", "newest", "oldest")
     type=click.Choice(["auto", "exact", "ann"]),
     default="auto",
     show_default=True,
-    help="exact: FAISS range search; ann: HNSW neighbours (approximate); auto: exact up to 100,000 pictures.",
+    help="exact: FAISS range search; ann: nearest neighbours from the index's own FAISS index (approximate); "
+    "auto: exact up to 100,000 pictures or where that index is exact.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
 @click.option("--paths", "paths_only", is_flag=True, help="One group per line: tab-separated paths, kept one first.")
