@@ -208,3 +208,16 @@ def test_real_tux_paint_stamp_sidecars_when_installed():
         assert kept and not any(".utf8=" in c.text for c in kept), path
         prefixed += sum(c.language is not None for c in captions)
     assert prefixed > len(files)  # the stamps really carry translations, and none slipped through
+
+
+def test_pictures_above_pils_size_limit_still_give_their_captions(tmp_path, monkeypatch):
+    """PIL refuses to open a picture of more than twice its pixel limit (a panorama); only the header is
+    read here, so its captions are read all the same, and the limit stays in force for decoding."""
+    path = tmp_path / "panorama.jpg"
+    Image.new("RGB", (64, 48), (90, 140, 200)).save(path, "JPEG", xmp=XMP, exif=_exif("Bay at noon", b""))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 3,072 pixels: more than twice the limit
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
+    for source in (path, path.read_bytes()):
+        found = {(c.field, c.text) for c in read_embedded(source)}
+        assert (XMP_DESCRIPTION, "A heron by the lake") in found and (EXIF_DESCRIPTION, "Bay at noon") in found

@@ -222,3 +222,27 @@ def test_a_photo_tagged_by_exiftool_is_found_by_its_caption_and_keywords(tmp_pat
         ("A green field", XMP_DESCRIPTION, str(photo)),
         ("meadow", IPTC_KEYWORDS, str(photo)),
     }
+
+
+def test_shards_and_remote_folders_keep_the_caption_languages_asked_for(tmp_path: Path) -> None:
+    """The distributed crawl lists WebDataset shards and remote folders itself: their sidecars follow the
+    index's languages too."""
+    import tarfile
+
+    from vecsearch.scale.sources import list_remote_folder, list_tar, parse_source
+
+    folder = tmp_path / "stamps"
+    make_image(folder / "cat.png")
+    (folder / "cat.txt").write_text(STAMP, encoding="utf-8")
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        tar.add(folder / "cat.png", "000001.png")
+        tar.add(folder / "cat.txt", "000001.txt")
+    for languages, expected in [
+        (("en",), ("A black cat.",)),
+        (("en", "fr"), ("A black cat.", "Un chat noir.")),
+    ]:
+        (listed,) = list_tar(parse_source(str(shard)), languages).walk.files
+        assert listed.captions == expected
+        (remote,) = list_remote_folder(parse_source(f"file://{folder}"), languages=languages).walk.files
+        assert remote.captions == expected

@@ -10,6 +10,8 @@ where its text was found.
 from __future__ import annotations
 
 import io
+import struct
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,7 @@ def read_embedded(source: str | Path | bytes, languages: Sequence[str] = DEFAULT
     """Captions embedded in a picture, in the order of FIELDS; [] for a file with none or that PIL cannot
     open (the crawl reports unreadable pictures on its own)."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        with _open_header(source) as image:
             found = [*_xmp(image), *_iptc(image), *_exif(image)]
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return []
@@ -60,6 +62,34 @@ def read_embedded(source: str | Path | bytes, languages: Sequence[str] = DEFAULT
             seen.add(key)
             captions.append(EmbeddedCaption(text, caption.field, caption.language))
     return captions
+
+
+def _open_header(source: str | Path | bytes) -> Image.Image:
+    """The picture opened for its header. Above PIL's size limit `Image.open` refuses it to guard the
+    memory that decoding would take; nothing is decoded here, so a panorama's captions are read as well: the
+    format's own opener is called as `Image.open` would, without the size check (the limit itself is
+    global, and the crawl's decoders rely on it at the same time)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        except Image.DecompressionBombError:
+            pass
+    if isinstance(source, bytes):
+        prefix = source[:16]
+    else:
+        with open(source, "rb") as head:
+            prefix = head.read(16)
+    Image.init()
+    for format_id in Image.ID:
+        factory, accept = Image.OPEN[format_id]
+        if accept is None or accept(prefix):
+            target = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+            try:  # a path is opened (and closed with the picture) by PIL itself
+                return factory(target, "")  # type: ignore[arg-type]  # ImageFile takes paths too
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise OSError("not a picture PIL can open")
 
 
 def _xmp(image: Image.Image) -> list[EmbeddedCaption]:

@@ -67,7 +67,8 @@ def crawl_distributed(
         skipped: list[SkippedFile] = []
         scopes = _scopes(store, roots, parsed, list(exclude), include_hidden, skipped)
         kinds = {scope.root.id: _kind(scope) for scope in scopes}
-        listed = _list(scopes, parsed, list(exclude), include_hidden, columns)
+        languages = caption_settings(store).languages
+        listed = _list(scopes, parsed, list(exclude), include_hidden, columns, languages)
         walks = [entry.walk for entry in listed]
         offsets = {scope.root.id: entry.offsets for scope, entry in zip(scopes, listed, strict=True)}
         listing_seconds = time.monotonic() - started - startup
@@ -112,7 +113,7 @@ def crawl_distributed(
                     min_size=min_size,
                     max_megapixels=settings.max_megapixels,
                     images=images,
-                    languages=caption_settings(store).languages,
+                    languages=languages,
                     batch_size=model.batch_size,
                     geometry=geometry,
                     on_rows=on_rows,
@@ -196,7 +197,12 @@ def _scopes(
 
 
 def _list(
-    scopes: list[Scope], parsed: list[Source], exclude: list[str], include_hidden: bool, columns: ListingColumns
+    scopes: list[Scope],
+    parsed: list[Source],
+    exclude: list[str],
+    include_hidden: bool,
+    columns: ListingColumns,
+    languages: tuple[str, ...],
 ) -> list[Listed]:
     """List every scope; folders and tar shards in parallel as Ray tasks."""
     ray = import_ray()
@@ -218,12 +224,13 @@ def _list(
                 )
             pending.append(parts)
         elif kind == WEBDATASET:
-            pending.append(remote_tar.remote(Source(kind, scope.root.path)))
+            pending.append(remote_tar.remote(Source(kind, scope.root.path), languages))
         elif kind == LISTING:
             pending.append(list_listing(Source(kind, scope.root.path), columns.path, columns.captions))
         else:
             source = Source(REMOTE_FOLDER, scope.root.path)
-            pending.append(list_remote_folder(source, exclude or scope.exclude, include_hidden or scope.include_hidden))
+            hidden = include_hidden or scope.include_hidden
+            pending.append(list_remote_folder(source, exclude or scope.exclude, hidden, languages))
     listed: list[Listed] = []
     for entry in pending:
         if isinstance(entry, list):

@@ -34,7 +34,7 @@ from ..crawl import (
 from ..errors import VecsearchError
 from ..images import IMAGE_EXTENSIONS, is_image_path
 from ..roots import FOLDER, LISTING, REMOTE_FOLDER, WEBDATASET, root_kind
-from ..sidecars import sidecar_captions
+from ..sidecars import DEFAULT_LANGUAGES, sidecar_captions
 from ..store import RootRow
 
 LISTING_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
@@ -217,9 +217,9 @@ def _mtime_ns(info: dict[str, Any]) -> int:
 # --- WebDataset shards -------------------------------------------------------------------------------
 
 
-def list_tar(source: Source) -> Listed:
+def list_tar(source: Source, languages: Sequence[str] = DEFAULT_LANGUAGES) -> Listed:
     """The pictures of a WebDataset shard (img2dataset's layout: `key.jpg` with `key.txt` and/or
-    `key.json` holding its caption), with where each one's bytes start in the tar."""
+    `key.json` holding its caption, lines in `languages` kept), with where each one's bytes start in the tar."""
     result, offsets = WalkResult(), {}
     captions: dict[str, list[str]] = {}
     pictures: list[tarfile.TarInfo] = []
@@ -236,7 +236,7 @@ def list_tar(source: Source) -> Listed:
                 elif suffix in (".txt", ".json") and member.size <= MAX_CAPTION_FILE_BYTES:
                     extracted = tar.extractfile(member)
                     data = extracted.read() if extracted is not None else b""
-                    captions.setdefault(stem, []).extend(_caption_lines(data, suffix))
+                    captions.setdefault(stem, []).extend(_caption_lines(data, suffix, languages))
     except (OSError, tarfile.TarError, VecsearchError) as exc:
         result.skipped.append(Skip(source.location, f"cannot read tar shard ({exc})"))
         return Listed(result)
@@ -251,8 +251,8 @@ def list_tar(source: Source) -> Listed:
     return Listed(result, offsets)
 
 
-def _caption_lines(data: bytes, suffix: str) -> list[str]:
-    return [caption.text for caption in sidecar_captions(data, suffix)[0]]
+def _caption_lines(data: bytes, suffix: str, languages: Sequence[str]) -> list[str]:
+    return [caption.text for caption in sidecar_captions(data, suffix, languages)[0]]
 
 
 def _open_binary(location: str) -> Any:
@@ -265,7 +265,12 @@ def _open_binary(location: str) -> Any:
 # --- remote folders ----------------------------------------------------------------------------------
 
 
-def list_remote_folder(source: Source, exclude: Sequence[str] = (), include_hidden: bool = False) -> Listed:
+def list_remote_folder(
+    source: Source,
+    exclude: Sequence[str] = (),
+    include_hidden: bool = False,
+    languages: Sequence[str] = DEFAULT_LANGUAGES,
+) -> Listed:
     """The pictures under a folder URI, with the local crawler's rules for hidden and excluded names
     and sidecar captions (`cat.jpg` + `cat.txt`)."""
     fs, base = filesystem(source.location)
@@ -293,7 +298,7 @@ def list_remote_folder(source: Source, exclude: Sequence[str] = (), include_hidd
         for suffix in SIDECAR_SUFFIXES:
             sidecar = stem + suffix
             if sidecar in infos and int(infos[sidecar].get("size") or 0) <= MAX_CAPTION_FILE_BYTES:
-                captions = tuple(clean_captions(_caption_lines(fs.cat_file(f"{base}/{sidecar}"), suffix)))
+                captions = tuple(clean_captions(_caption_lines(fs.cat_file(f"{base}/{sidecar}"), suffix, languages)))
                 break
         mtime = _mtime_ns(info)
         result.files.append(
