@@ -17,6 +17,7 @@ from conftest import SCORE_ATOL, assert_same_ranking, index_of, make_collection,
 
 from vecsearch import DEFAULT_TEMPLATES, Index, QueryError
 from vecsearch.cli import main
+from vecsearch.query import Query
 
 LABELS = ["apple", "sea", "leaf", "sun", "car", "tent", "night", "snow", "dog", "house"]
 PROMPT = "a red apple"
@@ -164,6 +165,8 @@ def test_tag_filter_equals_filtering_the_unfiltered_results(index: Index, photos
     assert [h.rank for h in got] == list(range(1, len(got) + 1))
     if len(wanted) > 2:  # k still counts: the best two that carry the tag
         assert [h.id for h in index.search(PROMPT, k=2, tag=label, **filters)] == [h.id for h in wanted[:2]]
+    query = index.query_vector(Query.parse([PROMPT]))  # raw vectors take the same filter
+    assert [h.id for h in index.search_vectors(query, k=1000, tag=label, **filters)] == [h.id for h in wanted]
 
 
 def test_hits_carry_their_pictures_tags(index: Index) -> None:

@@ -395,13 +395,17 @@ class Index(CollectionJobs):
         under: str | os.PathLike[str] | None = None,
         min_score: float | None = None,
         within: float | None = None,
+        tag: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest items to raw query vectors (your own model's, in this index's space): one vector gives a
-        list of hits, a batch (n × dim, one FAISS call) a list per row. Filters and `k` as in `search`."""
+        list of hits, a batch (n × dim, one FAISS call) a list per row. Filters (`tag` too) and `k` as in
+        `search`."""
         batch, single = check_query_vectors(vectors, self.dim)
         kind = kind or ("image" if IMAGE in self.modalities else "caption")
         k = check_settings(k, kind, min_score, within)
-        found = self._retrieval.run_batch(batch, k, kind, path=path, under=under, min_score=min_score, within=within)
+        found = self._retrieval.run_batch(
+            batch, k, kind, path=path, under=under, min_score=min_score, within=within, tag=tag
+        )
         return found[0] if single else found
 
     def describe(self, image: str | os.PathLike[str] | bytes, k: int = 5) -> list[Hit]:

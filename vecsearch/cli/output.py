@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +86,15 @@ def print_hits(
 
 
 def table(
-    header: Sequence[str], rows: Iterable[Sequence[str]], after: Callable[[int], bytes | None] | None = None
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    after: Callable[[int], bytes | None] | None = None,
+    right: Collection[int] = (0, 1, 3),
 ) -> None:
-    """Aligned columns; `after(n)` may give bytes to write below row n (0 is the first row under the header)."""
+    """Aligned columns, numbers (the columns in `right`) to the right; `after(n)` may give bytes to write below
+    row n (0 is the first row under the header)."""
     rows = [tuple(header), *rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {0, 1, 3}
     for number, row in enumerate(rows):
         cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
         click.echo("  ".join(cells).rstrip())

@@ -147,7 +147,7 @@ def tags_command(settings: Settings, index_ref: str, as_json: bool, as_csv: bool
     pictures, tagged = result["pictures"], result["tagged"]
     ordered = sorted(result["counts"].items(), key=lambda row: -row[1])
     rows = [(label, f"{count:,}", f"{100 * count / max(tagged, 1):.1f}%") for label, count in ordered]
-    table(("label", "pictures", "share"), rows)
+    table(("label", "pictures", "share"), rows, right=(1, 2))
     if not settings.quiet:
         click.echo(
             f"{tagged:,} of {pictures:,} pictures tagged with {len(result['labels']):,} labels, "
