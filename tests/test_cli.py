@@ -224,9 +224,9 @@ def test_info_and_models(runner: CliRunner, built: Path) -> None:
             1,
             "Error: query image not found: missing.jpg (to search for the words, write text:missing.jpg)",
         ),
-        (["search", "{idx}"], 1, "Error: empty query: give text, an image path or --like ID"),
+        (["search", "{idx}"], 1, "Error: empty query: give text, an image, or an item id to search like"),
         (["search", "{idx}", "-dog"], 1, "Error: the query has only negative terms; add something to search for"),
-        (["search", "{idx}", "2x:cat", "--like", "abc"], 1, "Error: --like/--unlike take an item id"),
+        (["search", "{idx}", "2x:cat", "--like", "abc"], 1, "Error: like and unlike take item ids"),
         (["search", "{idx}", "id:99999"], 1, "Error: no item with id 99999 in this index"),
         (["search", "{idx}", "cat", "--json", "--paths"], 2, "Error: choose --json or --paths, not both"),
         (

@@ -348,13 +348,13 @@ def test_feedback_weights() -> None:
 
 @pytest.mark.parametrize("ref", ["abc", "cat", "", "-3", "1.5", "0:4", "id:x"])
 def test_like_with_non_number_raises(ref: str) -> None:
-    with pytest.raises(QueryError, match="--like/--unlike take an item id") as info:
+    with pytest.raises(QueryError, match="like and unlike take item ids") as info:
         Query.parse("cat", like=[ref])
     assert f"(got '{ref}')" in str(info.value)
 
 
 def test_unlike_with_non_number_raises() -> None:
-    with pytest.raises(QueryError, match="--like/--unlike take an item id"):
+    with pytest.raises(QueryError, match="like and unlike take item ids"):
         Query.parse("cat", unlike=["dog"])
 
 

@@ -607,6 +607,11 @@ def test_parse_labels_file(tmp_path: Path) -> None:
 # --- hits -------------------------------------------------------------------------------------
 
 
+def test_ids_that_cannot_exist_are_no_item_rather_than_an_error(index: Index) -> None:
+    for never in (0, -1, 2**63, 2**64):  # SQLite's row ids are positive 64-bit integers
+        assert index.item(never) is None and index.picture_data(never) is None
+
+
 def test_hit_fields(index: Index, photos: Path) -> None:
     hits = index.search("a red square", 1000, kind="any")
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))

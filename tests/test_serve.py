@@ -253,8 +253,14 @@ def test_item_metadata(client: TestClient, library: Index, photos: Path) -> None
     caption = client.get(f"/api/items/{item['captions'][1]['id']}").json()
     assert caption["kind"] == "caption" and caption["text"] == "fruit" and caption["image"] == hit.id
     assert client.get("/api/items/99999").status_code == 404
-    assert client.get("/api/items/-1").status_code == 404
     assert client.get("/api/items/abc").status_code == 422
+    for outside in (-1, 0, 2**63, 2**64):  # never an id: refused as the schema says, never a server error
+        for url in (f"/api/items/{outside}", f"/api/items/{outside}/thumbnail"):
+            answer = client.get(url)
+            assert answer.status_code == 422 and answer.json()["error"].startswith("item_id: "), (url, answer.text)
+    assert (
+        client.app.openapi()["paths"]["/api/items/{item_id}"]["get"]["parameters"][0]["schema"]["maximum"] == 2**63 - 1
+    )
 
 
 def test_thumbnails_are_bounded_cached_and_revalidated(client: TestClient, library: Index) -> None:

@@ -447,7 +447,8 @@ class Index(CollectionJobs):
         """The picture of an item whose file is not in a local folder (a tar shard's member, a listed URI,
         a remote folder's file), read from its source; None for a file on disk (open its `path`), for no
         such item, and when the source no longer holds the indexed content."""
-        found, row = self.item(item_id), self.store.items([int(item_id)]).get(int(item_id))
+        found = self.item(item_id)  # None for an id that cannot exist, before the database sees it
+        row = self.store.items([int(item_id)]).get(int(item_id)) if found is not None else None
         root = next((r for r in self.store.roots() if row is not None and r.id == row.root_id), None)
         return None if found is None or root is None else picture_of(root, found.relpath, found.sha256)
 

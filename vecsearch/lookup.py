@@ -10,6 +10,7 @@ from pathlib import Path
 from .crawl import SIDECAR_SUFFIXES
 from .errors import IndexCorruptError
 from .pathutil import is_safe_relpath
+from .query import MAX_ITEM_ID
 from .results import Caption, Hit, Item
 from .roots import FOLDER, item_location, root_kind
 from .store import RootRow, Store
@@ -70,6 +71,8 @@ class ItemLookup:
 
     def item(self, item_id: int) -> Item | None:
         """An indexed item with its file and captions; None when there is no such item."""
+        if not 0 < int(item_id) <= MAX_ITEM_ID:  # never an id (SQLite's are positive 64-bit integers)
+            return None
         with self.store.snapshot():
             row = self.store.items([int(item_id)]).get(int(item_id))
             if row is None:

@@ -117,7 +117,7 @@ class Query:
     def validate(self) -> None:
         """Refuse queries with nothing to search for (constructed ones too, not only parsed)."""
         if not self.terms:
-            raise QueryError("empty query: give text, an image path or --like ID")
+            raise QueryError("empty query: give text, an image, or an item id to search like")
         if not any(t.weight > 0 for t in self.terms):
             raise QueryError("the query has only negative terms; add something to search for")
 
@@ -265,7 +265,7 @@ def _feedback_term(ref: int | str, default_weight: float) -> Term:
         text = text[3:]
     item_id = _item_id(text.strip())
     if item_id is None or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
-        raise QueryError(f"--like/--unlike take an item id from a search result (got '{_shown(str(ref))}')")
+        raise QueryError(f"like and unlike take item ids from search results (got '{_shown(str(ref))}')")
     return Term(ITEM, str(item_id), math.copysign(weight, default_weight))
 
 

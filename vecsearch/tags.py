@@ -318,10 +318,7 @@ def tags_of(store: Store, item_ids: Iterable[int]) -> dict[int, tuple[LabelScore
 def resolve_label(tag_set: TagSet | None, label: str, index_name: str) -> int:
     """The position of a label in the tag set, as users type it (spaces and case aside)."""
     if tag_set is None:
-        raise QueryError(
-            f"index {index_name} has no tags to filter by: tag its pictures first "
-            f"(`vecsearch tag {index_name} --labels ...`)"
-        )
+        raise QueryError(f"index {index_name} has no tags to filter by: its pictures were never tagged")
     wanted = " ".join(str(label).split())
     if wanted in tag_set.labels:
         return tag_set.labels.index(wanted)

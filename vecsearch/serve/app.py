@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -27,7 +28,7 @@ from .. import (
 )
 from .. import Query as ParsedQuery
 from ..images import is_image_path, load_image
-from ..query import UPLOAD_PREFIX
+from ..query import MAX_ITEM_ID, UPLOAD_PREFIX
 from ..thumbnails import MAX_SIZE, ThumbnailCache, render_thumbnail, snap_size
 from .schemas import (
     ERRORS,
@@ -72,6 +73,11 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+# Item ids are SQLite row ids: positive 64-bit integers. A larger number is refused as the schema says,
+# never passed to the database (where it would overflow).
+ItemId = Annotated[int, PathParameter(ge=1, le=MAX_ITEM_ID, description="An item id from a search result.")]
 
 
 def create_app(
@@ -212,7 +218,7 @@ def create_app(
     def read_upload(file: UploadFile) -> tuple[str, bytes, int, int]:
         data = file.file.read(service.max_upload_bytes + 1)
         if len(data) > service.max_upload_bytes:
-            raise TooLarge(f"picture over {service.max_upload_bytes:,} bytes (the server's --max-upload)")
+            raise TooLarge(f"picture over {service.max_upload_bytes:,} bytes (the server's upload limit)")
         if not data:
             raise ImageError("the upload is empty")
         try:
@@ -283,7 +289,7 @@ def create_app(
         }
 
     @app.get("/api/items/{item_id}", response_model=ItemResponse, responses=ERRORS, tags=["items"])
-    def item(item_id: int) -> dict[str, Any]:
+    def item(item_id: ItemId) -> dict[str, Any]:
         """An item with its file and all the captions of its picture."""
         with service.current() as idx:
             found = idx.item(item_id)
@@ -303,7 +309,7 @@ def create_app(
     )
     def thumbnail(
         request: Request,
-        item_id: int,
+        item_id: ItemId,
         size: Annotated[
             int, Query(ge=16, le=MAX_SIZE, description="Longest side; rounded up to 64/128/256/512/1024.")
         ] = 256,

@@ -232,4 +232,4 @@ class BodyLimit:
             await error_response(413, self._message())(scope, receive, send)
 
     def _message(self) -> str:
-        return f"request body over {self.max_bytes - BODY_OVERHEAD:,} bytes (the server's --max-upload)"
+        return f"request body over {self.max_bytes - BODY_OVERHEAD:,} bytes (the server's upload limit)"
