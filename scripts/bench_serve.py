@@ -6,7 +6,7 @@ The index is the one scripts/bench_cold_start.py builds: `--items` clustered vec
 (scripts/synthetic_vectors.py) under a ViT-B-32 with random weights saved to a local checkpoint (it loads
 and runs exactly as real weights do, at the same cost), with the index type chosen automatically. The
 server is the real command (`vecsearch serve`, uvicorn, a new process); the client sends POST
-/api/search over one kept-alive HTTP connection and times each request from send to parsed JSON.
+/api/v1/search over one kept-alive HTTP connection and times each request from send to parsed JSON.
 
 Every timed text query is a different prompt (no two alike), so the server's cache of recently
 embedded terms never answers one; the cache is timed apart, by repeating prompts. Measured both ways
@@ -128,7 +128,7 @@ class Client:
         return elapsed, data
 
     def search(self, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-        return self.request("POST", "/api/search", json.dumps(body).encode(), {"Content-Type": "application/json"})
+        return self.request("POST", "/api/v1/search", json.dumps(body).encode(), {"Content-Type": "application/json"})
 
     def upload(self, data: bytes) -> tuple[float, dict[str, Any]]:
         boundary = uuid.uuid4().hex
@@ -140,7 +140,7 @@ class Client:
             + data
             + f"\r\n--{boundary}--\r\n".encode()
         )
-        return self.request("POST", "/api/uploads", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return self.request("POST", "/api/v1/uploads", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
 def start_server(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int, float]:
@@ -201,7 +201,7 @@ def run_mode(folder: Path, title: str, extra_env: dict[str, str], queries: int, 
         # (about 5 s of both cores here), which slows the queries of those seconds.
         time.sleep(8)
         client = Client(port)
-        _, health = client.request("GET", "/api/health")
+        _, health = client.request("GET", "/api/v1/health")
         for text in prompts(20, seed + 1000):  # warm-up: first requests, allocator, FAISS threads
             client.search({"terms": [text], "k": 10})
         texts = prompts(queries, seed)

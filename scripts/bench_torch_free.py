@@ -275,7 +275,7 @@ def serve_first_answer(folder: Path, picture: Path, env: dict[str, str], runs: i
             try:
                 while True:
                     try:
-                        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5).read()
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=5).read()
                         break
                     except OSError:
                         if process.poll() is not None:
@@ -285,7 +285,7 @@ def serve_first_answer(folder: Path, picture: Path, env: dict[str, str], runs: i
                         time.sleep(0.01)
                 up = time.perf_counter() - start
                 request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/api/search/image?k=10",
+                    f"http://127.0.0.1:{port}/api/v1/search/image?k=10",
                     data=body,
                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
                 )

@@ -94,7 +94,7 @@ def server(folder: Path, tiny_encoder) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/api/health", timeout=2) as response:
+                with urllib.request.urlopen(f"{base}/api/v1/health", timeout=2) as response:
                     assert json.load(response)["status"] == "ok"
                 break
             except OSError:

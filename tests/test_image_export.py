@@ -280,7 +280,7 @@ def test_server_answers_a_picture_query_without_torch(crawled: Path, torch_model
         "app.state.service.warm()\n"
         "client = TestClient(app, base_url='http://127.0.0.1')\n"
         "with open(sys.argv[2], 'rb') as f:\n"
-        "    body = client.post('/api/search/image', files={'file': ('q.png', f, 'image/png')}, params={'k': 6, 'kind': 'any'}).json()\n"
+        "    body = client.post('/api/v1/search/image', files={'file': ('q.png', f, 'image/png')}, params={'k': 6, 'kind': 'any'}).json()\n"
         f"print(json.dumps({{'hits': [[h['id'], h['score']] for h in body['hits']], 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
     )
     environment = {**os.environ, "VECSEARCH_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}

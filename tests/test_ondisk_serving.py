@@ -104,7 +104,7 @@ def test_serve_keeps_answering_while_a_new_on_disk_index_is_built_and_then_switc
     index = Index.open(disk_index, encoder=tiny_encoder)
     client = TestClient(create_app(index), base_url="http://127.0.0.1")
     before = read_manifest(disk_index)["faiss"]
-    first = client.get("/api/info").json()
+    first = client.get("/api/v1/info").json()
     assert first["counts"]["items"] == COUNT
     script = WRITER.format(
         scripts=str(ROOT / "scripts"), folder=str(disk_index), spec=f"local-dir:{tiny_model_dir}", more=3000
@@ -114,7 +114,7 @@ def test_serve_keeps_answering_while_a_new_on_disk_index_is_built_and_then_switc
     answered_during_build = 0
     try:
         while writer.poll() is None:
-            response = client.post("/api/search", json={"terms": ["a red apple"], "k": 5, "kind": "any"})
+            response = client.post("/api/v1/search", json={"terms": ["a red apple"], "k": 5, "kind": "any"})
             assert response.status_code == 200, response.text
             if read_manifest(disk_index)["faiss"]["file"] == before["file"]:
                 answered_during_build += 1
@@ -126,9 +126,9 @@ def test_serve_keeps_answering_while_a_new_on_disk_index_is_built_and_then_switc
     after = read_manifest(disk_index)["faiss"]
     assert after["file"] != before["file"] and after["on_disk"] and after["ntotal"] == COUNT + 3000
     assert not (disk_index / before["file"]).exists()  # the old files went once the new one was named
-    info = client.get("/api/info").json()
+    info = client.get("/api/v1/info").json()
     assert info["counts"]["items"] == COUNT + 3000
-    hits = client.post("/api/search", json={"terms": ["a red apple"], "k": 5, "kind": "any"}).json()
+    hits = client.post("/api/v1/search", json={"terms": ["a red apple"], "k": 5, "kind": "any"}).json()
     assert len(hits["hits"]) == 5
     new_ids = {h["id"] for h in hits["hits"]}
     with Index.open(disk_index, encoder=tiny_encoder) as fresh:

@@ -237,7 +237,7 @@ def test_webdataset_shards_index_with_captions_and_bad_members(
         from vecsearch.serve import create_app
 
         client = TestClient(create_app(index), base_url="http://127.0.0.1")
-        found = client.post("/api/search", json={"terms": ["a blue shape"], "k": 3}).json()
+        found = client.post("/api/v1/search", json={"terms": ["a blue shape"], "k": 3}).json()
         thumbnail = client.get(found["hits"][0]["thumbnail"])
         assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
         assert index.picture_data(top.image) == _member(shards[0], "000000001.jpg")

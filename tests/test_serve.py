@@ -58,7 +58,7 @@ def assert_same(api_hits: list[dict], library_hits) -> None:
 
 
 def upload(client: TestClient, data: bytes, name: str = "query.png") -> dict:
-    response = client.post("/api/uploads", files={"file": (name, data, "application/octet-stream")})
+    response = client.post("/api/v1/uploads", files={"file": (name, data, "application/octet-stream")})
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -75,9 +75,9 @@ def png_bytes(colour: str = "red", seed: int = 99, tmp: Path | None = None) -> b
 
 
 def test_health_and_info(client: TestClient, library: Index) -> None:
-    health = client.get("/api/health").json()
+    health = client.get("/api/v1/health").json()
     assert health == {"status": "ok", "generation": library.store.generation, "items": library.counts()["items"]}
-    info = client.get("/api/info").json()
+    info = client.get("/api/v1/info").json()
     assert info["name"] == library.name
     assert info["counts"] == library.counts()
     assert info["dim"] == library.dim
@@ -89,18 +89,18 @@ def test_health_and_info(client: TestClient, library: Index) -> None:
 def test_openapi_schema_lists_every_endpoint(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert set(schema["paths"]) == {
-        "/api/health",
-        "/api/info",
-        "/api/tags",
-        "/api/search",
-        "/api/search/image",
-        "/api/uploads",
-        "/api/describe",
-        "/api/classify",
-        "/api/items/{item_id}",
-        "/api/items/{item_id}/thumbnail",
+        "/api/v1/health",
+        "/api/v1/info",
+        "/api/v1/tags",
+        "/api/v1/search",
+        "/api/v1/search/image",
+        "/api/v1/uploads",
+        "/api/v1/describe",
+        "/api/v1/classify",
+        "/api/v1/items/{item_id}",
+        "/api/v1/items/{item_id}/thumbnail",
     }
-    assert set(schema["paths"]["/api/search"]) == {"get", "post"}
+    assert set(schema["paths"]["/api/v1/search"]) == {"get", "post"}
     assert "SearchRequest" in schema["components"]["schemas"]
 
 
@@ -116,7 +116,7 @@ def test_page_and_static_assets_are_served(client: TestClient) -> None:
 
 
 def test_text_search_equals_the_library(client: TestClient, library: Index) -> None:
-    response = client.post("/api/search", json={"terms": ["a red apple"], "k": 5})
+    response = client.post("/api/v1/search", json={"terms": ["a red apple"], "k": 5})
     assert response.status_code == 200
     body = response.json()
     assert_same(body["hits"], library.search("a red apple", k=5))
@@ -127,19 +127,19 @@ def test_text_search_equals_the_library(client: TestClient, library: Index) -> N
         *("rank", "id", "score", "kind", "path", "relpath", "caption", "image", "source", "language", "tags"),
         "thumbnail",
     }
-    assert first["thumbnail"] == f"/api/items/{first['id']}/thumbnail"
+    assert first["thumbnail"] == f"/api/v1/items/{first['id']}/thumbnail"
 
 
 def test_the_query_echo_runs_the_same_search_again(client: TestClient) -> None:
     """The page shows `query` for copying into scripts: posting it back gives the same answer."""
-    first = client.post("/api/search", json={"terms": ["sea", "-0.5:sun"], "k": 4, "like": [2]}).json()
-    again = client.post("/api/search", json=first["query"]).json()
+    first = client.post("/api/v1/search", json={"terms": ["sea", "-0.5:sun"], "k": 4, "like": [2]}).json()
+    again = client.post("/api/v1/search", json=first["query"]).json()
     assert ids_scores(again["hits"]) == ids_scores(first["hits"])
 
 
 def test_get_search_equals_post(client: TestClient, library: Index) -> None:
-    got = client.get("/api/search", params={"q": ["a green leaf", "-0.5:yellow"], "k": 3, "like": [1]}).json()
-    posted = client.post("/api/search", json={"terms": ["a green leaf", "-0.5:yellow"], "k": 3, "like": [1]}).json()
+    got = client.get("/api/v1/search", params={"q": ["a green leaf", "-0.5:yellow"], "k": 3, "like": [1]}).json()
+    posted = client.post("/api/v1/search", json={"terms": ["a green leaf", "-0.5:yellow"], "k": 3, "like": [1]}).json()
     assert ids_scores(got["hits"]) == ids_scores(posted["hits"])
     assert_same(got["hits"], library.search(["a green leaf", "-0.5:yellow"], k=3, like=[1]))
 
@@ -147,14 +147,14 @@ def test_get_search_equals_post(client: TestClient, library: Index) -> None:
 def test_mixed_weighted_query_with_refinement(client: TestClient, library: Index) -> None:
     terms = ["2:a blue sea", "-0.5:a yellow sun", "0.5:id:3"]
     body = {"terms": terms, "k": 6, "like": [5], "unlike": [6]}
-    response = client.post("/api/search", json=body).json()
+    response = client.post("/api/v1/search", json=body).json()
     expected = library.search(terms, k=6, like=[5], unlike=[6])
     assert_same(response["hits"], expected)
     assert {3, 5, 6}.isdisjoint(h["id"] for h in response["hits"])  # query items are not results
 
 
 def test_refinement_alone(client: TestClient, library: Index) -> None:
-    response = client.post("/api/search", json={"like": [4], "k": 3}).json()
+    response = client.post("/api/v1/search", json={"like": [4], "k": 3}).json()
     assert_same(response["hits"], library.search([], k=3, like=[4]))
 
 
@@ -171,17 +171,17 @@ def test_refinement_alone(client: TestClient, library: Index) -> None:
 )
 def test_filters_equal_the_library(client: TestClient, library: Index, filters: dict) -> None:
     body = {"terms": ["a purple car"], "k": 5, **filters}
-    response = client.post("/api/search", json=body)
+    response = client.post("/api/v1/search", json=body)
     assert response.status_code == 200, response.text
     expected = library.search("a purple car", **{"k": 5, **filters})
     assert_same(response.json()["hits"], expected)
 
 
 def test_caption_hits_carry_their_pictures_thumbnail(client: TestClient) -> None:
-    hits = client.post("/api/search", json={"terms": ["fruit"], "kind": "caption", "k": 3}).json()["hits"]
+    hits = client.post("/api/v1/search", json={"terms": ["fruit"], "kind": "caption", "k": 3}).json()["hits"]
     assert hits and all(h["kind"] == "caption" for h in hits)
     for hit in hits:
-        assert hit["thumbnail"] == f"/api/items/{hit['image']}/thumbnail"
+        assert hit["thumbnail"] == f"/api/v1/items/{hit['image']}/thumbnail"
         assert client.get(hit["thumbnail"]).headers["content-type"] == "image/jpeg"
 
 
@@ -195,7 +195,7 @@ def test_uploaded_picture_searches_like_the_file(client: TestClient, library: In
     assert (info["width"], info["height"], info["bytes"]) == (96, 72, path.stat().st_size)
     sea_item = next(h.id for h in library.search("x", k=16, path="sea.png"))
     assert info["items"] == [sea_item]  # the same picture is in the index
-    response = client.post("/api/search", json={"terms": [info["upload"]], "k": 5}).json()
+    response = client.post("/api/v1/search", json={"terms": [info["upload"]], "k": 5}).json()
     assert_same(response["hits"], library.search([str(path)], k=5))
     assert sea_item not in [h["id"] for h in response["hits"]]  # a query never finds itself
 
@@ -203,14 +203,14 @@ def test_uploaded_picture_searches_like_the_file(client: TestClient, library: In
 def test_uploaded_picture_mixed_with_text(client: TestClient, library: Index, photos: Path) -> None:
     path = photos / "more" / "m2.jpg"
     token = upload(client, path.read_bytes(), "m2.jpg")["upload"]
-    response = client.post("/api/search", json={"terms": [token, "-0.5:a green leaf"], "k": 4}).json()
+    response = client.post("/api/v1/search", json={"terms": [token, "-0.5:a green leaf"], "k": 4}).json()
     assert_same(response["hits"], library.search([str(path), "-0.5:a green leaf"], k=4))
 
 
 def test_search_by_image_in_one_request(client: TestClient, library: Index, photos: Path) -> None:
     path = photos / "leaf.png"
     response = client.post(
-        "/api/search/image",
+        "/api/v1/search/image",
         params={"k": 3, "kind": "any"},
         files={"file": ("leaf.png", path.read_bytes(), "image/png")},
     )
@@ -219,22 +219,22 @@ def test_search_by_image_in_one_request(client: TestClient, library: Index, phot
 
 
 def test_describe_and_classify_equal_the_library(client: TestClient, library: Index, photos: Path) -> None:
-    described = client.post("/api/describe", json={"image": "id:1", "k": 3}).json()
+    described = client.post("/api/v1/describe", json={"image": "id:1", "k": 3}).json()
     assert_same(described["hits"], library.describe("id:1", k=3))
     assert all(h["kind"] == "caption" for h in described["hits"])
     token = upload(client, (photos / "sun.png").read_bytes())["upload"]
-    by_upload = client.post("/api/describe", json={"image": token, "k": 2}).json()
+    by_upload = client.post("/api/v1/describe", json={"image": token, "k": 2}).json()
     assert_same(by_upload["hits"], library.describe(photos / "sun.png", k=2))
 
     labels = ["red", "blue", "green"]
-    classified = client.post("/api/classify", json={"image": token, "labels": labels}).json()
+    classified = client.post("/api/v1/classify", json={"image": token, "labels": labels}).json()
     expected = library.classify(photos / "sun.png", labels)
     assert [x["label"] for x in classified["labels"]] == [x.label for x in expected]
     np.testing.assert_allclose(
         [x["probability"] for x in classified["labels"]], [x.probability for x in expected], atol=1e-6
     )
     templated = client.post(
-        "/api/classify", json={"image": "id:2", "labels": labels, "templates": ["a drawing of {}"]}
+        "/api/v1/classify", json={"image": "id:2", "labels": labels, "templates": ["a drawing of {}"]}
     ).json()
     expected = library.classify("id:2", labels, ["a drawing of {}"])
     assert [x["label"] for x in templated["labels"]] == [x.label for x in expected]
@@ -245,21 +245,21 @@ def test_describe_and_classify_equal_the_library(client: TestClient, library: In
 
 def test_item_metadata(client: TestClient, library: Index, photos: Path) -> None:
     hit = library.search("x", k=1, path="apple.png")[0]
-    item = client.get(f"/api/items/{hit.id}").json()
+    item = client.get(f"/api/v1/items/{hit.id}").json()
     assert item["kind"] == "image" and item["relpath"] == "apple.png" and item["image"] == hit.id
     assert [c["text"] for c in item["captions"]] == ["a red apple on a table", "fruit"]
     assert item["bytes"] == (photos / "apple.png").stat().st_size
-    assert item["thumbnail"] == f"/api/items/{hit.id}/thumbnail"
-    caption = client.get(f"/api/items/{item['captions'][1]['id']}").json()
+    assert item["thumbnail"] == f"/api/v1/items/{hit.id}/thumbnail"
+    caption = client.get(f"/api/v1/items/{item['captions'][1]['id']}").json()
     assert caption["kind"] == "caption" and caption["text"] == "fruit" and caption["image"] == hit.id
-    assert client.get("/api/items/99999").status_code == 404
-    assert client.get("/api/items/abc").status_code == 422
+    assert client.get("/api/v1/items/99999").status_code == 404
+    assert client.get("/api/v1/items/abc").status_code == 422
     for outside in (-1, 0, 2**63, 2**64):  # never an id: refused as the schema says, never a server error
-        for url in (f"/api/items/{outside}", f"/api/items/{outside}/thumbnail"):
+        for url in (f"/api/v1/items/{outside}", f"/api/v1/items/{outside}/thumbnail"):
             answer = client.get(url)
             assert answer.status_code == 422 and answer.json()["error"].startswith("item_id: "), (url, answer.text)
     assert (
-        client.app.openapi()["paths"]["/api/items/{item_id}"]["get"]["parameters"][0]["schema"]["maximum"] == 2**63 - 1
+        client.app.openapi()["paths"]["/api/v1/items/{item_id}"]["get"]["parameters"][0]["schema"]["maximum"] == 2**63 - 1
     )
 
 
@@ -267,22 +267,22 @@ def test_thumbnails_are_bounded_cached_and_revalidated(client: TestClient, libra
     item_id = library.search("x", k=1, path="apple.png")[0].id
     cache = client.app.state.service.thumbnails
     before = len(cache)
-    response = client.get(f"/api/items/{item_id}/thumbnail", params={"size": 50})
+    response = client.get(f"/api/v1/items/{item_id}/thumbnail", params={"size": 50})
     assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
     picture = Image.open(io.BytesIO(response.content))
     assert picture.format == "JPEG" and max(picture.size) == 64  # 50 is rounded up to 64
     assert picture.size == (64, 48)  # the 96 x 72 picture keeps its shape
     assert len(cache) == before + 1
-    again = client.get(f"/api/items/{item_id}/thumbnail", params={"size": 60})  # also 64: from the cache
+    again = client.get(f"/api/v1/items/{item_id}/thumbnail", params={"size": 60})  # also 64: from the cache
     assert again.content == response.content and len(cache) == before + 1
     etag = response.headers["etag"]
     assert (
-        client.get(f"/api/items/{item_id}/thumbnail", params={"size": 64}, headers={"If-None-Match": etag}).status_code
+        client.get(f"/api/v1/items/{item_id}/thumbnail", params={"size": 64}, headers={"If-None-Match": etag}).status_code
         == 304
     )
-    big = Image.open(io.BytesIO(client.get(f"/api/items/{item_id}/thumbnail?size=1024").content))
+    big = Image.open(io.BytesIO(client.get(f"/api/v1/items/{item_id}/thumbnail?size=1024").content))
     assert big.size == (96, 72)  # never enlarged
-    assert client.get(f"/api/items/{item_id}/thumbnail?size=5000").status_code == 422
+    assert client.get(f"/api/v1/items/{item_id}/thumbnail?size=5000").status_code == 422
 
 
 def test_thumbnail_of_a_picture_gone_from_disk(tmp_path: Path, tiny_encoder) -> None:
@@ -291,7 +291,7 @@ def test_thumbnail_of_a_picture_gone_from_disk(tmp_path: Path, tiny_encoder) -> 
         index.add(tmp_path / "p")
         (tmp_path / "p" / "a.png").unlink()
         client = TestClient(create_app(index), base_url="http://127.0.0.1")
-        response = client.get("/api/items/1/thumbnail")
+        response = client.get("/api/v1/items/1/thumbnail")
     assert response.status_code == 404 and "gone from disk" in response.json()["error"]
 
 
@@ -305,11 +305,11 @@ def test_thumbnail_of_a_picture_gone_from_disk(tmp_path: Path, tiny_encoder) -> 
         "image:../../etc/hosts.png",
         "-0.5:image:/etc/passwd",
         "http://example.com/a.jpg",
-        "https://127.0.0.1:8000/api/health",
+        "https://127.0.0.1:8000/api/v1/health",
     ],
 )
 def test_terms_naming_files_or_urls_are_refused(client: TestClient, term: str) -> None:
-    response = client.post("/api/search", json={"terms": [term]})
+    response = client.post("/api/v1/search", json={"terms": [term]})
     assert response.status_code == 400
     assert "cannot name a file or a URL" in response.json()["error"]
 
@@ -317,7 +317,7 @@ def test_terms_naming_files_or_urls_are_refused(client: TestClient, term: str) -
 @pytest.mark.parametrize("text", ["/etc/passwd", "../../etc/hosts.png", "photo.jpg", "~/secret.png"])
 def test_path_like_text_is_only_text(client: TestClient, library: Index, text: str) -> None:
     """A bare term that looks like a path is searched as words: no file is looked up or read."""
-    response = client.post("/api/search", json={"terms": [text], "k": 3})
+    response = client.post("/api/v1/search", json={"terms": [text], "k": 3})
     assert response.status_code == 200
     assert_same(response.json()["hits"], library.search([f"text:{text}"], k=3))
 
@@ -325,8 +325,8 @@ def test_path_like_text_is_only_text(client: TestClient, library: Index, text: s
 @pytest.mark.parametrize(
     "url",
     [
-        "/api/items/..%2F..%2Fetc%2Fpasswd/thumbnail",
-        "/api/items/1%2F..%2F..%2Fetc%2Fpasswd/thumbnail",
+        "/api/v1/items/..%2F..%2Fetc%2Fpasswd/thumbnail",
+        "/api/v1/items/1%2F..%2F..%2Fetc%2Fpasswd/thumbnail",
         "/static/..%2Fserve.py",
         "/static/../serve.py",
         "/static/%2e%2e/serve.py",
@@ -341,7 +341,7 @@ def test_path_traversal_in_urls(client: TestClient, url: str) -> None:
 
 @pytest.mark.parametrize("pattern", ["/etc/*", "~/*", "\\\\server\\share\\*", "C:/Users/*"])
 def test_path_filter_is_a_glob_over_indexed_paths_only(client: TestClient, pattern: str) -> None:
-    response = client.post("/api/search", json={"terms": ["x"], "path": pattern})
+    response = client.post("/api/v1/search", json={"terms": ["x"], "path": pattern})
     assert response.status_code == 400 and "not an absolute path" in response.json()["error"]
 
 
@@ -355,7 +355,7 @@ def test_database_row_pointing_outside_is_never_read(tmp_path: Path, tiny_encode
     conn.close()
     with Index.open(tmp_path / "idx", encoder=tiny_encoder) as index:
         client = TestClient(create_app(index), base_url="http://127.0.0.1")
-        response = client.get("/api/items/1/thumbnail")
+        response = client.get("/api/v1/items/1/thumbnail")
         assert response.status_code == 503
         assert "outside its folder" in response.json()["error"]
 
@@ -369,8 +369,8 @@ def test_upload_limits_and_undecodable_pictures(folder: Path, tiny_encoder, phot
         small = Image.new("RGB", (8, 8), (1, 2, 3))
         out = io.BytesIO()
         small.save(out, format="PNG")
-        assert client.post("/api/uploads", files={"file": ("s.png", out.getvalue())}).status_code == 201
-        too_big = client.post("/api/uploads", files={"file": ("sea.png", (photos / "sea.png").read_bytes())})
+        assert client.post("/api/v1/uploads", files={"file": ("s.png", out.getvalue())}).status_code == 201
+        too_big = client.post("/api/v1/uploads", files={"file": ("sea.png", (photos / "sea.png").read_bytes())})
         assert too_big.status_code == 413 and "4,000 bytes" in too_big.json()["error"]
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while the body arrives
@@ -381,23 +381,23 @@ def test_upload_limits_and_undecodable_pictures(folder: Path, tiny_encoder, phot
             yield b"\r\n--xyz--\r\n"
 
         streamed = client.post(
-            "/api/uploads", content=chunks(), headers={"content-type": "multipart/form-data; boundary=xyz"}
+            "/api/v1/uploads", content=chunks(), headers={"content-type": "multipart/form-data; boundary=xyz"}
         )
         assert streamed.status_code == 413, streamed.text
-        not_image = client.post("/api/uploads", files={"file": ("notes.png", b"just some text")})
+        not_image = client.post("/api/v1/uploads", files={"file": ("notes.png", b"just some text")})
         assert not_image.status_code == 415 and "not a readable image" in not_image.json()["error"]
-        empty = client.post("/api/uploads", files={"file": ("e.png", b"")})
+        empty = client.post("/api/v1/uploads", files={"file": ("e.png", b"")})
         assert empty.status_code == 415 and "empty" in empty.json()["error"]
         truncated = (photos / "sea.png").read_bytes()[:300]
-        assert client.post("/api/uploads", files={"file": ("t.png", truncated)}).status_code == 415
+        assert client.post("/api/v1/uploads", files={"file": ("t.png", truncated)}).status_code == 415
         # a PNG header claiming 100,000 x 100,000 pixels: refused before anything is decoded
         ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
         bomb = bytearray(out.getvalue())  # the 8 x 8 PNG above, with a header that lies
         bomb[16:29] = ihdr
         bomb[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-        refused = client.post("/api/uploads", files={"file": ("bomb.png", bytes(bomb))})
+        refused = client.post("/api/v1/uploads", files={"file": ("bomb.png", bytes(bomb))})
         assert refused.status_code == 415 and "too large" in refused.json()["error"]
-        assert client.post("/api/uploads").status_code == 422  # no file at all
+        assert client.post("/api/v1/uploads").status_code == 422  # no file at all
 
 
 @pytest.mark.parametrize(
@@ -418,53 +418,53 @@ def test_upload_limits_and_undecodable_pictures(folder: Path, tiny_encoder, phot
     ],
 )
 def test_bad_searches(client: TestClient, body: dict, status: int, words: str) -> None:
-    response = client.post("/api/search", json=body)
+    response = client.post("/api/v1/search", json=body)
     assert response.status_code == status, response.text
     assert words in response.json()["error"]
     assert "Traceback" not in response.text
 
 
 def test_malformed_json_and_bad_picture_references(client: TestClient) -> None:
-    response = client.post("/api/search", content=b"{not json", headers={"content-type": "application/json"})
+    response = client.post("/api/v1/search", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422 and response.json()["error"]
     for body in ({"image": "cat"}, {"image": "image:/etc/passwd"}):
-        response = client.post("/api/describe", json=body)
+        response = client.post("/api/v1/describe", json=body)
         assert response.status_code == 400, response.text
-    assert client.post("/api/describe", json={"image": "id:99999"}).status_code == 400
-    assert client.post("/api/classify", json={"image": "id:1", "labels": []}).status_code == 422
-    assert client.post("/api/classify", json={"image": "id:1", "labels": ["a", "a"]}).status_code == 400
+    assert client.post("/api/v1/describe", json={"image": "id:99999"}).status_code == 400
+    assert client.post("/api/v1/classify", json={"image": "id:1", "labels": []}).status_code == 422
+    assert client.post("/api/v1/classify", json={"image": "id:1", "labels": ["a", "a"]}).status_code == 400
 
 
 def test_other_host_names_are_refused(folder: Path, tiny_encoder) -> None:
     """A web page elsewhere cannot reach the API through DNS rebinding: only loopback names answer."""
     with Index.open(folder, encoder=tiny_encoder) as index:
         client = TestClient(create_app(index), base_url="http://127.0.0.1")
-        assert client.get("/api/health").status_code == 200
-        assert client.get("/api/health", headers={"host": "localhost:8000"}).status_code == 200
-        assert client.get("/api/health", headers={"host": "attacker.example"}).status_code == 400
+        assert client.get("/api/v1/health").status_code == 200
+        assert client.get("/api/v1/health", headers={"host": "localhost:8000"}).status_code == 200
+        assert client.get("/api/v1/health", headers={"host": "attacker.example"}).status_code == 400
         shared = TestClient(create_app(index, allowed_hosts=["*"]), base_url="http://photos.lan")
-        assert shared.get("/api/health").status_code == 200
+        assert shared.get("/api/v1/health").status_code == 200
 
 
 # --- zero-shot tags -------------------------------------------------------------------------------------
 
 
 def test_tags_listed_filtered_and_shown_on_hits(tmp_path: Path, folder: Path, tiny_encoder) -> None:
-    """A copy of the module's index, tagged while served: GET /api/tags counts, the tag filter (POST and
+    """A copy of the module's index, tagged while served: GET /api/v1/tags counts, the tag filter (POST and
     GET) equals the library's, and every hit carries its picture's tags."""
     import shutil
 
     shutil.copytree(folder, tmp_path / "idx")
     with Index.open(tmp_path / "idx", encoder=tiny_encoder) as served:
         client = TestClient(create_app(served), base_url="http://127.0.0.1")
-        assert client.get("/api/tags").json() == {
+        assert client.get("/api/v1/tags").json() == {
             "labels": [],
             "templates": [],
             "top": None,
             "tagged": 0,
             "pictures": served.counts()["images"],
         }
-        refused = client.post("/api/search", json={"terms": ["sea"], "tag": "red"})
+        refused = client.post("/api/v1/search", json={"terms": ["sea"], "tag": "red"})
         assert refused.status_code == 400 and "has no tags to filter by" in refused.json()["error"]
 
         labels = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
@@ -474,19 +474,19 @@ def test_tags_listed_filtered_and_shown_on_hits(tmp_path: Path, folder: Path, ti
             pictures = writer.counts()["images"]
             label = max(counts, key=lambda name: (counts[name] < pictures, counts[name]))
             expected = writer.search("a purple car", k=50, tag=label)
-        listed = client.get("/api/tags").json()
+        listed = client.get("/api/v1/tags").json()
         assert listed["labels"] == [{"label": name, "pictures": counts[name]} for name in labels]
         assert (listed["top"], listed["tagged"], listed["pictures"]) == (2, pictures, pictures)
 
-        posted = client.post("/api/search", json={"terms": ["a purple car"], "k": 50, "tag": label}).json()
+        posted = client.post("/api/v1/search", json={"terms": ["a purple car"], "k": 50, "tag": label}).json()
         assert posted["query"]["tag"] == label
         assert_same(posted["hits"], expected)
         assert posted["hits"] and all(label in [t["label"] for t in h["tags"]] for h in posted["hits"])
-        got = client.get("/api/search", params={"q": "a purple car", "k": 50, "tag": label}).json()
+        got = client.get("/api/v1/search", params={"q": "a purple car", "k": 50, "tag": label}).json()
         assert ids_scores(got["hits"]) == ids_scores(posted["hits"])
         for hit, want in zip(posted["hits"], expected, strict=True):
             assert [t["label"] for t in hit["tags"]] == [t.label for t in want.tags]
-        unknown = client.get("/api/search", params={"q": "sea", "tag": "zebra"})
+        unknown = client.get("/api/v1/search", params={"q": "sea", "tag": "zebra"})
         assert unknown.status_code == 400 and "no tag 'zebra'" in unknown.json()["error"]
 
 
@@ -501,15 +501,15 @@ def test_server_picks_up_a_recrawl(tmp_path: Path, tiny_encoder) -> None:
         writer.add(tree)
         with Index.open(tmp_path / "idx", encoder=tiny_encoder) as served:
             client = TestClient(create_app(served), base_url="http://127.0.0.1")
-            before = client.get("/api/health").json()
+            before = client.get("/api/v1/health").json()
             assert before["items"] == 3
-            assert len(client.post("/api/search", json={"terms": ["x"], "k": 10}).json()["hits"]) == 3
+            assert len(client.post("/api/v1/search", json={"terms": ["x"], "k": 10}).json()["hits"]) == 3
             make_image(tree / "new.png", "blue", seed=7)
             (tree / "a0.png").unlink()
             writer.add()  # the re-crawl commits while the server holds its index open
-            after = client.get("/api/health").json()
+            after = client.get("/api/v1/health").json()
             assert after["items"] == 3 and after["generation"] > before["generation"]
-            hits = client.post("/api/search", json={"terms": ["x"], "k": 10}).json()["hits"]
+            hits = client.post("/api/v1/search", json={"terms": ["x"], "k": 10}).json()["hits"]
             assert sorted(h["relpath"] for h in hits) == ["a1.png", "a2.png", "new.png"]
             assert_same(hits, writer.search("x", k=10))
 
@@ -537,7 +537,7 @@ def test_serve_command_answers_and_stops_on_ctrl_c(folder: Path) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=2) as response:
                     health = json.load(response)
                 break
             except OSError:
@@ -545,7 +545,7 @@ def test_serve_command_answers_and_stops_on_ctrl_c(folder: Path) -> None:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.2)
         assert health["status"] == "ok" and health["items"] > 0
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=red&k=2", timeout=10) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/search?q=red&k=2", timeout=10) as response:
             assert len(json.load(response)["hits"]) == 2
     finally:
         process.send_signal(2)

@@ -35,6 +35,9 @@ from ..query import IMAGE as IMAGE_TERM
 from ..query import ITEM, UPLOAD_PREFIX
 from ..thumbnails import ThumbnailCache
 
+# Where version 1 of the JSON API lives; the version is in the path so that a later one can sit beside it.
+API_PREFIX = "/api/v1"
+
 # Room for the multipart envelope around an upload, and the cap on any other request body.
 BODY_OVERHEAD = 64 << 10
 
@@ -143,7 +146,7 @@ def hit_out(hit: Hit) -> dict[str, Any]:
 def thumbnail_url(item_id: int | None, relpath: str) -> str | None:
     if item_id is None or not is_image_path(relpath):
         return None
-    return f"/api/items/{item_id}/thumbnail"
+    return f"{API_PREFIX}/items/{item_id}/thumbnail"
 
 
 def check_path_glob(pattern: str | None) -> str | None:

@@ -1,4 +1,4 @@
-// The vecsearch page: a prompt, pictures and refinement turned into one POST /api/search body.
+// The vecsearch page: a prompt, pictures and refinement turned into one POST /api/v1/search body.
 // Plain ES2020, no build step and no request off this server, so it works offline.
 "use strict";
 
@@ -100,7 +100,7 @@ function numberOrNull(input) {
   return Number.isFinite(n) ? n : null;
 }
 
-/** Exactly the body POST /api/search gets; also what the query JSON panel shows. */
+/** Exactly the body POST /api/v1/search gets; also what the query JSON panel shows. */
 function buildQuery() {
   const terms = promptTerms();
   if (state.upload) terms.push(state.upload.term);
@@ -134,7 +134,7 @@ async function search() {
   const seq = ++state.searchSeq;
   $("#status").textContent = "Searching…";
   try {
-    const answer = await api("POST", "/api/search", query);
+    const answer = await api("POST", "/api/v1/search", query);
     if (seq !== state.searchSeq) return; // a later search has been sent: its answer wins
     clearError();
     renderResults(answer);
@@ -327,7 +327,7 @@ async function usePicture(file) {
   const form = new FormData();
   form.append("file", file, file.name || "picture");
   $("#status").textContent = `Uploading ${file.name || "the picture"}…`;
-  const answer = await api("POST", "/api/uploads", form);
+  const answer = await api("POST", "/api/v1/uploads", form);
   removeUpload({ rerun: false });
   state.upload = {
     term: answer.upload,
@@ -400,7 +400,7 @@ function openPanel(ref, label, thumb) {
 
 async function describe() {
   const ref = state.panelImage;
-  const answer = await api("POST", "/api/describe", { image: ref, k: 5 });
+  const answer = await api("POST", "/api/v1/describe", { image: ref, k: 5 });
   if (ref !== state.panelImage) return;
   const items = answer.hits.map((hit) => el("li", { className: "described-item" }, [
     el("span", { className: "described-text" }, [hit.caption || ""]),
@@ -425,7 +425,7 @@ async function classify() {
   const labels = labelsFromInput();
   if (labels.length === 0) throw new ApiError("give some labels, separated by commas (cat, dog, car)");
   const ref = state.panelImage;
-  const answer = await api("POST", "/api/classify", { image: ref, labels });
+  const answer = await api("POST", "/api/v1/classify", { image: ref, labels });
   if (ref !== state.panelImage) return;
   $("#panel-error").hidden = true;
   $("#classify-output").replaceChildren(...answer.labels.map((item) => {
@@ -485,7 +485,7 @@ function onKey(event) {
 // --- start ------------------------------------------------------------------------------------------------
 
 async function loadInfo() {
-  const info = await api("GET", "/api/info");
+  const info = await api("GET", "/api/v1/info");
   const counts = info.counts || {};
   const parts = [info.name, info.model, `${(counts.items ?? 0).toLocaleString()} items`];
   if (counts.images !== undefined) parts.push(`${counts.images.toLocaleString()} images`);
@@ -498,7 +498,7 @@ async function loadInfo() {
 
 /** The tag filter offers the index's tags with their counts; it stays hidden when there are none. */
 async function loadTags() {
-  const tags = await api("GET", "/api/tags");
+  const tags = await api("GET", "/api/v1/tags");
   const select = $("#tag");
   const options = tags.labels.map(({ label, pictures }) =>
     el("option", { value: label }, [`${label} (${pictures.toLocaleString()})`]));
