@@ -140,7 +140,9 @@ class Client:
             + data
             + f"\r\n--{boundary}--\r\n".encode()
         )
-        return self.request("POST", "/api/v1/uploads", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return self.request(
+            "POST", "/api/v1/uploads", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
 
 
 def start_server(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int, float]:

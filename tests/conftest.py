@@ -50,6 +50,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
     monkeypatch.setenv("VECSEARCH_HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.setenv("VECSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("VECSEARCH_TOKEN", raising=False)
 
 
 # Scores of one item computed through different code paths (FAISS and NumPy, torch and ONNX, batches of

@@ -53,6 +53,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "check",
         "duplicates",
         "tags",
+        "browse",
         "scale",
     ),
     "facade": ("collection", "index"),

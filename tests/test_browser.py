@@ -2,7 +2,9 @@
 
 A small real index (tiny open_clip model, FAISS, SQLite) is served in-process by uvicorn; Selenium drives
 Debian's chromium through chromedriver, both given by path (Selenium never downloads a browser or a
-driver). Every result the page shows is compared with the same search made through the library.
+driver). Every result the page shows is compared with the same search made through the library: searches,
+the collection browsed with no query, addresses (reload, back/forward, shared links) and, on a second
+server with a token, the sign-in.
 
 Without chromium/chromedriver/selenium the module is skipped, unless VECSEARCH_REQUIRE_BROWSER=1 (as in
 CI), where it fails instead. A screenshot of a search is kept in $VECSEARCH_TEST_ARTIFACTS (default
@@ -12,6 +14,7 @@ CI), where it fails instead. A screenshot of a search is kept in $VECSEARCH_TEST
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -75,15 +78,15 @@ def browser_available() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def server(folder: Path, tiny_encoder) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(folder: Path, encoder: Any, **options: Any) -> Iterator[str]:
     """The real application on 127.0.0.1 (a port of its own), in a thread; yields its base URL."""
     import uvicorn
 
     from vecsearch.serve import create_app
 
-    with Index.open(folder, encoder=tiny_encoder) as index:
-        app = create_app(index)
+    with Index.open(folder, encoder=encoder) as index:
+        app = create_app(index, **options)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port meanwhile
         port = sock.getsockname()[1]
@@ -106,6 +109,12 @@ def server(folder: Path, tiny_encoder) -> Iterator[str]:
             server.should_exit = True
             thread.join(timeout=10)
             sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(folder: Path, tiny_encoder) -> Iterator[str]:
+    with serving(folder, tiny_encoder) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +175,12 @@ def act(driver: Any, do: Callable[[], Any]) -> None:
     )
 
 
-def open_page(driver: Any, server: str) -> None:
-    driver.get(server + "/")
+def loaded(driver: Any, url: str | None = None) -> None:
+    """Open `url` (None: reload the page) and wait until the page has shown what its address names."""
+    if url is None:
+        driver.refresh()
+    else:
+        driver.get(url)
     wait(
         driver,
         lambda d: d.execute_script(
@@ -175,6 +188,10 @@ def open_page(driver: Any, server: str) -> None:
         ),
         "the page did not load the index's info",
     )
+
+
+def open_page(driver: Any, server: str) -> None:
+    loaded(driver, server + "/")
     k = find(driver, "#k")
     k.clear()
     k.send_keys(str(K))
@@ -206,7 +223,8 @@ def cards(driver: Any) -> list[dict[str, Any]]:
     return driver.execute_script("""
         return Array.from(document.querySelectorAll('#results .result')).map((card) => ({
           id: Number(card.dataset.id), rank: Number(card.dataset.rank), kind: card.dataset.kind,
-          score: card.querySelector('.score').textContent, caption: card.querySelector('.caption').textContent,
+          score: card.querySelector('.score') ? card.querySelector('.score').textContent : null,
+          caption: card.querySelector('.caption').textContent,
           alt: card.querySelector('img.thumb') ? card.querySelector('img.thumb').alt : null,
         }));""")
 
@@ -361,10 +379,11 @@ def test_dropped_and_chosen_pictures_search_like_the_files(
     find(browser, "#close-panel").click()
     assert find(browser, "#picture-panel").get_attribute("open") is None
 
-    # Removing the chip leaves an empty query: no results, no request refused.
+    # Removing the chip leaves an empty query: the collection again, no request refused.
     act(browser, lambda: find(browser, "#upload-chip .chip-remove").click())
-    assert not find_all(browser, "#upload-chip") and not cards(browser)
-    assert query_json(browser)["terms"] == []
+    assert not find_all(browser, "#upload-chip") and query_json(browser)["terms"] == []
+    view = browser.execute_script("return document.body.dataset.view")
+    assert view == "browse" and all(c["score"] is None for c in cards(browser))
 
     chosen = photos / "more" / "m1.jpg"
     act(browser, lambda: find(browser, "#file-input").send_keys(str(chosen)))
@@ -455,7 +474,7 @@ def test_refused_query_shows_the_servers_message(browser: Any, server: str, libr
     search_for(browser, "image:/etc/passwd")
     error = find(browser, "#error")
     assert error.is_displayed() and error.get_attribute("aria-live") == "assertive"
-    assert "cannot name a file or a URL" in error.text
+    assert re.search(r"cannot name a file or a URL|paths and URLs are refused", error.text), error.text
     assert "Traceback" not in error.text and "{" not in error.text
     assert not cards(browser)
     with pytest.raises(NoAlertPresentException):
@@ -527,3 +546,188 @@ def test_tag_filter_and_tags_on_results(browser: Any, server: str, library: Inde
         assert_no_script_errors(browser)
     finally:
         library.untag()
+
+
+# --- links, browsing and signing in ---------------------------------------------------------------------
+
+
+def address(driver: Any) -> dict[str, list[str]]:
+    """The page address's query parameters."""
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(driver.current_url).query)
+
+
+def view(driver: Any) -> str:
+    return str(driver.execute_script("return document.body.dataset.view"))
+
+
+def assert_browsed(driver: Any, page: Any) -> None:
+    """The cards are the library's page of pictures: ids, positions and first captions, and no scores."""
+    shown = cards(driver)
+    assert view(driver) == "browse"
+    assert [c["id"] for c in shown] == [item.id for item in page.items]
+    assert [c["rank"] for c in shown] == list(range(page.offset + 1, page.offset + len(page.items) + 1))
+    assert [c["caption"] for c in shown] == [item.captions[0].text if item.captions else "" for item in page.items]
+    assert all(c["score"] is None and c["kind"] == "image" for c in shown)
+
+
+def test_the_empty_page_browses_the_collection(browser: Any, server: str, library: Index) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    loaded(browser, f"{server}/?k={K}&seed=12345")
+    first = library.browse(K, 0, seed=12345)
+    assert first.total == library.counts()["images"] > K
+    assert_browsed(browser, first)
+    wait_for_thumbnails(browser, K)
+    assert find(browser, "#status").text.startswith(f"Pictures 1–{K} of {first.total}, shuffled.")
+    assert not find(browser, "#browse-prev").is_enabled()
+
+    act(browser, lambda: find(browser, "#browse-next").click())
+    second = library.browse(K, K, seed=12345)
+    assert_browsed(browser, second)
+    assert (address(browser)["offset"], address(browser)["seed"]) == ([str(K)], ["12345"])
+    assert not find(browser, "#browse-next").is_enabled()  # the last page
+    act(browser, browser.back)
+    assert_browsed(browser, first)
+
+    # A bare address gets a shuffle of its own, kept in the address: a reload shows the same pictures.
+    loaded(browser, server + "/")
+    seed = int(address(browser)["seed"][0])
+    assert_browsed(browser, library.browse(12, seed=seed))
+    loaded(browser)
+    assert_browsed(browser, library.browse(12, seed=seed))
+
+    act(browser, lambda: Select(find(browser, "#browse-order")).select_by_value("newest"))
+    assert_browsed(browser, library.browse(12, order="newest"))
+    assert address(browser)["order"] == ["newest"]
+
+    # "More like this" on a browsed picture searches by it.
+    target = cards(browser)[1]["id"]
+    act(browser, lambda: find(browser, f'#results .result[data-id="{target}"] .more-like').click())
+    assert view(browser) == "search" and (query_json(browser)["terms"], query_json(browser)["like"]) == ([], [target])
+    assert_results(browser, library.search([], k=12, like=[target]))
+    assert address(browser)["like"] == [str(target)] and "order" not in address(browser)
+    assert_no_script_errors(browser)
+
+
+def test_reload_back_and_forward_keep_the_searches(browser: Any, server: str, library: Index) -> None:
+    open_page(browser, server)
+    search_for(browser, PROMPT)
+    search_for(browser, "a blue sea")
+    act(browser, browser.back)
+    assert find(browser, "#prompt").get_attribute("value") == PROMPT
+    assert_results(browser, library.search(PROMPT, k=K))
+    act(browser, browser.forward)
+    assert find(browser, "#prompt").get_attribute("value") == "a blue sea"
+    assert_results(browser, library.search("a blue sea", k=K))
+    act(browser, browser.back)
+    act(browser, browser.back)
+    assert view(browser) == "browse" and find(browser, "#prompt").get_attribute("value") == ""
+
+    # A refined search survives a reload: prompt, k, refinement (its chip named) and results.
+    act(browser, browser.forward)
+    liked = cards(browser)[2]["id"]
+    act(browser, lambda: find(browser, f'#results .result[data-id="{liked}"] .more-like').click())
+    link = address(browser)
+    assert (link["q"], link["k"], link["like"]) == ([PROMPT], [str(K)], [str(liked)])
+    loaded(browser)
+    assert find(browser, "#prompt").get_attribute("value") == PROMPT
+    assert find(browser, "#k").get_attribute("value") == str(K)
+    assert query_json(browser)["like"] == [liked]
+    assert_results(browser, library.search(PROMPT, k=K, like=[liked]))
+    item = library.item(liked)
+    assert item is not None
+    wait(
+        browser,
+        lambda d: d.find_element("css selector", f'#chips li[data-id="{liked}"] .chip-text').text == item.relpath,
+        "the refinement's chip did not name its picture",
+    )
+    assert_no_script_errors(browser)
+
+
+def test_a_shared_link_gives_the_library_results(browser: Any, server: str, library: Index, photos: Path) -> None:
+    from urllib.parse import urlencode
+
+    picture = photos / "sea.png"
+    open_page(browser, server)  # the picture is uploaded by this page; the link is opened in another
+    act(browser, lambda: drop_file(browser, picture.read_bytes(), "sea.png"))
+    sha = hashlib.sha256(picture.read_bytes()).hexdigest()
+    hits = library.search(PROMPT, k=K)
+    liked, unliked = hits[1].id, hits[3].id
+    link = f"{server}/?" + urlencode(
+        [("q", PROMPT), ("k", K), ("kind", "image"), ("like", liked), ("unlike", unliked), ("upload", sha)]
+    )
+    original = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        loaded(browser, link)
+        expected = library.search([PROMPT, str(picture)], k=K, kind="image", like=[liked], unlike=[unliked])
+        assert_results(browser, expected)
+        wait_for_thumbnails(browser, K)
+        shown = query_json(browser)
+        assert (shown["terms"], shown["like"], shown["unlike"]) == ([PROMPT, f"upload:{sha}"], [liked], [unliked])
+        assert find(browser, "#upload-chip").get_attribute("data-term") == f"upload:{sha}"
+
+        # A picture the server does not hold (any more): its message, and no results of another query.
+        loaded(browser, f"{server}/?q=fruit&upload={'0' * 64}")
+        assert "upload it again" in find(browser, "#error").text and not cards(browser)
+        assert_no_script_errors(browser)
+    finally:
+        browser.close()
+        browser.switch_to.window(original)
+
+
+TOKEN = "a-test-token-of-32-characters-ok"
+
+
+@pytest.fixture(scope="module")
+def token_server(folder: Path, tiny_encoder) -> Iterator[str]:
+    with serving(folder, tiny_encoder, token=TOKEN) as base:
+        yield base
+
+
+def sign_in_with(driver: Any, token: str, attempt: int) -> str:
+    """Type a token into the sign-in dialog; the server's refusal, or '' once the dialog has closed."""
+    from selenium.webdriver.common.keys import Keys
+
+    field = find(driver, "#token-input")
+    field.clear()
+    field.send_keys(token, Keys.ENTER)
+    return wait(
+        driver,
+        lambda d: d.execute_script(
+            """const dialog = document.querySelector('#token-dialog'), error = document.querySelector('#token-error');
+            if (!dialog.open) return ' ';
+            return Number(error.dataset.attempts || 0) >= arguments[0] ? error.textContent : false;""",
+            attempt,
+        ),
+        "the sign-in did not answer",
+    ).strip()
+
+
+def test_a_server_with_a_token_asks_for_it(browser: Any, token_server: str, library: Index) -> None:
+    from urllib.parse import quote
+
+    browser.get(f"{token_server}/?q={quote(PROMPT)}&k={K}")
+    wait(browser, lambda d: d.find_element("css selector", "#token-dialog").get_attribute("open"), "no sign-in")
+    assert "authentication required" in find(browser, "#token-detail").text
+    assert find(browser, "#token-input").get_attribute("type") == "password"
+    assert sign_in_with(browser, "not-the-token-at-all-0123", 1) == "wrong token"
+    assert sign_in_with(browser, TOKEN, 2) == ""
+    wait(browser, lambda d: d.execute_script("return document.body.dataset.state === 'idle'"), "no search")
+    assert_results(browser, library.search(PROMPT, k=K))
+    wait_for_thumbnails(browser, K)  # the session cookie carries the pictures' requests too
+    cookies = {cookie["name"]: cookie for cookie in browser.get_cookies()}
+    assert cookies["vecsearch_session"]["httpOnly"] and "vecsearch_session" not in browser.execute_script(
+        "return document.cookie"
+    )
+    assert_no_script_errors(browser)
+
+    # Signed out, too many wrong tokens: the server's 429 message in the dialog.
+    browser.execute_async_script("fetch('/api/v1/session', {method: 'DELETE'}).then(() => arguments[0]())")
+    browser.get(token_server + "/")
+    wait(browser, lambda d: d.find_element("css selector", "#token-dialog").get_attribute("open"), "no sign-in")
+    answers = [sign_in_with(browser, f"wrong-token-number-{n:04d}", n) for n in range(1, 11)]
+    assert answers[:-1] == ["wrong token"] * 9 and answers[-1].startswith("too many wrong tokens")
+    assert find(browser, "#token-dialog").get_attribute("open") is not None

@@ -25,6 +25,7 @@ from .encoders import (  # noqa: E402
     load_query_encoder,
 )
 from .errors import (  # noqa: E402
+    CancelledQueryError,
     CaptionsFileError,
     ImageError,
     IndexCorruptError,
@@ -35,6 +36,7 @@ from .errors import (  # noqa: E402
     ModelMismatchError,
     ModelNotFoundError,
     ModelUnavailableError,
+    NotInIndexError,
     QueryError,
     UnsupportedModalityError,
     VecsearchError,
@@ -44,7 +46,7 @@ from .index import Index  # noqa: E402
 from .indexer import IndexingInterrupted  # noqa: E402
 from .plan import INDEX_TYPES, STORAGES, BudgetError  # noqa: E402
 from .query import Query, Term  # noqa: E402
-from .results import Caption, CrawlReport, Hit, Item, LabelScore, SkippedFile  # noqa: E402
+from .results import Caption, CrawlReport, Hit, Item, LabelScore, PicturePage, SkippedFile  # noqa: E402
 from .retrieval import KINDS, MAX_K  # noqa: E402
 from .scale.exchange import ExportReport, embeddings_info  # noqa: E402
 from .scale.job import ListingColumns, RayOptions  # noqa: E402
@@ -60,6 +62,7 @@ __all__ = [
     "DUPLICATE_THRESHOLDS",
     "Caption",
     "BudgetError",
+    "CancelledQueryError",
     "CaptionsFileError",
     "CheckReport",
     "CrawlReport",
@@ -89,6 +92,8 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
     "ModelUnavailableError",
+    "PicturePage",
+    "NotInIndexError",
     "Query",
     "QueryError",
     "RayOptions",

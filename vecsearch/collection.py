@@ -1,5 +1,6 @@
-"""Jobs over the whole collection rather than one query: near-duplicate groups and zero-shot tags for
-every picture. The Index takes these methods from here so that its own module stays about one query."""
+"""Jobs over the whole collection rather than one query: near-duplicate groups, zero-shot tags for
+every picture, and browsing its pictures a page at a time. The Index takes these methods from here so
+that its own module stays about one query."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import duplicates as dups
 from . import tags
+from .browse import picture_page
 from .classify import DEFAULT_TEMPLATES, label_vectors, needs_text_tower
 from .duplicates import DuplicateReport
 from .encoders import IMAGE
@@ -18,7 +20,7 @@ from .errors import UnsupportedModalityError
 from .lock import WriterLock
 from .manifest import LOCK
 from .pipeline import progress_bar
-from .results import CrawlReport, LabelScore
+from .results import CrawlReport, LabelScore, PicturePage
 from .roots import FOLDER, item_location, root_kind
 from .tags import TagReport, TagRow, TagSet
 
@@ -91,6 +93,16 @@ class CollectionJobs:
             return item_location(root, where, relpath)
 
         return locate
+
+    # --- browsing ----------------------------------------------------------------------------------
+
+    def browse(self, limit: int = 24, offset: int = 0, *, order: str = "random", seed: int = 0) -> PicturePage:
+        """`limit` pictures from position `offset` of the collection, with the total: `order` is random (a
+        shuffle fixed by `seed`, 0 to 2**32 - 1: paging through it shows every picture once), newest (by
+        the file's modified time) or path. Each is an `Item` with its captions. Bad arguments are a
+        `QueryError`."""
+        with self.store.snapshot():
+            return picture_page(self.store, limit, offset, order, seed, self._locator())
 
     # --- zero-shot tags for every picture ----------------------------------------------------------
 

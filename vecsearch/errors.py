@@ -12,7 +12,9 @@ The library raises; the command line turns these into one line on stderr and an 
     │   ├── ModelUnavailableError   weights not cached and the hub cannot be reached
     │   ├── ModelMismatchError      the index was built with another model
     │   └── UnsupportedModalityError  e.g. embedding images with a text-only model
-    ├── QueryError              empty query, malformed weight, unknown item id, missing query image
+    ├── QueryError              empty query, malformed weight, missing query image
+    │   ├── NotInIndexError         an item id or tag the index does not have
+    │   └── CancelledQueryError     terms that cancel out: no direction is left to search in
     ├── ImageError              an image that cannot be decoded (bulk jobs skip these instead)
     └── CaptionsFileError       a captions CSV/JSONL that cannot be parsed
 """
@@ -62,6 +64,14 @@ class UnsupportedModalityError(ModelError):
 
 class QueryError(VecsearchError):
     pass
+
+
+class NotInIndexError(QueryError):
+    """A query names an item or a tag this index does not have (a server answers 404)."""
+
+
+class CancelledQueryError(QueryError):
+    """The query's terms sum to nothing (`cat` and `-cat`): well formed, but it points nowhere."""
 
 
 class ImageError(VecsearchError):

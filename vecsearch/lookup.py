@@ -35,6 +35,7 @@ class ItemLookup:
             roots = {root.id: root for root in self.store.roots()}
         hits: list[Hit] = []
         seen_texts: set[str] = set()
+        places: dict[int, Path] = {}  # where each root is now: found once, not once a hit (it stats folders)
         for item_id, score in pairs:
             row = rows.get(item_id)
             if row is None:  # removed by a writer since the vectors were loaded
@@ -46,7 +47,9 @@ class ItemLookup:
                     continue
                 seen_texts.add(row.text)
             root = roots[row.root_id]
-            image_path = self._location(root, row.relpath)
+            if root.id not in places:
+                places[root.id] = self.root_path(root)
+            image_path = self._location(root, row.relpath, places[root.id])
             caption = row.text if row.kind == "caption" else first_captions.get(row.file_id)
             source = None
             if row.kind == "caption":
@@ -104,10 +107,10 @@ class ItemLookup:
             found.update(self.store.image_items_with_hash(hashlib.sha256(data).hexdigest()))
         return found
 
-    def _location(self, root: RootRow, relpath: str) -> str:
+    def _location(self, root: RootRow, relpath: str, where: Path | None = None) -> str:
         if root_kind(root) == FOLDER:
             self.check_relpath(relpath)
-        return item_location(root, self.root_path(root), relpath)
+        return item_location(root, self.root_path(root) if where is None else where, relpath)
 
     def check_relpath(self, relpath: str) -> None:
         if not is_safe_relpath(relpath):

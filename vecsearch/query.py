@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError, QueryError
+from .errors import CancelledQueryError, ImageError, NotInIndexError, QueryError
 from .images import DEFAULT_MAX_MEGAPIXELS, is_image_path, load_image
 
 TEXT, IMAGE, URL, ITEM = "text", "image", "url", "item"
@@ -38,6 +38,41 @@ _WEIGHT = re.compile(r"^(?P<w>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?):(?P<rest>.*)$
 _BAD_WEIGHT = re.compile(r"^(?:[-+]?[0-9.eE]*[0-9][0-9.eE]*|[-+]?(?:inf|infinity|nan)|):", re.I)
 # Text that, written bare, would parse as something else: it needs the `text:` prefix to round-trip.
 _NEEDS_TEXT_PREFIX = re.compile(r"^(?:text:|image:|id:|https?://)", re.I)
+
+
+# The grammar of a term sent by a web request (`parse_term(..., local=False)`), as regular expressions an
+# OpenAPI schema can state: every string they match parses; they are stricter than the parser in one way
+# (a weight is a plain decimal from 0.000001 to 999999.999999, no exponent). Written without inline flags,
+# so that a JSON Schema (ECMA-262) validator reads them as Python does.
+# Whitespace as Python's str.strip() and str.split() see it, spelled out: `\s` means less in ECMA-262
+# (no \x1c-\x1f, no \x85) and more (U+FEFF).
+_SPACES = r"\t-\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+SPACE, NON_SPACE = f"[{_SPACES}]", f"[^{_SPACES}]"
+
+
+def _caseless(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+_ANY = r"[\s\S]"
+_REMOTE_WEIGHT = rf"(?=[0-9.]*[1-9])(?:[0-9]{{1,6}}(?:\.[0-9]{{1,6}})?|\.[0-9]{{1,6}}):{SPACE}*"
+_REMOTE_ITEM = _caseless("id:") + rf"{SPACE}*0*[1-9][0-9]{{0,17}}"
+_REMOTE_UPLOAD = _caseless(UPLOAD_PREFIX) + rf"{SPACE}*[0-9a-fA-F]{{64}}"
+_NOT_PLAIN = "|".join(
+    [_caseless(w) for w in ("image:", "text:", "id:", UPLOAD_PREFIX)]
+    + [_caseless("http") + "[sS]?://", r"[-+]?[0-9.eE]*[0-9][0-9.eE]*:"]
+    + [r"[-+]?(?:" + "|".join(_caseless(w) for w in ("infinity", "inf", "nan")) + "):", ":"]
+)
+_REMOTE_BODY = (
+    rf"(?:{_caseless('text:')}{SPACE}*{NON_SPACE}{_ANY}*|{_REMOTE_ITEM}|{_REMOTE_UPLOAD}"
+    rf"|(?!{_NOT_PLAIN}){NON_SPACE}{_ANY}*)"
+)
+_REMOTE_WEIGHTED = rf"(?:{_REMOTE_WEIGHT})?{_REMOTE_BODY}"
+REMOTE_TERM_PATTERN = rf"^{SPACE}*(?:[+-]{SPACE}*{_REMOTE_WEIGHTED}|(?![+-]){_REMOTE_WEIGHTED}|[+-]){SPACE}*$"
+# A term that adds to the query (no leading minus; a lone '-' is the text '-').
+POSITIVE_TERM_PATTERN = rf"^{SPACE}*(?:[^{_SPACES}-]|-{SPACE}*$)"
+# A picture named by a web request: an indexed item or an upload.
+PICTURE_REF_PATTERN = rf"^{SPACE}*(?:{_REMOTE_ITEM}|{_REMOTE_UPLOAD}){SPACE}*$"
 
 
 @dataclass(frozen=True)
@@ -311,7 +346,7 @@ def combine(
     for term in items:
         vector = lookup(term.item_id) if term.item_id <= MAX_ITEM_ID else None
         if vector is None:
-            raise QueryError(f"no item with id {term.item_id} in this index")
+            raise NotInIndexError(f"no item with id {term.item_id} in this index")
         item_vectors.append(vector)
     if texts:
         for term, vector in zip(texts, embed_texts([t.value for t in texts]), strict=True):
@@ -338,7 +373,7 @@ def combine(
     norm = float(np.linalg.norm(total))
     scale = sum(abs(t.weight) for t in query.terms)
     if not math.isfinite(norm) or norm <= 1e-6 * scale:
-        raise QueryError("the query terms cancel out; nothing is left to search for")
+        raise CancelledQueryError("the query terms cancel out; nothing is left to search for")
     return (total / norm).astype(np.float32)
 
 

@@ -79,6 +79,23 @@ class Item:
 
 
 @dataclass(frozen=True)
+class PicturePage:
+    """A page of the collection's pictures (`Index.browse`): `items` are image items from position
+    `offset` of the `total` pictures, in `order` (shuffled by `seed` when the order is random)."""
+
+    items: tuple[Item, ...]
+    total: int
+    offset: int
+    order: str
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["items"] = [item.to_dict() for item in self.items]
+        return data
+
+
+@dataclass(frozen=True)
 class SkippedFile:
     path: str
     reason: str

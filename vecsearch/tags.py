@@ -27,7 +27,7 @@ import numpy as np
 
 from .classify import check_templates, parse_labels
 from .encoders.base import normalize_rows
-from .errors import QueryError
+from .errors import NotInIndexError, QueryError
 from .results import LabelScore
 from .roots import item_location
 from .store import RootRow, Store
@@ -318,7 +318,7 @@ def tags_of(store: Store, item_ids: Iterable[int]) -> dict[int, tuple[LabelScore
 def resolve_label(tag_set: TagSet | None, label: str, index_name: str) -> int:
     """The position of a label in the tag set, as users type it (spaces and case aside)."""
     if tag_set is None:
-        raise QueryError(f"index {index_name} has no tags to filter by: its pictures were never tagged")
+        raise NotInIndexError(f"index {index_name} has no tags to filter by: its pictures were never tagged")
     wanted = " ".join(str(label).split())
     if wanted in tag_set.labels:
         return tag_set.labels.index(wanted)
@@ -327,7 +327,7 @@ def resolve_label(tag_set: TagSet | None, label: str, index_name: str) -> int:
         return folded[0]
     more = len(tag_set.labels) - 12
     shown = ", ".join(tag_set.labels[:12]) + (f" and {more} more" if more > 0 else "")
-    raise QueryError(f"no tag '{label}' in index {index_name}; its tags are {shown}")
+    raise NotInIndexError(f"no tag '{label}' in index {index_name}; its tags are {shown}")
 
 
 def tagged_files(store: Store, label: str, index_name: str) -> list[int]:

@@ -15,6 +15,7 @@ from ..sizes import human_bytes
 from .app import (
     EXIT_ERROR,
     EXIT_INDEX,
+    EXIT_USAGE,
     Settings,
     call,
     dump,
@@ -44,16 +45,56 @@ from .output import measured_lines, search_settings, table
     help="Largest picture a client may upload to search by (20M, 512K).",
 )
 @click.option("--device", help="Where the model runs (cpu, cuda, cuda:1, mps). Default: CUDA when present.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Require the token on this file's first line (16+ characters); or set VECSEARCH_TOKEN.",
+)
+@click.option("--new-token", is_flag=True, help="Require a new random token, printed at start-up.")
+@click.option("--no-auth", is_flag=True, help="Serve a non-loopback address to anyone, without a token.")
+@click.option(
+    "--token-attempts",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Wrong tokens one address may send a minute before it is refused (429) for the rest of it.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Server processes, each with its own model, answering at once. Default: one per core.",
+)
 @click.pass_obj
 def serve_command(
-    settings: Settings, index_ref: str, host: str, port: int, max_upload: int, device: str | None
+    settings: Settings,
+    index_ref: str,
+    host: str,
+    port: int,
+    max_upload: int,
+    device: str | None,
+    token_file: Path | None,
+    new_token: bool,
+    no_auth: bool,
+    token_attempts: int,
+    workers: int | None,
 ) -> None:
     """Serve INDEX over HTTP: a web page at / and a JSON API under /api (schema at /openapi.json).
 
     The model and the vectors stay loaded, so queries take milliseconds; the index may be re-crawled
-    while it is served.
+    while it is served. Beyond loopback it needs a token (--token-file, VECSEARCH_TOKEN, --new-token)
+    or --no-auth.
     """
     import socket
+
+    from ..serve import is_loopback  # FastAPI: only for this command
+
+    token = _serve_token(token_file, new_token, no_auth)
+    if token is None and not no_auth and not is_loopback(host):
+        fail(
+            f"listening on {host} shares the index with your network: require a token with --token-file FILE "
+            "(or VECSEARCH_TOKEN, or --new-token), or pass --no-auth to let anyone who reaches it in",
+            EXIT_USAGE,
+        )
 
     try:  # a clear message, before the model loads, when the port is taken
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -64,28 +105,84 @@ def serve_command(
         fail(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc})", EXIT_ERROR)
 
     def run() -> None:
-        from ..serve import (  # FastAPI and uvicorn: only for this command
-            is_loopback,
-            serve,
-        )
+        from ..serve import default_workers, serve  # uvicorn: only for this command
+
+        processes = workers or default_workers()
 
         with Index.open(index_ref, home=settings.home, device=device) as index:
             if not settings.quiet:
                 shown = f"[{host}]" if ":" in host else host
                 click.echo(
                     f"serving {index.name} ({index.counts()['items']:,} items, {index.spec}) at "
-                    f"http://{shown}:{port}/  (Ctrl-C to stop)",
+                    f"http://{shown}:{port}/ with {processes} worker{'s' if processes > 1 else ''}  (Ctrl-C to stop)",
                     err=True,
                 )
-                if not is_loopback(host):
+                if new_token:
+                    click.echo(f"token: {token}", err=True)
+                if token is not None:
+                    click.echo("requests need the token (Authorization: Bearer, or sign in on the page)", err=True)
+                elif not is_loopback(host):
                     click.echo(
                         f"warning: listening on {host}: anyone who can reach it can search this index and "
                         "see its pictures and paths",
                         err=True,
                     )
-            serve(index, host, port, max_upload_bytes=max_upload, log_level="warning" if settings.quiet else "info")
+            serve(
+                index,
+                host,
+                port,
+                max_upload_bytes=max_upload,
+                log_level="warning" if settings.quiet else "info",
+                token=token,
+                token_attempts=token_attempts,
+                workers=processes,
+                device=device,
+            )
 
     call(run)
+
+
+def _serve_token(token_file: Path | None, new_token: bool, no_auth: bool) -> str | None:
+    """The token `serve` requires, from one source; a usage error for an unreadable, short or
+    contradictory one."""
+    try:
+        return _token_of(token_file, new_token, no_auth)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+        return None
+
+
+def _token_of(token_file: Path | None, new_token: bool, no_auth: bool) -> str | None:
+    import os
+    import secrets
+
+    from ..serve.auth import check_token
+
+    from_env = os.environ.get("VECSEARCH_TOKEN")
+    if token_file is not None and new_token:
+        raise ValueError("--token-file and --new-token: give one")
+    if no_auth and (token_file is not None or new_token or from_env is not None):
+        given = "--token-file" if token_file else "--new-token" if new_token else "VECSEARCH_TOKEN is set"
+        raise ValueError(f"--no-auth, but {given}: drop one of them")
+    if new_token:
+        return secrets.token_urlsafe(24)
+    if token_file is not None:
+        source = f"the token file {token_file}"
+        try:
+            lines = token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from exc
+        token = lines[0].strip() if lines else ""
+    elif from_env is not None:
+        token, source = from_env.strip(), "VECSEARCH_TOKEN"
+    else:
+        return None
+    try:
+        return check_token(token)
+    except ValueError as exc:
+        raise ValueError(
+            f"{source}: {exc} (make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        ) from exc
 
 
 @main.command("info")

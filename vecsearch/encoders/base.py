@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,17 @@ FAMILIES = (OPEN_CLIP, SENTENCE_TRANSFORMERS)
 
 IMAGE = "image"
 TEXT = "text"
+
+
+def compute_threads() -> int:
+    """Threads a model may run on in this process: the cores it may use, or fewer where OMP_NUM_THREADS
+    says so. Torch and FAISS read the same variable; the workers of `vecsearch serve` split the cores
+    between them with it."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        cores = min(cores, int(limit))
+    return max(1, cores)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, first_line
-from .base import normalize_rows
+from .base import compute_threads, normalize_rows
 from .image_preprocess import PreprocessConfig
 from .inference import ModeChooser
 from .text_onnx import ExportFile, _read_checked
@@ -213,8 +213,7 @@ def _session(graph: Path, query: bool) -> Any:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    options.intra_op_num_threads = max(1, cores)
+    options.intra_op_num_threads = compute_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     # Idle threads sleep rather than spin: decoding runs on the same cores between model calls.

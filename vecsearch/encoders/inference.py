@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import normalize_rows
+from .base import compute_threads, normalize_rows
 
 MODES = ("auto", "fp32", "bf16", "onnx-int8")
 COSINE_BAR = 0.999
@@ -247,7 +247,7 @@ class OnnxImageTower:
 
         path = self.export_int8(model, fingerprint, cache_dir)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        options.intra_op_num_threads = compute_threads()
         options.log_severity_level = 3
         # Idle threads sleep rather than spin: decoding runs on the same cores between model calls.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, first_line
-from .base import TEXT, ModelSpec, normalize_rows
+from .base import TEXT, ModelSpec, compute_threads, normalize_rows
 
 FORMAT_VERSION = 1
 DISABLE_ENV = "VECSEARCH_TEXT_ONNX"
@@ -261,8 +261,7 @@ def _session(path: Path) -> Any:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    options.intra_op_num_threads = max(1, min(QUERY_THREADS, cores))
+    options.intra_op_num_threads = min(QUERY_THREADS, compute_threads())
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     # Idle threads sleep rather than spin: a query process has other work between model calls.

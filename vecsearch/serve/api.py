@@ -7,31 +7,38 @@ while this one keeps answering.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi import Path as PathParameter
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from .. import DEFAULT_TEMPLATES, KINDS, MAX_K, ImageError
+from .. import DEFAULT_TEMPLATES, KINDS, MAX_K, CancelledQueryError, ImageError
 from .. import Query as ParsedQuery
 from ..images import is_image_path, load_image
-from ..query import MAX_ITEM_ID, UPLOAD_PREFIX
+from ..query import POSITIVE_TERM_PATTERN, UPLOAD_PREFIX
 from ..thumbnails import MAX_SIZE, render_thumbnail, snap_size
 from .schemas import (
     ERRORS,
+    MAX_JSON_INT,
+    POSITIVE_TERM,
     ClassifyRequest,
     ClassifyResponse,
     DescribeRequest,
     DescribeResponse,
     Health,
+    ItemIdParam,
     ItemResponse,
     Kind,
+    PathGlob,
     SearchRequest,
     SearchResponse,
     TagsResponse,
+    Term,
     UploadResponse,
 )
 from .service import (
@@ -47,9 +54,14 @@ from .service import (
 # A query picture is decoded whole (then shrunk for the model): above this a request is refused.
 MAX_UPLOAD_MEGAPIXELS = 100.0
 
-# Item ids are SQLite row ids: positive 64-bit integers. A larger number is refused as the schema says,
-# never passed to the database (where it would overflow).
-ItemId = Annotated[int, PathParameter(ge=1, le=MAX_ITEM_ID, description="An item id from a search result.")]
+# Item ids are SQLite row ids; the API takes those a JSON number carries exactly. A larger number is refused
+# as the schema says, never passed to the database (where one above 2^63 would overflow).
+ItemId = Annotated[int, PathParameter(ge=1, le=MAX_JSON_INT, description="An item id from a search result.")]
+
+
+def invalid(where: str, field: str, message: str) -> NoReturn:
+    """A request the schema refuses but FastAPI cannot check by itself: 422 naming the field."""
+    raise RequestValidationError([{"type": "value_error", "loc": (where, field), "msg": message, "input": None}])
 
 
 def api_router(service: Service) -> APIRouter:
@@ -59,7 +71,12 @@ def api_router(service: Service) -> APIRouter:
     @router.get("/health", response_model=Health, tags=["index"])
     def health() -> dict[str, Any]:
         with service.current() as idx:
-            return {"status": "ok", "generation": idx.generation, "items": idx.counts()["items"]}
+            return {
+                "status": "ok",
+                "generation": idx.generation,
+                "items": idx.counts()["items"],
+                "worker": os.getpid(),
+            }
 
     @router.get("/info", tags=["index"])
     def info() -> dict[str, Any]:
@@ -93,23 +110,28 @@ def api_router(service: Service) -> APIRouter:
         query = ParsedQuery.parse(request.terms, like=request.like, unlike=request.unlike, local=False)
         pattern = check_path_glob(request.path)
         pictures = service.pictures_of(query)
+        note = None
         with service.current() as idx:
-            hits = idx.search(
-                query,
-                request.k,
-                kind=request.kind,
-                path=pattern,
-                min_score=request.min_score,
-                within=request.within,
-                pictures=pictures,
-                tag=request.tag,
-            )
+            try:
+                hits = idx.search(
+                    query,
+                    request.k,
+                    kind=request.kind.value if request.kind else None,
+                    path=pattern,
+                    min_score=request.min_score,
+                    within=request.within,
+                    pictures=pictures,
+                    tag=request.tag,
+                )
+            except CancelledQueryError as exc:  # well formed, and nothing matches it: no error of the client's
+                hits, note = [], str(exc)
             generation = idx.generation
         return {
             "query": request.model_dump(),
             "hits": [hit_out(h) for h in hits],
             "took_ms": round((time.perf_counter() - start) * 1000, 2),
             "generation": generation,
+            "note": note,
         }
 
     @router.post("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
@@ -119,17 +141,26 @@ def api_router(service: Service) -> APIRouter:
 
     @router.get("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
     def search_get(
-        q: Annotated[list[str], Query(description="Query terms (repeat for more).")] = [],  # noqa: B006
+        q: Annotated[
+            list[Term],
+            Query(
+                description="Query terms (repeat for more); at least one without a leading minus.",
+                min_length=1,
+                json_schema_extra={"contains": {"type": "string", "pattern": POSITIVE_TERM_PATTERN}},
+            ),
+        ],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         kind: Kind | None = None,
-        path: str | None = None,
+        path: PathGlob | None = None,
         min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
         within: Annotated[float | None, Query(ge=0, le=2)] = None,
-        like: Annotated[list[int], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
-        unlike: Annotated[list[int], Query()] = [],  # noqa: B006
+        like: Annotated[list[ItemIdParam], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+        unlike: Annotated[list[ItemIdParam], Query()] = [],  # noqa: B006
         tag: str | None = None,
     ) -> dict[str, Any]:
         """The same search with the query in the URL (for links and curl)."""
+        if not any(POSITIVE_TERM.match(term) for term in q):
+            invalid("query", "q", "nothing to search for: give a term without a leading minus")
         return run_search(
             SearchRequest(
                 terms=q,
@@ -149,7 +180,7 @@ def api_router(service: Service) -> APIRouter:
         if len(data) > service.max_upload_bytes:
             raise TooLarge(f"picture over {service.max_upload_bytes:,} bytes (the server's upload limit)")
         if not data:
-            raise ImageError("the upload is empty")
+            invalid("body", "file", "the upload is empty")
         try:
             picture = load_image(data, max_megapixels=MAX_UPLOAD_MEGAPIXELS)
         except ImageError as exc:
@@ -178,7 +209,7 @@ def api_router(service: Service) -> APIRouter:
         file: Annotated[UploadFile, File(description="The picture to search by.")],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         kind: Kind | None = None,
-        path: str | None = None,
+        path: PathGlob | None = None,
         min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
         within: Annotated[float | None, Query(ge=0, le=2)] = None,
         tag: str | None = None,
@@ -233,7 +264,7 @@ def api_router(service: Service) -> APIRouter:
     @router.get(
         "/items/{item_id}/thumbnail",
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, **ERRORS},
+        responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}, **ERRORS},
         tags=["items"],
     )
     def thumbnail(

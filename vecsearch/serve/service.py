@@ -4,9 +4,7 @@ request bodies are bounded and answered."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from .. import (
     IndexLockedError,
     IndexNotFoundError,
     ModelError,
+    NotInIndexError,
     Query,
     QueryError,
     UnsupportedModalityError,
@@ -34,42 +33,13 @@ from ..images import is_image_path
 from ..query import IMAGE as IMAGE_TERM
 from ..query import ITEM, UPLOAD_PREFIX
 from ..thumbnails import ThumbnailCache
+from .uploads import Uploads
 
 # Where version 1 of the JSON API lives; the version is in the path so that a later one can sit beside it.
 API_PREFIX = "/api/v1"
 
 # Room for the multipart envelope around an upload, and the cap on any other request body.
 BODY_OVERHEAD = 64 << 10
-
-
-class Uploads:
-    """Pictures sent to the server, by the SHA-256 of their bytes, bounded in total bytes (oldest out)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._pictures: OrderedDict[str, bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def add(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            if digest in self._pictures:
-                self._pictures.move_to_end(digest)
-                return digest
-            self._pictures[digest] = data
-            self._bytes += len(data)
-            while self._bytes > self.max_bytes and len(self._pictures) > 1:
-                _, old = self._pictures.popitem(last=False)
-                self._bytes -= len(old)
-        return digest
-
-    def get(self, digest: str) -> bytes | None:
-        with self._lock:
-            data = self._pictures.get(digest)
-            if data is not None:
-                self._pictures.move_to_end(digest)
-            return data
 
 
 class NotFound(VecsearchError):
@@ -165,7 +135,7 @@ def check_path_glob(pattern: str | None) -> str | None:
 
 
 def status_of(exc: Exception) -> int:
-    if isinstance(exc, NotFound | IndexNotFoundError):
+    if isinstance(exc, NotFound | IndexNotFoundError | NotInIndexError):
         return 404
     if isinstance(exc, TooLarge):
         return 413
@@ -187,8 +157,12 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 def validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+        loc = list(error.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):  # where it was, not which field
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc)
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")  # pydantic's wording of ours
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts) or "invalid request"
 
 

@@ -1,11 +1,13 @@
 // The vecsearch page: a prompt, pictures and refinement turned into one POST /api/v1/search body.
-// Plain ES2020, no build step and no request off this server, so it works offline.
+// Plain ES2020, no build step and no request off this server, so it works offline. links.js keeps the
+// page in its address and browses the collection; session.js signs in where the server wants a token.
 "use strict";
 
 // --- state: everything the next query is built from --------------------------------------------------
 
 const state = {
   upload: null,   // {term, url, name, width, height, items}: the picture searched by, if any
+  uploads: new Map(), // term -> upload: pictures sent from this page, for back/forward
   like: [],       // item ids to move towards ("more like this")
   unlike: [],     // item ids to move away from ("less like this")
   known: new Map(), // id -> {label, thumbnail}: what the chips of liked items show
@@ -24,8 +26,20 @@ const THUMB_SIZE = 256;
 
 class ApiError extends Error {}
 
-/** JSON from the API, or an ApiError with the server's one-line `error` message. */
+/** JSON from the API, or an ApiError with the server's one-line `error` message. A 401 asks for the
+ * server's token (session.js), then sends the request again. */
 async function api(method, url, body) {
+  for (;;) {
+    try {
+      return await request(method, url, body);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 401) throw err;
+      await signIn(err.message);
+    }
+  }
+}
+
+async function request(method, url, body) {
   const init = { method, headers: { Accept: "application/json" } };
   if (body instanceof FormData) {
     init.body = body; // the browser sets the multipart boundary itself
@@ -48,7 +62,7 @@ async function api(method, url, body) {
   }
   if (!response.ok) {
     const message = data && typeof data.error === "string" ? data.error : `${response.status} ${response.statusText}`;
-    throw new ApiError(message);
+    throw Object.assign(new ApiError(message), { status: response.status });
   }
   return data;
 }
@@ -124,14 +138,22 @@ function showQuery(query = buildQuery()) {
 
 // --- searching ------------------------------------------------------------------------------------
 
-async function search() {
+/** Search (or, with no query, browse the collection); `history` says how the address follows: "push"
+ * (a new search), "replace" (the page opened) or null (back/forward brought the address). */
+async function search(history = "push") {
   const query = buildQuery();
   showQuery(query);
+  remember(history);
+  const seq = ++state.searchSeq;
   if (query.terms.length === 0 && query.like.length === 0 && query.unlike.length === 0) {
-    clearResults("Type a prompt, or drop a picture.");
+    try {
+      await browse(seq);
+    } catch (err) {
+      if (seq === state.searchSeq) $("#status").textContent = "The pictures could not be loaded.";
+      throw err;
+    }
     return;
   }
-  const seq = ++state.searchSeq;
   $("#status").textContent = "Searching…";
   try {
     const answer = await api("POST", "/api/v1/search", query);
@@ -140,21 +162,18 @@ async function search() {
     renderResults(answer);
   } catch (err) {
     if (seq !== state.searchSeq) return;
+    $("#results").replaceChildren(); // results of another query would look like this one's
+    showView("search");
     $("#status").textContent = "The search failed.";
     throw err;
   }
-}
-
-function clearResults(message) {
-  state.searchSeq += 1; // an answer still on its way is no longer wanted
-  $("#results").replaceChildren();
-  $("#status").textContent = message;
 }
 
 function renderResults(answer) {
   const hits = answer.hits;
   const cards = hits.map(resultCard);
   $("#results").replaceChildren(...cards);
+  showView("search");
   const count = hits.length === 1 ? "1 result" : `${hits.length} results`;
   $("#status").textContent = `${count} in ${Math.round(answer.took_ms)} ms`;
 }
@@ -204,24 +223,30 @@ function thumbnail(hit) {
   }, [img]);
 }
 
+/** A result's card; a browsed picture (no score) has no "less like this": there is nothing to refine yet. */
 function resultCard(hit) {
   const target = pictureId(hit);
+  const browsed = hit.score === null;
   state.known.set(target, { label: hit.relpath, thumbnail: hit.thumbnail });
-  const buttons = [
-    el("button", { type: "button", className: "more-like", title: "More like this",
-                   "aria-label": `More like ${hit.relpath}` }, ["More like this"]),
-    el("button", { type: "button", className: "less-like", title: "Less like this",
-                   "aria-label": `Less like ${hit.relpath}` }, ["Less like this"]),
-  ];
+  const buttons = [];
+  const more = el("button", { type: "button", className: "more-like", title: "More like this",
+                              "aria-label": `More like ${hit.relpath}` }, ["More like this"]);
+  more.addEventListener("click", () => refine("like", target));
+  buttons.push(more);
+  if (!browsed) {
+    const less = el("button", { type: "button", className: "less-like", title: "Less like this",
+                                "aria-label": `Less like ${hit.relpath}` }, ["Less like this"]);
+    less.addEventListener("click", () => refine("unlike", target));
+    buttons.push(less);
+  }
   if (hit.thumbnail) {
-    buttons.push(el("button", { type: "button", className: "describe",
-                                "aria-label": `Describe or classify ${hit.relpath}` }, ["Describe"]));
+    const describe = el("button", { type: "button", className: "describe",
+                                    "aria-label": `Describe or classify ${hit.relpath}` }, ["Describe"]);
+    describe.addEventListener("click", () => openPanel(`id:${target}`, hit.relpath, hit.thumbnail));
+    buttons.push(describe);
   }
-  buttons[0].addEventListener("click", () => refine("like", target));
-  buttons[1].addEventListener("click", () => refine("unlike", target));
-  if (buttons[2]) {
-    buttons[2].addEventListener("click", () => openPanel(`id:${target}`, hit.relpath, hit.thumbnail));
-  }
+  const score = browsed ? [] : [
+    el("span", { className: "score", title: `cosine similarity ${hit.score}` }, [hit.score.toFixed(3)])];
   return el("li", {
     className: `result kind-${hit.kind}`,
     dataset: { id: String(hit.id), rank: String(hit.rank), kind: hit.kind, image: String(hit.image ?? "") },
@@ -231,7 +256,7 @@ function resultCard(hit) {
       el("div", { className: "meta-line" }, [
         el("span", { className: "rank", title: "rank" }, [`#${hit.rank}`]),
         el("span", { className: "kind" }, [hit.kind]),
-        el("span", { className: "score", title: `cosine similarity ${hit.score}` }, [hit.score.toFixed(3)]),
+        ...score,
       ]),
       el("p", { className: "caption", hidden: !hit.caption }, [hit.caption || ""]),
       tagList(hit.tags || []),
@@ -292,7 +317,8 @@ function renderChips() {
     const describe = el("button", { type: "button", className: "describe-upload small",
                                     "aria-label": `Describe or classify ${up.name}` }, ["Describe"]);
     describe.addEventListener("click", () => openPanel(up.term, up.name, up.url));
-    const node = chip("picture", `${up.name} (${up.width}×${up.height})`, up.url, () => removeUpload(), [describe]);
+    const size = up.width ? ` (${up.width}×${up.height})` : "";
+    const node = chip("picture", `${up.name}${size}`, up.url, () => removeUpload(), [describe]);
     node.id = "upload-chip";
     node.dataset.term = up.term;
     chips.push(node);
@@ -328,26 +354,24 @@ async function usePicture(file) {
   form.append("file", file, file.name || "picture");
   $("#status").textContent = `Uploading ${file.name || "the picture"}…`;
   const answer = await api("POST", "/api/v1/uploads", form);
-  removeUpload({ rerun: false });
+  const previous = state.uploads.get(answer.upload);
   state.upload = {
     term: answer.upload,
-    url: URL.createObjectURL(file),
+    url: previous ? previous.url : URL.createObjectURL(file), // kept: back/forward may show it again
     name: file.name || "picture",
     width: answer.width,
     height: answer.height,
     items: answer.items,
   };
+  state.uploads.set(answer.upload, state.upload);
   renderChips();
   await search();
 }
 
-function removeUpload({ rerun = true } = {}) {
-  if (state.upload) URL.revokeObjectURL(state.upload.url);
+function removeUpload() {
   state.upload = null;
-  if (rerun === true) {
-    renderChips();
-    action(search);
-  }
+  renderChips();
+  action(search);
 }
 
 function firstImage(fileList) {
@@ -471,12 +495,13 @@ function isTyping(target) {
 }
 
 function onKey(event) {
-  if (event.key === "/" && !isTyping(event.target) && !$("#picture-panel").open &&
+  const dialog = document.querySelector("dialog[open]"); // the picture panel, or the sign-in
+  if (event.key === "/" && !isTyping(event.target) && !dialog &&
       !event.ctrlKey && !event.metaKey && !event.altKey) {
     event.preventDefault(); // focus the box without typing "/" into it
     $("#prompt").focus();
     $("#prompt").select();
-  } else if (event.key === "Escape" && !$("#picture-panel").open) {
+  } else if (event.key === "Escape" && !dialog) {
     // The open dialog closes itself on Escape; otherwise Escape undoes the refinement.
     clearRefinement();
   }
@@ -526,8 +551,13 @@ function start() {
   }
   document.addEventListener("keydown", onKey);
   setUpDropping();
+  setUpBrowsing();
   renderChips();
-  action(loadInfo);
+  // What the address names (a search, or a place in the collection) once the filters know the tags.
+  action(async () => {
+    await loadInfo();
+    await restore("replace");
+  });
   $("#prompt").focus();
 }
 
