@@ -668,6 +668,8 @@ def test_a_shared_link_gives_the_library_results(browser: Any, server: str, libr
         shown = query_json(browser)
         assert (shown["terms"], shown["like"], shown["unlike"]) == ([PROMPT, f"upload:{sha}"], [liked], [unliked])
         assert find(browser, "#upload-chip").get_attribute("data-term") == f"upload:{sha}"
+        chip_picture = "const i = document.querySelector('#upload-chip img'); return i && i.naturalWidth"
+        wait(browser, lambda d: d.execute_script(chip_picture), "the upload chip shows the server's thumbnail")
 
         # A picture the server does not hold (any more): its message, and no results of another query.
         loaded(browser, f"{server}/?q=fruit&upload={'0' * 64}")

@@ -105,6 +105,7 @@ def test_openapi_schema_lists_every_endpoint(client: TestClient) -> None:
         "/api/v1/items/{item_id}",
         "/api/v1/items/{item_id}/thumbnail",
         "/api/v1/pictures",
+        "/api/v1/uploads/{sha256}/thumbnail",
     }
     assert set(schema["paths"]["/api/v1/search"]) == {"get", "post"}
     assert "SearchRequest" in schema["components"]["schemas"]
@@ -622,3 +623,17 @@ def test_refresh_is_cheap_and_sees_commits(tmp_path: Path, tiny_encoder) -> None
             assert reader.refresh() is True and reader.refresh() is False
             assert len(reader.search("x", k=5)) == 2
             assert reader.counts()["images"] == 2
+
+
+def test_an_upload_has_a_thumbnail_while_the_server_holds_it(client: TestClient, photos: Path) -> None:
+    data = (photos / "sea.png").read_bytes()
+    sha = upload(client, data)["sha256"]
+    answer = client.get(f"/api/v1/uploads/{sha.upper()}/thumbnail", params={"size": 40})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(answer.content)).size) == 64  # rounded up to 64
+    again = client.get(f"/api/v1/uploads/{sha}/thumbnail?size=64", headers={"if-none-match": answer.headers["etag"]})
+    assert again.status_code == 304
+    gone = client.get(f"/api/v1/uploads/{'0' * 64}/thumbnail")
+    assert gone.status_code == 404 and "upload it again" in gone.json()["error"]
+    assert client.get("/api/v1/uploads/../../etc/passwd/thumbnail").status_code == 404
+    assert client.get(f"/api/v1/uploads/{'z' * 64}/thumbnail").json()["error"].startswith("sha256:")

@@ -306,4 +306,31 @@ def api_router(service: Service) -> APIRouter:
             service.thumbnails.put(key, data)
         return Response(data, media_type="image/jpeg", headers=headers)
 
+    @router.get(
+        "/uploads/{sha256}/thumbnail",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}, **ERRORS},
+        tags=["search"],
+    )
+    def upload_thumbnail(
+        request: Request,
+        sha256: Annotated[str, PathParameter(pattern="^[0-9a-fA-F]{64}$", description="From POST /uploads.")],
+        size: Annotated[
+            int, Query(ge=16, le=MAX_SIZE, description="Longest side; rounded up to 64/128/256/512/1024.")
+        ] = 256,
+    ) -> Response:
+        """A JPEG preview of a picture the server holds (so that a link naming an upload can show it)."""
+        digest, size = sha256.lower(), snap_size(size)
+        etag = f'"{digest[:20]}-{size}"'
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if request.headers.get("if-none-match") == etag and service.uploads.get(digest) is not None:
+            return Response(status_code=304, headers=headers)
+        picture = service.pictures_of(ParsedQuery.parse([UPLOAD_PREFIX + digest], local=False))[UPLOAD_PREFIX + digest]
+        key = (f"upload\0{digest}", size)
+        data = service.thumbnails.get(key)
+        if data is None:
+            data = render_thumbnail(picture, size)
+            service.thumbnails.put(key, data)
+        return Response(data, media_type="image/jpeg", headers=headers)
+
     return router

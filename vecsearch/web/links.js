@@ -86,12 +86,13 @@ async function restore(mode) {
   await Promise.all([search(mode), nameRefinedItems()]);
 }
 
-/** An upload named by a link: the picture itself if this page sent it, else just its hash (the server
- * answers 404 "upload it again" if it no longer holds it). */
+/** An upload named by a link: the picture itself if this page sent it, else its thumbnail from the server
+ * (which answers 404 "upload it again" if it no longer holds it). */
 function knownUpload(sha) {
   const term = `upload:${sha}`;
   return state.uploads.get(term) ||
-    { term, url: null, name: SHA256.test(sha) ? `uploaded picture ${sha.slice(0, 8)}…` : sha, width: null, height: null };
+    { term, url: SHA256.test(sha) ? `/api/v1/uploads/${sha.toLowerCase()}/thumbnail?size=128` : null,
+      name: SHA256.test(sha) ? `uploaded picture ${sha.slice(0, 8)}…` : sha, width: null, height: null };
 }
 
 /** The chips of items a link refines by show their pictures, as they did when they were clicked. */
