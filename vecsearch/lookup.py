@@ -13,7 +13,7 @@ from .pathutil import is_safe_relpath
 from .query import MAX_ITEM_ID
 from .results import Caption, Hit, Item
 from .roots import FOLDER, item_location, root_kind
-from .store import RootRow, Store
+from .store import ItemRow, RootRow, Store
 from .tags import tags_of
 
 
@@ -23,29 +23,37 @@ class ItemLookup:
         self.root_path = root_path
         self.folder = folder  # the index's, for messages
 
-    def hits(self, pairs: list[tuple[int, float]], distinct_text: bool, kind: str | None = None) -> list[Hit]:
-        """Hits for (item id, score) pairs, best first; items a writer removed meanwhile are left out, and
-        with `distinct_text` so is every caption whose text an earlier hit had."""
+    def hits(
+        self, pairs: list[tuple[int, float]], distinct_text: bool, kind: str | None = None, limit: int | None = None
+    ) -> list[Hit]:
+        """Hits for (item id, score) pairs, best first, at most `limit`; items a writer removed meanwhile are
+        left out, and with `distinct_text` so is every caption whose text an earlier hit had. Captions, tags and
+        places are looked up for the hits kept only (a text prompt's nearest items are mostly captions)."""
+        chosen: list[tuple[int, float, ItemRow]] = []
+        seen_texts: set[str] = set()
         with self.store.snapshot():
-            rows = self.store.items(i for i, _ in pairs)
-            file_ids = [row.file_id for row in rows.values()]
+            rows = self.store.items((i for i, _ in pairs), kind)  # of that kind only
+            for item_id, score in pairs:
+                row = rows.get(item_id)
+                if row is None:  # removed by a writer since the vectors were loaded
+                    continue
+                if kind is not None and row.kind != kind:
+                    continue
+                if distinct_text and row.text is not None:
+                    if row.text in seen_texts:
+                        continue
+                    seen_texts.add(row.text)
+                chosen.append((item_id, score, row))
+                if limit is not None and len(chosen) >= limit:
+                    break
+            file_ids = [row.file_id for _, _, row in chosen]
             first_captions = self.store.first_captions(file_ids)
             image_items = self.store.image_items_of_files(file_ids)
             tags = tags_of(self.store, image_items.values())
             roots = {root.id: root for root in self.store.roots()}
         hits: list[Hit] = []
-        seen_texts: set[str] = set()
         places: dict[int, Path] = {}  # where each root is now: found once, not once a hit (it stats folders)
-        for item_id, score in pairs:
-            row = rows.get(item_id)
-            if row is None:  # removed by a writer since the vectors were loaded
-                continue
-            if kind is not None and row.kind != kind:
-                continue
-            if distinct_text and row.text is not None:
-                if row.text in seen_texts:
-                    continue
-                seen_texts.add(row.text)
+        for item_id, score, row in chosen:
             root = roots[row.root_id]
             if root.id not in places:
                 places[root.id] = self.root_path(root)

@@ -129,7 +129,7 @@ class Retrieval:
             while True:
                 pairs = [(i, s) for i, s in candidates if i not in excluded]
                 exhausted = len(candidates) < fetch or fetch >= available
-                hits = self.lookup.hits(pairs, distinct_text, post_kind)
+                hits = self.lookup.hits(pairs, distinct_text, post_kind, limit=k)
                 if len(hits) >= k or exhausted:
                     break
                 fetch = min(fetch * 4, available)

@@ -335,11 +335,12 @@ class Store:
         row = self.conn.execute("SELECT data FROM vectors WHERE item_id = ?", (item_id,)).fetchone()
         return from_blob(row[0]) if row else None
 
-    def items(self, item_ids: Iterable[int]) -> dict[int, ItemRow]:
+    def items(self, item_ids: Iterable[int], kind: str | None = None) -> dict[int, ItemRow]:
         rows = self._rows_in(
             "SELECT i.id, i.kind, i.file_id, i.text, i.source, i.position, f.root_id, f.relpath, i.lang"
-            " FROM items i JOIN files f ON f.id = i.file_id WHERE i.id IN ({marks})",
+            " FROM items i JOIN files f ON f.id = i.file_id WHERE i.id IN ({marks})" + (" AND i.kind = ?" * bool(kind)),
             item_ids,
+            *([kind] if kind else []),
         )
         return {
             int(r["id"]): ItemRow(
